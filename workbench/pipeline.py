@@ -1,0 +1,150 @@
+"""Load a Stable Diffusion + ControlNet pipeline from a hub id, a local folder or the embedded toy model.
+
+Loading takes three steps:
+  1. `resolve_model` turns a name into a source: embedded, local folder or hub id.
+  2. `check_model_folder` verifies a folder is a diffusers model with readable weights.
+  3. `load_pipeline` loads the ControlNet, then the base pipeline around it, on a device.
+A model that is neither on disk nor reachable raises `ModelNotAvailableError`,
+which says what to do, instead of a traceback from deep inside the hub client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+from .devices import pick_device, pick_dtype
+from .errors import ModelNotAvailableError, model_not_available
+
+SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SD15_CANNY_ID = "lllyasviel/sd-controlnet-canny"
+# runwayml took its SD1.5 repository off the hub in 2024; this is the community mirror.
+RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
+
+TOY_DIR = Path(__file__).parent / "assets" / "toy"
+DEFAULT_MODEL = "toy"
+# Preset names: (base, controlnet). "tiny" is random weights from a config, for tests.
+PRESETS = {"toy": ("toy", "toy"), "tiny": ("tiny", "tiny"), "sd15": (SD15_ID, SD15_CANNY_ID)}
+HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: kind is "embedded", "tiny", "local" or "hub"."""
+    kind: str
+    location: str  # a folder for embedded/local, a hub id for hub, "tiny" for tiny
+
+
+def resolve_model(name: str, role: str = "base") -> ModelSource:
+    """Turn a model name into a source; `role` is "base" or "controlnet" (for messages and folders)."""
+    if not isinstance(name, (str, os.PathLike)) or str(name).strip() == "":
+        raise ValueError(f"`{role}` must be a hub id, a local folder or one of {sorted(PRESETS)}, "
+                         f"got {name!r} ({type(name).__name__})")
+    name = os.fspath(name)
+    if name in PRESETS:
+        if name == "tiny":
+            return ModelSource("tiny", "tiny")
+        preset = PRESETS[name][0 if role == "base" else 1]
+        if name == "toy":
+            folder = TOY_DIR if role == "base" else TOY_DIR / "controlnet"
+            return ModelSource("embedded", str(folder))
+        return resolve_model(preset, role)
+    path = Path(name).expanduser()
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise FileNotFoundError(f"`{role}` {name!r} is not a folder. Pass a folder in diffusers layout "
+                                    f"(one written by save_pretrained), a hub id, or one of {sorted(PRESETS)}.")
+        return ModelSource("local", str(path))
+    if not HUB_ID_PATTERN.match(name):
+        raise ValueError(f"`{role}` {name!r} is neither a folder on disk, a preset {sorted(PRESETS)}, "
+                         "nor a hub id of the form 'owner/name'.")
+    if name in RENAMED_IDS:
+        warnings.warn(f"{name!r} was removed from the Hugging Face hub; using its mirror "
+                      f"{RENAMED_IDS[name]!r}, which holds the same weights.", stacklevel=3)
+        name = RENAMED_IDS[name]
+    return ModelSource("hub", name)
+
+
+def check_model_folder(folder: str | Path, role: str = "base") -> None:
+    """Raise a clear error unless `folder` holds a diffusers model whose weight files open."""
+    folder = Path(folder)
+    marker = "model_index.json" if role == "base" else "config.json"
+    if not (folder / marker).is_file():
+        hint = ("run `python -m workbench.toy.train` to build the embedded toy model, or "
+                if folder == TOY_DIR or folder == TOY_DIR / "controlnet" else "")
+        raise FileNotFoundError(f"{folder} is not a diffusers {role} folder: it has no {marker}. "
+                                f"Pass a folder written by save_pretrained, {hint}use load_pipeline('tiny').")
+    from safetensors import safe_open
+    for weights in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types for each kind of damage
+            raise ValueError(f"weight file {weights} is damaged or not a safetensors file ({err}). "
+                             "Restore it (reinstall workbench, or download the model again).") from None
+
+
+def hub_is_offline() -> bool:
+    """True when the hub client is told not to connect (HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import constants
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _from_pretrained(cls, source: ModelSource, role: str, **kwargs):
+    """Call cls.from_pretrained on a checked folder, or on a hub id: cache first, then network."""
+    if source.kind in ("embedded", "local"):
+        check_model_folder(source.location, role)
+        return cls.from_pretrained(source.location, local_files_only=True, **kwargs)
+    try:
+        return cls.from_pretrained(source.location, local_files_only=True, **kwargs)
+    except OSError:
+        if hub_is_offline():
+            raise model_not_available(source.location, f"{role} model", "HF_HUB_OFFLINE=1 is set") from None
+    try:
+        return cls.from_pretrained(source.location, **kwargs)
+    except OSError as err:  # connection errors and missing repos both arrive as OSError subclasses
+        raise model_not_available(source.location, f"{role} model", type(err).__name__) from None
+
+
+def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, device: str = "auto",
+                  dtype: str | torch.dtype = "auto") -> StableDiffusionControlNetPipeline:
+    """Load a Stable Diffusion pipeline with a Canny ControlNet, ready on `device`.
+
+    Args:
+        base: a hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5"), a local folder in
+            diffusers layout, or a preset: "toy" (embedded, trained by this project), "sd15"
+            (SD1.5 + lllyasviel/sd-controlnet-canny), "tiny" (random weights, for tests).
+        controlnet: the same kinds of name; None takes the preset's ControlNet, or the base
+            folder's own `controlnet/` if it has one.
+        device: "auto" (cuda > mps > cpu), or a torch device string.
+        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
+    """
+    device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
+    base_source = resolve_model(base, "base")
+    if controlnet is None:
+        controlnet = base if base in PRESETS else None
+    if base_source.kind == "tiny" or controlnet == "tiny":
+        if not (base_source.kind == "tiny" and controlnet == "tiny"):
+            raise ValueError(f"the 'tiny' test model only pairs with itself; got base={base!r}, controlnet={controlnet!r}")
+        from .tiny import build_tiny_pipeline
+        pipe = build_tiny_pipeline().to(dtype=dtype)  # built in fp32
+    else:
+        kwargs = {"dtype": dtype}
+        if controlnet is not None:
+            kwargs["controlnet"] = _from_pretrained(ControlNetModel, resolve_model(controlnet, "controlnet"),
+                                                    "controlnet", dtype=dtype)
+        # The safety checker is off on purpose: it needs extra hub weights, and it blacks out
+        # images, which would corrupt sweep metrics. Filter images yourself before publishing.
+        pipe = _from_pretrained(StableDiffusionControlNetPipeline, base_source, "base",
+                                safety_checker=None, feature_extractor=None,
+                                requires_safety_checker=False, **kwargs)
+    pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
+    return pipe.to(device)
