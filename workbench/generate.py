@@ -1,0 +1,75 @@
+"""Generate images with a ControlNet pipeline: one batched call, one torch.Generator per image."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import torch
+from PIL import Image
+
+
+def check_scale(scale, name: str = "controlnet_conditioning_scale") -> float:
+    """Return `scale` as a float, or raise if it is not a finite non-negative number."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ValueError(f"`{name}` must be a non-negative float, got {scale!r} ({type(scale).__name__})")
+    scale = float(scale)  # a single ControlNet rejects an int scale, so always pass a float
+    if not scale >= 0 or scale == float("inf"):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {scale}")
+    return scale
+
+
+def check_seeds(seeds) -> list[int]:
+    """Return `seeds` as a list of ints, or raise naming the first seed that is not an integer."""
+    seeds = [seeds] if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool) else list(seeds)
+    if not seeds:
+        raise ValueError("`seeds` must hold at least one integer seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seeds must be non-negative integers, got {seed!r} ({type(seed).__name__})")
+    return [int(s) for s in seeds]
+
+
+def prompt_token_count(pipe, prompt: str) -> int:
+    """How many tokens `prompt` takes, with the start and end tokens."""
+    return len(pipe.tokenizer(prompt, truncation=False).input_ids)
+
+
+def warn_long_prompt(pipe, prompt: str) -> None:
+    """Warn when `prompt` is longer than the tokenizer keeps (the rest is cut off)."""
+    count, limit = prompt_token_count(pipe, prompt), pipe.tokenizer.model_max_length
+    if count > limit:
+        warnings.warn(f"prompt {prompt!r} is {count} tokens; the model reads only the first {limit}, "
+                      "the rest is ignored", stacklevel=3)
+
+
+def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,
+             guidance: float = 7.5, negative_prompt: str = "", width: int | None = None,
+             height: int | None = None, **pipe_kwargs) -> list[Image.Image]:
+    """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
+
+    Args:
+        pipe: a StableDiffusionControlNetPipeline (see `load_pipeline`).
+        prompt: the text prompt; `negative_prompt` steers away from text.
+        control: the control image (e.g. from `make_canny`); its size sets the output size
+            unless `width`/`height` are given.
+        seeds: an int or a list of ints; each image gets its own torch.Generator.
+        scale: ControlNet conditioning scale: 0 ignores the control, 1 is the trained strength.
+        steps, guidance: denoising steps and classifier-free guidance scale.
+    """
+    scale = check_scale(scale)
+    seeds = check_seeds(seeds)
+    if not isinstance(prompt, str):
+        raise ValueError(f"`prompt` must be a string, got {prompt!r} ({type(prompt).__name__})")
+    warn_long_prompt(pipe, prompt)
+    width = width or control.width
+    height = height or control.height
+    # The pipeline draws each image's starting noise from its own generator, so a batch of
+    # seeds gives the same images as one call per seed. Generators live on the CPU:
+    # the same seed then gives the same noise on every device.
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    result = pipe(prompt=[prompt] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
+                  image=control, num_inference_steps=steps, guidance_scale=guidance,
+                  controlnet_conditioning_scale=scale, generator=generators,
+                  width=width, height=height, **pipe_kwargs)
+    return result.images
