@@ -1,0 +1,36 @@
+# Two commands on a fresh clone:  `make demo`  (set-up + main job)  and  `make test`.
+# The environment is a venv in .venv, made once and remade when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch first, on its own: 2.13.0 is a CPU wheel on the project's machines. A range would pull
+# a multi-GB CUDA build there. On a GPU machine: `make TORCH=torch demo`.
+TORCH  ?= torch==2.13.0
+# controlnet_aux without its dependencies: they pull torchvision and timm, which means a CUDA
+# torch here, and only its Canny detector is used offline (README, "Installing controlnet_aux").
+CONTROLNET_AUX ?= controlnet_aux==0.0.10
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(CONTROLNET_AUX)
+	touch $@
+
+demo: setup
+	$(BIN)/python -m workbench demo
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow and not gpu and not hub" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
