@@ -1,0 +1,1 @@
+"""The toy world: a small SD + ControlNet model trained on coloured shapes, shipped with workbench."""
