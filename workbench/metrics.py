@@ -1,0 +1,113 @@
+"""Cheap, offline image metrics: how well a generated image follows its Canny control.
+
+Edge agreement re-extracts Canny edges from the generated image with the same
+detector and thresholds as the control, then matches edge pixels with a tolerance:
+a generated edge pixel counts as right (precision) if a control edge lies within
+`tolerance` pixels, and a control edge pixel counts as found (recall) likewise.
+F1 = 2PR / (P + R), which equals TP / (TP + (FP + FN) / 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .control import make_canny
+
+
+@dataclass(frozen=True)
+class EdgeScores:
+    precision: float
+    recall: float
+    f1: float
+
+
+def edge_mask(image) -> np.ndarray:
+    """A boolean (H, W) mask of the white pixels of an edge map (PIL or array)."""
+    array = np.asarray(image)
+    return (array[:, :, 0] if array.ndim == 3 else array) > 127
+
+
+def dilate(mask: np.ndarray, tolerance: int) -> np.ndarray:
+    """Grow a boolean mask by `tolerance` pixels in every direction (a square neighbourhood)."""
+    if tolerance == 0:
+        return mask
+    kernel = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def edge_scores(control_edges, generated_edges, tolerance: int = 1) -> EdgeScores:
+    """Precision, recall and F1 between two edge maps, matching within `tolerance` pixels."""
+    control, generated = edge_mask(control_edges), edge_mask(generated_edges)
+    if control.shape != generated.shape:
+        raise ValueError(f"edge maps differ in size: control {control.shape}, generated {generated.shape}")
+    matched_generated = (generated & dilate(control, tolerance)).sum()
+    matched_control = (control & dilate(generated, tolerance)).sum()
+    precision = matched_generated / generated.sum() if generated.any() else 0.0
+    recall = matched_control / control.sum() if control.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return EdgeScores(float(precision), float(recall), float(f1))
+
+
+def control_edge_scores(control_edges: Image.Image, generated: Image.Image, low: float = 100,
+                        high: float = 200, tolerance: int = 1) -> EdgeScores:
+    """Re-extract Canny edges from `generated` (same thresholds) and score them against the control."""
+    size = min(generated.size)
+    return edge_scores(control_edges, make_canny(generated, low, high, resolution=size), tolerance)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
+    """Mean structural similarity of two greyscale images in [0, 1] (Wang et al. 2004, Gaussian window)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2  # the paper's constants for a data range of 1
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(index.mean())
+
+
+def image_metrics(control_edges: Image.Image, generated: Image.Image, low: float, high: float) -> dict:
+    """The per-row metrics of a sweep: edge precision, recall, F1 and edge-map SSIM."""
+    regenerated = make_canny(generated, low, high, resolution=min(generated.size))
+    scores = edge_scores(control_edges, regenerated)
+    return {"edge_precision": scores.precision, "edge_recall": scores.recall, "edge_f1": scores.f1,
+            "edge_ssim": ssim(edge_mask(control_edges).astype(float), edge_mask(regenerated).astype(float))}
+
+
+def pixel_distance(path_a: str, path_b: str) -> float:
+    """Mean absolute difference of two image files' pixels, in [0, 1]."""
+    a = np.asarray(Image.open(path_a).convert("RGB"), np.float32)
+    b = np.asarray(Image.open(path_b).convert("RGB"), np.float32)
+    return float(np.abs(a - b).mean() / 255)
+
+
+def add_lora_effect(table):
+    """Add `lora_effect`: each image's pixel distance from the same trial at LoRA weight 0."""
+    import json
+
+    from .spec import AXES
+    key_columns = [c for c in (*AXES, "control_image", "resolution") if c in table and c not in ("adapter", "lora_weight")]
+    records = table.to_dict("records")
+
+    def key(record):
+        return json.dumps([record[c] for c in key_columns], default=str)
+
+    base = {key(r): r["image_path"] for r in records if r["state"] == "COMPLETE" and r["lora_weight"] == 0}
+    effects = [pixel_distance(r["image_path"], base[key(r)]) if r["state"] == "COMPLETE" and key(r) in base
+               else np.nan for r in records]
+    return table.assign(lora_effect=effects)
