@@ -55,3 +55,9 @@ def test_bad_seeds_are_refused(tiny_pipe, square_control, seeds):
 def test_long_prompt_warns(tiny_pipe, square_control):
     with pytest.warns(UserWarning, match="tokens"):
         generate(tiny_pipe, "a red circle " * 10, square_control, 0, steps=1)
+
+
+def test_out_of_vocabulary_word_warns_and_still_generates(tiny_pipe, square_control):
+    with pytest.warns(UserWarning, match=r"\['hexagon'\].*it knows: .*circle"):
+        [image] = generate(tiny_pipe, "a red hexagon", square_control, 0, steps=1)
+    assert image.size == (32, 32)

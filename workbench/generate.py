@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
 
 import torch
@@ -43,6 +44,25 @@ def warn_long_prompt(pipe, prompt: str) -> None:
                       "the rest is ignored", stacklevel=3)
 
 
+SMALL_VOCABULARY = 5000  # word-level toy vocabularies; real CLIP (49k BPE tokens) spells any word
+
+
+def known_words(tokenizer) -> list[str]:
+    """The whole words a small tokenizer knows (its vocabulary entries that end a word)."""
+    return sorted(token[:-4] for token in tokenizer.get_vocab() if token.endswith("</w>") and len(token) > 4)
+
+
+def warn_unknown_words(pipe, prompt: str) -> None:
+    """Warn, naming the words, when a small-vocabulary model (the toy) never learnt a prompt word."""
+    if len(pipe.tokenizer) > SMALL_VOCABULARY:
+        return
+    vocabulary = pipe.tokenizer.get_vocab()
+    unknown = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w + "</w>" not in vocabulary]
+    if unknown:
+        warnings.warn(f"prompt words {unknown} are out of this model's vocabulary, so it cannot draw them; "
+                      f"it knows: {', '.join(known_words(pipe.tokenizer))}", stacklevel=3)
+
+
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,
              guidance: float = 7.5, negative_prompt: str = "", width: int | None = None,
              height: int | None = None, **pipe_kwargs) -> list[Image.Image]:
@@ -62,6 +82,7 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
     if not isinstance(prompt, str):
         raise ValueError(f"`prompt` must be a string, got {prompt!r} ({type(prompt).__name__})")
     warn_long_prompt(pipe, prompt)
+    warn_unknown_words(pipe, prompt)
     width = width or control.width
     height = height or control.height
     # The pipeline draws each image's starting noise from its own generator, so a batch of

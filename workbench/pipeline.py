@@ -135,7 +135,9 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
         if not (base_source.kind == "tiny" and controlnet == "tiny"):
             raise ValueError(f"the 'tiny' test model only pairs with itself; got base={base!r}, controlnet={controlnet!r}")
         from .tiny import build_tiny_pipeline
-        pipe = build_tiny_pipeline().to(dtype=dtype)  # built in fp32
+        pipe = build_tiny_pipeline()  # built in fp32
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
     else:
         kwargs = {"dtype": dtype}
         if controlnet is not None:
@@ -148,3 +150,23 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
                                 requires_safety_checker=False, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
     return pipe.to(device)
+
+
+SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
+                     "euler_a": "EulerAncestralDiscreteScheduler", "dpm++2m": "DPMSolverMultistepScheduler",
+                     "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler"}
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the pipeline's sampler, keeping its noise schedule (a no-op if it is already `name`)."""
+    import diffusers
+    if name not in SCHEDULER_CLASSES:
+        raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULER_CLASSES)}")
+    cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+    if type(pipe.scheduler) is not cls:
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def trained_size(pipe) -> int:
+    """The image size the pipeline was trained for, in pixels (diffusers' default size)."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor

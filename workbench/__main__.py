@@ -1,0 +1,112 @@
+"""Command line.
+
+    python -m workbench demo                              the README's main job
+    python -m workbench sweep spec.yaml --run-dir runs/x  run (or resume) a sweep
+    python -m workbench results runs/x                    summarise a run, export Parquet/CSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workbench", description="ControlNet and LoRA sweep workbench")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="a small conditioning-scale x seed sweep on the default model")
+    demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    demo.add_argument("--model", default=None, help="'toy' (default), 'tiny', 'sd15', a hub id or a folder")
+    demo.add_argument("--steps", type=int, default=20)
+    demo.add_argument("--device", default="auto")
+    sweep = commands.add_parser("sweep", help="run or resume the sweep a YAML/JSON spec describes")
+    sweep.add_argument("spec", help="spec file (YAML or JSON)")
+    sweep.add_argument("--run-dir", required=True, help="run folder; the same spec into it again resumes")
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--dtype", default="auto")
+    results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
+    results.add_argument("run_dir")
+    return parser
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+    from .pipeline import DEFAULT_MODEL
+    table = run_demo(args.out, model=args.model or DEFAULT_MODEL, steps=args.steps, device=args.device)
+    columns = [c for c in ("conditioning_scale", "seed", "state", "edge_f1", "seconds") if c in table]
+    print(table[columns].to_string(index=False))
+    print(f"\nwrote {args.out}/grid.png, {args.out}/results.parquet and {args.out}/results.csv")
+
+
+def cmd_sweep(args) -> None:
+    from tqdm import tqdm
+
+    from .pipeline import load_pipeline
+    from .spec import load_spec
+    from .sweep import run_sweep
+    spec = load_spec(args.spec)  # validate before loading any model
+    pipe = load_pipeline(spec.model, device=args.device, dtype=args.dtype)
+    stop = {"asked": False}
+
+    def on_interrupt(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        stop["asked"] = True
+        tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)")
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    bar = tqdm(unit="img", desc="sweep")
+
+    def on_progress(progress):
+        bar.total = progress.total
+        bar.n = progress.done
+        bar.set_postfix(failed=progress.failed, skipped=progress.skipped)
+        bar.refresh()
+
+    table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
+                      log=tqdm.write)
+    bar.close()
+    summarise(table, args.run_dir)
+
+
+def summarise(table, run_dir) -> None:
+    """Print counts per state and the mean metrics per axis value."""
+    from .results import export_results
+    from .spec import AXES
+    if table.empty:
+        print(f"{run_dir}: no rows yet")
+        return
+    print(f"{run_dir}: {len(table)} rows, " + ", ".join(f"{n} {s}" for s, n in table.state.value_counts().items()))
+    axes = [a for a in AXES if a in table and table[a].astype(str).nunique() > 1 and a != "seed"]
+    metrics = [m for m in ("edge_f1", "edge_ssim", "lora_effect", "seconds") if m in table]
+    if axes and metrics:
+        print(table.groupby([table[a].astype(str) for a in axes])[metrics].mean().round(3).to_string())
+    failed = table[table.state == "FAILED"]
+    for row in failed.head(5).itertuples():
+        print(f"FAILED {row.trial_id}: {row.error}")
+    parquet, csv = export_results(table, run_dir)
+    print(f"wrote {parquet} and {csv}")
+
+
+def cmd_results(args) -> None:
+    from .results import load_results
+    summarise(load_results(args.run_dir), args.run_dir)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import ModelNotAvailableError
+    try:
+        {"demo": cmd_demo, "sweep": cmd_sweep, "results": cmd_results}[args.command](args)
+    except (ValueError, FileNotFoundError, ModelNotAvailableError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

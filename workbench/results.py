@@ -1,0 +1,168 @@
+"""The results of a sweep on disk, safe against crashes. No torch here.
+
+    run_dir/
+      spec.yaml            the sweep, written before the first image
+      images/<id>.png      written to a temporary name, fsync'd, then renamed
+      results.jsonl        one JSON row per finished or failed trial, appended and fsync'd
+
+Why JSON lines and not SQLite: one `write` + `fsync` per row is all the durability a
+sweep needs; a kill can only tear the last line, which is easy to detect and skip; the
+file is readable with `tail`; and SQLite's WAL mode is unsafe on network filesystems,
+where cluster run folders often live. Each writer process has its own log
+(`results.jsonl`, `results.rank1.jsonl`, ...), and `load_results` merges them.
+
+Order of writes per trial: image first, then its row. A kill between the two leaves an
+image with no row; the trial is redone on resume, so no row ever points at a missing or
+half-written image, and the newest row for a trial id wins when logs are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+LOG_PATTERN = "results*.jsonl"
+COMPLETE, FAILED = "COMPLETE", "FAILED"
+
+
+def log_name(rank: int = 0) -> str:
+    """The log file of writer `rank`: results.jsonl for the first, results.rank<k>.jsonl after."""
+    return "results.jsonl" if rank == 0 else f"results.rank{rank}.jsonl"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_png_atomic(image, path: Path, pnginfo=None) -> str:
+    """Encode `image` as PNG, write it under a temporary name, fsync, rename; return its sha256."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=pnginfo)
+    data = buffer.getvalue()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
+    fsync_dir(path.parent)
+    return hashlib.sha256(data).hexdigest()
+
+
+class ResultsLog:
+    """An append-only JSON-lines file: every `append` is one write of one line, then fsync."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.path.stat().st_size and not self._ends_with_newline():
+            os.write(self.fd, b"\n")  # a torn last line from a crash stays alone on its line
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def append(self, row: dict) -> None:
+        os.write(self.fd, (json.dumps(row, default=str) + "\n").encode())
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class LogProblem:
+    """A line of a results log that could not be read."""
+    path: str
+    line: int
+    reason: str
+
+
+def read_log(path: Path) -> tuple[list[dict], list[LogProblem]]:
+    """Every row of one log, and the lines that are damaged (torn by a crash, or edited)."""
+    rows, problems = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict) or "trial_id" not in row or "state" not in row:
+                    raise ValueError("not a results row (needs trial_id and state)")
+                rows.append(row)
+            except ValueError as err:
+                problems.append(LogProblem(str(path), number, f"{type(err).__name__}: {err}"[:200]))
+    return rows, problems
+
+
+def read_rows(run_dir: str | Path) -> tuple[list[dict], list[LogProblem]]:
+    """The newest row of each trial across every writer's log, and any damaged lines."""
+    run_dir = Path(run_dir)
+    latest, problems = {}, []
+    for path in sorted(run_dir.glob(LOG_PATTERN)):
+        rows, bad = read_log(path)
+        problems += bad
+        for row in rows:
+            current = latest.get(row["trial_id"])
+            # A COMPLETE row is final; otherwise the newest attempt wins.
+            if current is None or current["state"] != COMPLETE:
+                latest[row["trial_id"]] = row
+    return list(latest.values()), problems
+
+
+def finished_trial_ids(run_dir: str | Path) -> set[str]:
+    """Ids of trials whose row is COMPLETE and whose image is on disk: these are skipped on resume."""
+    rows, _ = read_rows(run_dir)
+    return {row["trial_id"] for row in rows
+            if row["state"] == COMPLETE and row.get("image_path") and Path(row["image_path"]).is_file()}
+
+
+def load_results(run_dir: str | Path, lora_effect: bool = True) -> pd.DataFrame:
+    """The sweep's table: one row per trial, newest attempt, sorted by trial index.
+
+    Damaged log lines are reported with a warning and left out; intact rows are kept.
+    With `lora_effect`, adds `lora_effect`: the mean absolute pixel difference (0-1) of each
+    image from the same trial at LoRA weight 0, where the sweep has one.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    rows, problems = read_rows(run_dir)
+    for problem in problems:
+        warnings.warn(f"skipped damaged line {problem.line} of {problem.path}: {problem.reason}", stacklevel=2)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.sort_values("index", kind="stable").reset_index(drop=True)
+    if lora_effect and "lora_weight" in table and (table.lora_weight == 0).any() and (table.lora_weight != 0).any():
+        from .metrics import add_lora_effect
+        table = add_lora_effect(table)
+    return table
+
+
+def export_results(table: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path]:
+    """Write the table as results.parquet and results.csv in `run_dir`."""
+    run_dir = Path(run_dir)
+    parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
+    table.to_parquet(parquet, index=False)
+    table.to_csv(csv, index=False)
+    return parquet, csv

@@ -1,0 +1,283 @@
+"""Run a sweep: every trial of a spec becomes one image and one row, and a crash loses almost nothing.
+
+`run_sweep` works in numbered stages:
+  1. check the spec and the run folder; write spec.yaml before any image
+  2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
+  3. group trials into cells (everything but the seed) and order the cells so that
+     adapter, weight and scheduler switches happen least often
+  4. per cell: one batched pipeline call, one torch.Generator per seed (halving the batch on OOM)
+  5. per image: flag NaN/black, write the PNG atomically with its infotext, score it, log its row
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .control import make_canny
+from .generate import warn_long_prompt, warn_unknown_words
+from .infotext import format_infotext, png_info
+from .metrics import image_metrics
+from .pipeline import set_scheduler, trained_size
+from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
+from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict
+
+
+@dataclass
+class Progress:
+    """What the callback hears after each batch: counts so far and the rows just written."""
+    done: int          # trials finished in this run (complete or failed)
+    total: int         # trials this run has to do (finished ones from earlier runs excluded)
+    skipped: int       # trials already finished by an earlier run
+    failed: int
+    rows: list = field(default_factory=list)
+
+
+# ---- 1. the run folder ------------------------------------------------------------------------
+
+def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
+    """Create `run_dir`, check it is writable and belongs to this sweep, and write spec.yaml."""
+    run_dir = Path(run_dir)
+    try:
+        (run_dir / "images").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
+    spec_path = run_dir / "spec.yaml"
+    if spec_path.exists():
+        existing = load_spec(spec_path)
+        if existing.to_dict() != spec.to_dict():
+            changed = sorted(k for k, v in spec.to_dict().items() if existing.to_dict().get(k) != v)
+            raise ValueError(f"{spec_path} belongs to a different sweep (differs in {changed}); "
+                             "use a new run folder, or the same spec to resume")
+    else:
+        temporary = run_dir / ".spec.yaml.tmp"
+        spec.save(temporary)
+        temporary.replace(spec_path)
+    return run_dir
+
+
+# ---- 2. adapters, fingerprint -----------------------------------------------------------------
+
+def load_adapters(pipe, adapters: dict) -> None:
+    """Load each named LoRA file into the pipeline once (adapters already loaded are kept)."""
+    loaded = set(sum(pipe.get_list_adapters().values(), [])) if adapters else set()
+    for name, path in adapters.items():
+        if name not in loaded:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"LoRA file for adapter {name!r} not found: {path}")
+            pipe.load_lora_weights(path, adapter_name=name)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of a model's weights: of its safetensors files if it came from disk, else of its tensors."""
+    folder = Path(getattr(module.config, "_name_or_path", "") or "")
+    files = sorted(folder.glob("*.safetensors")) if str(folder) not in ("", ".") and folder.is_dir() else []
+    if files:
+        return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if "lora_" in name:
+            continue  # adapters are fingerprinted by file, below
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(pipe, adapters: dict) -> str:
+    """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
+    parts = [module_fingerprint(getattr(pipe, name)) for name in ("unet", "controlnet", "vae", "text_encoder")]
+    parts += [f"{name}={file_sha256(Path(path))[:16]}" for name, path in sorted(adapters.items())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+# ---- 3. cells ---------------------------------------------------------------------------------
+
+def cell_key(trial: Trial) -> tuple:
+    return tuple((k, v) for k, v in trial.params.items() if k != "seed")
+
+
+def order_cells(trials: list[Trial]) -> list[list[Trial]]:
+    """Group trials that differ only in seed; order groups by adapter, weight, scheduler, then index."""
+    cells: dict[tuple, list[Trial]] = {}
+    for trial in trials:
+        cells.setdefault(cell_key(trial), []).append(trial)
+
+    def switch_cost(cell):
+        p = cell[0].params
+        return (p["adapter"] or "", p["lora_weight"], p["scheduler"], cell[0].index)
+
+    return sorted(cells.values(), key=switch_cost)
+
+
+# ---- 4. one batch -----------------------------------------------------------------------------
+
+def control_for(spec_control: str, size: int, low: int, high: int) -> Image.Image:
+    """The Canny control for a spec's `control_image`: a file, or "toy:<caption>" drawn by the toy world."""
+    if spec_control.startswith("toy:"):
+        from .toy.world import render_scene, scene_from_caption
+        source = render_scene(scene_from_caption(spec_control[4:]), size)
+    else:
+        source = spec_control
+    return make_canny(source, low, high, resolution=size)
+
+
+def activate_lora(pipe, adapter: str | None, weight: float) -> None:
+    """Switch adapters without reloading: `set_adapters` with a weight, or none at all."""
+    if not getattr(pipe.unet, "peft_config", None):
+        return
+    if adapter is None:
+        pipe.disable_lora()
+    else:
+        pipe.enable_lora()
+        pipe.set_adapters([adapter], adapter_weights=[weight])
+
+
+def encode(pipe, prompt: str, negative: str, cache: dict):
+    """Prompt embeddings, computed once per (prompt, negative prompt) and kept."""
+    if (prompt, negative) not in cache:
+        with torch.no_grad():
+            cache[(prompt, negative)] = pipe.encode_prompt(prompt, pipe.device, 1, True, negative)
+    return cache[(prompt, negative)]
+
+
+def generate_cell(pipe, params: dict, seeds: list[int], control: Image.Image, embeddings) -> np.ndarray:
+    """One pipeline call for a cell's seeds: (B, H, W, 3) floats in [0, 1], NaN left visible."""
+    positive, negative = embeddings
+    n = len(seeds)
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    with torch.no_grad():
+        return pipe(prompt_embeds=positive.repeat(n, 1, 1), negative_prompt_embeds=negative.repeat(n, 1, 1),
+                    image=control, num_inference_steps=params["steps"], guidance_scale=params["guidance"],
+                    controlnet_conditioning_scale=params["conditioning_scale"],
+                    control_guidance_start=params["control_guidance_start"],
+                    control_guidance_end=params["control_guidance_end"], generator=generators,
+                    width=control.width, height=control.height, output_type="np").images
+
+
+def generate_with_backoff(pipe, params, trials, control, embeddings, log=print) -> list:
+    """Generate a cell; on out-of-memory, halve the batch and go on (down to one image)."""
+    try:
+        return list(generate_cell(pipe, params, [t.params["seed"] for t in trials], control, embeddings))
+    except torch.OutOfMemoryError:
+        if len(trials) == 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(trials) // 2
+        log(f"out of memory at batch {len(trials)}; retrying as {half} + {len(trials) - half}")
+        return (generate_with_backoff(pipe, params, trials[:half], control, embeddings, log)
+                + generate_with_backoff(pipe, params, trials[half:], control, embeddings, log))
+
+
+# ---- 5. one image -----------------------------------------------------------------------------
+
+def image_flag(pixels: np.ndarray) -> str:
+    """"nan" for NaN/inf pixels (e.g. an fp16 VAE overflow), "black" for an all-dark image, else ""."""
+    if not np.isfinite(pixels).all():
+        return "nan"
+    return "black" if pixels.max() < 0.02 else ""
+
+
+def versions() -> dict:
+    """Versions of the packages that shape an image, for the results table."""
+    from importlib.metadata import version
+    return {f"{name}_version": version(name) for name in ("torch", "diffusers", "peft", "transformers", "workbench")}
+
+
+def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
+              callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print):
+    """Run every unfinished trial of `spec` into `run_dir`; return the results table.
+
+    Args:
+        pipe: a loaded pipeline (see `load_pipeline`).
+        spec: a SweepSpec, a dict, or a YAML/JSON file.
+        run_dir: the run folder; running the same spec into it again resumes.
+        callback: called with a `Progress` after each batch (tqdm, widgets).
+        should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
+        rank, world_size: this process's share of the unfinished trials, for multi-process runs.
+    """
+    spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
+    run_dir = prepare_run_dir(run_dir, spec)                                          # 1
+    load_adapters(pipe, spec.adapters)                                                # 2
+    fingerprint = model_fingerprint(pipe, spec.adapters)
+    trials = expand(spec, fingerprint)
+    finished = finished_trial_ids(run_dir)
+    unfinished = [t for t in trials if t.trial_id not in finished]
+    todo = unfinished[rank::world_size]
+    for prompt in set(spec.prompt):
+        warn_long_prompt(pipe, prompt)
+        warn_unknown_words(pipe, prompt)
+    size = spec.resolution or trained_size(pipe)
+    context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+               "model": spec.model, "model_fingerprint": fingerprint, **versions()}
+    controls, embeddings = {}, {}
+    progress = Progress(done=0, total=len(todo), skipped=len(trials) - len(unfinished), failed=0)
+    with ResultsLog(run_dir / log_name(rank)) as results:
+        for cell in order_cells(todo):                                                # 3
+            if should_stop and should_stop():
+                log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
+                break
+            params = cell[0].params
+            started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+            key = (params["control_image"], params["canny_low"], params["canny_high"])
+            try:                                                                      # 4
+                if key not in controls:
+                    controls[key] = control_for(params["control_image"], size, params["canny_low"], params["canny_high"])
+                activate_lora(pipe, params["adapter"], params["lora_weight"])
+                set_scheduler(pipe, params["scheduler"])
+                images = generate_with_backoff(pipe, params, cell, controls[key],
+                                               encode(pipe, params["prompt"], params["negative_prompt"], embeddings), log)
+                error = ""
+            except Exception as err:  # a failed cell is recorded, and the sweep goes on
+                images, error = [None] * len(cell), f"{type(err).__name__}: {err}"
+            seconds = (time.perf_counter() - started) / len(cell)
+            rows = [record_trial(run_dir, spec, trial, pixels, controls.get(key), error, started_at, seconds, context)
+                    for trial, pixels in zip(cell, images)]                           # 5
+            for row in rows:
+                results.append(row)
+            progress.done += len(rows)
+            progress.failed += sum(row["state"] == FAILED for row in rows)
+            progress.rows = rows
+            if callback:
+                callback(progress)
+    return load_results(run_dir)
+
+
+def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, control, error: str,
+                 started_at: str, seconds: float, context: dict) -> dict:
+    """Write one trial's image (atomically, with infotext) and return its row."""
+    row = {"trial_id": trial.trial_id, "index": trial.index, "state": FAILED, **trial.params,
+           "image_path": "", "image_sha256": "", "started_at": started_at, "seconds": round(seconds, 4),
+           **context, "flag": "", "error": error}
+    if pixels is None:
+        return row
+    row["flag"] = image_flag(pixels)
+    image = Image.fromarray((np.nan_to_num(pixels).clip(0, 1) * 255).round().astype(np.uint8))
+    text = format_infotext(trial.params, image.width, image.height, spec.model, trial.trial_id)
+    path = run_dir / "images" / f"{trial.trial_id}.png"
+    row["image_sha256"] = write_png_atomic(image, path, png_info(text))
+    row.update(image_path=str(path), width=image.width, height=image.height, state=COMPLETE)
+    if spec.metrics and control is not None:
+        row.update(image_metrics(control, image, trial.params["canny_low"], trial.params["canny_high"]))
+    return row
