@@ -26,6 +26,7 @@ from PIL import Image
 from .control import make_canny
 from .generate import warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
+from .fingerprint import file_sha256, module_fingerprint
 from .metrics import image_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
@@ -44,6 +45,17 @@ class Progress:
 
 # ---- 1. the run folder ------------------------------------------------------------------------
 
+def process_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
     """Create `run_dir`, check it is writable and belongs to this sweep, and write spec.yaml."""
     run_dir = Path(run_dir)
@@ -54,6 +66,9 @@ def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
+    for leftover in (run_dir / "images").glob(".*.tmp"):
+        if not process_alive(int(leftover.suffixes[-2].lstrip("."))):
+            leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
     spec_path = run_dir / "spec.yaml"
     if spec_path.exists():
         existing = load_spec(spec_path)
@@ -78,29 +93,6 @@ def load_adapters(pipe, adapters: dict) -> None:
             if not Path(path).exists():
                 raise FileNotFoundError(f"LoRA file for adapter {name!r} not found: {path}")
             pipe.load_lora_weights(path, adapter_name=name)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a model's weights: of its safetensors files if it came from disk, else of its tensors."""
-    folder = Path(getattr(module.config, "_name_or_path", "") or "")
-    files = sorted(folder.glob("*.safetensors")) if str(folder) not in ("", ".") and folder.is_dir() else []
-    if files:
-        return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()[:16]
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        if "lora_" in name:
-            continue  # adapters are fingerprinted by file, below
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def model_fingerprint(pipe, adapters: dict) -> str:

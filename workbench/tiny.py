@@ -8,13 +8,12 @@ from here; the toy world (`workbench.toy`) trains the same components.
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler,
                        StableDiffusionControlNetPipeline, UNet2DConditionModel)
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -55,21 +54,45 @@ class ModelConfig:
         return self.image_size // self.vae_factor
 
 
-def build_tokenizer(corpus: list[str], max_length: int = 16, vocab_size: int = 400) -> CLIPTokenizer:
-    """Train a byte-pair tokenizer on `corpus` and wrap it as a CLIPTokenizer (no hub files).
+def learn_bpe(corpus: list[str]) -> tuple[dict, list]:
+    """Byte-pair encoding (Sennrich et al. 2016) over the corpus's words, until each word is one token.
 
-    With a vocabulary larger than the corpus needs, every corpus word becomes one token.
+    Ties between equally frequent pairs go to the alphabetically largest pair, so the same
+    corpus always gives the same vocabulary and ids. Every letter, alone and word-final, is
+    in the vocabulary too, so an unknown word still spells out instead of vanishing.
     """
-    bpe = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS],
-                                  end_of_word_suffix="</w>", min_frequency=1, show_progress=False)
-    bpe.train_from_iterator(corpus, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    # CLIPTokenizer wants merges as (left, right) pairs; strings fail with "PyMerges".
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=max_length)
+    counts = Counter(word for line in corpus for word in line.lower().split())
+    pieces = {word: [*word[:-1], word[-1] + "</w>"] for word in counts}
+    merges = []
+    while True:
+        pairs = Counter()
+        for word, parts in pieces.items():
+            for pair in zip(parts, parts[1:]):
+                pairs[pair] += counts[word]
+        if not pairs:
+            break
+        best = max(pairs, key=lambda pair: (pairs[pair], pair))
+        merges.append(best)
+        for word, parts in pieces.items():
+            merged, i = [], 0
+            while i < len(parts):
+                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            pieces[word] = merged
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = [BOS, EOS, *letters, *(c + "</w>" for c in letters)] + ["".join(pair) for pair in merges]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    return vocab, merges
+
+
+def build_tokenizer(corpus: list[str], max_length: int = 16) -> CLIPTokenizer:
+    """A CLIPTokenizer whose BPE was learnt on `corpus` (no hub files; one token per corpus word)."""
+    vocab, merges = learn_bpe(corpus)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def build_text_encoder(cfg: ModelConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:

@@ -1,0 +1,103 @@
+"""Kill a real sweep process with SIGKILL mid-run, resume, and check nothing is lost or doubled."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from workbench import load_results
+from workbench.results import ResultsLog, read_log
+from workbench.spec import expand, spec_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {"model": "tiny", "prompt": "a red circle on a blue background",
+        "control_image": "toy:a red circle on a blue background", "steps": 8,
+        "conditioning_scale": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "seed": [0, 1, 2], "guidance": [3.0, 5.0]}
+
+
+def start_sweep(spec_path: Path, run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(spec_path), "--run-dir", str(run_dir)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def count_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def check_run(run_dir: Path, n_trials: int) -> None:
+    """One COMPLETE row per trial, no duplicate lines, every image decodes and matches its hash."""
+    rows, problems = read_log(run_dir / "results.jsonl")
+    assert not problems
+    ids = [row["trial_id"] for row in rows]
+    assert len(ids) == len(set(ids)) == n_trials, "a trial was lost or logged twice"
+    table = load_results(run_dir)
+    assert len(table) == n_trials and (table.state == "COMPLETE").all()
+    for row in table.itertuples():
+        data = Path(row.image_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.image_sha256
+        Image.open(row.image_path).load()
+    assert not list((run_dir / "images").glob(".*.tmp")), "a killed writer's temporary file was left behind"
+
+
+@pytest.mark.parametrize("kill_after_rows", [0, 6, 20])
+def test_kill_9_then_resume_loses_and_doubles_nothing(tmp_path, kill_after_rows):
+    spec_path = tmp_path / "spec.yaml"
+    spec_from_dict(SPEC).save(spec_path)
+    run_dir = tmp_path / "run"
+    log = run_dir / "results.jsonl"
+    n_trials = len(expand(spec_from_dict(SPEC)))
+    process = start_sweep(spec_path, run_dir)
+    deadline = time.time() + 120
+    while count_lines(log) < kill_after_rows and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if kill_after_rows == 0:
+        while not (run_dir / "spec.yaml").exists() and time.time() < deadline:
+            time.sleep(0.01)
+    assert process.poll() is None, "the sweep finished before it could be killed: make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rows_at_kill = count_lines(log)
+    assert rows_at_kill < n_trials
+    resumed = start_sweep(spec_path, run_dir)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr.decode()[-2000:]
+    check_run(run_dir, n_trials)
+
+
+def test_torn_last_line_is_reported_and_intact_rows_kept(tmp_path):
+    log_path = tmp_path / "results.jsonl"
+    with ResultsLog(log_path) as log:
+        for i in range(3):
+            log.append({"trial_id": f"t{i}", "index": i, "state": "COMPLETE", "image_path": ""})
+    with open(log_path, "ab") as f:
+        f.write(b'{"trial_id": "t3", "index": 3, "sta')  # a kill in the middle of a write
+    with pytest.warns(UserWarning, match="damaged line 4"):
+        table = load_results(tmp_path)
+    assert list(table.trial_id) == ["t0", "t1", "t2"]
+    with ResultsLog(log_path) as log:  # the next writer starts on a fresh line
+        log.append({"trial_id": "t3", "index": 3, "state": "COMPLETE", "image_path": ""})
+    rows, problems = read_log(log_path)
+    assert [r["trial_id"] for r in rows] == ["t0", "t1", "t2", "t3"] and len(problems) == 1
+
+
+def test_newest_attempt_wins_but_complete_is_final(tmp_path):
+    with ResultsLog(tmp_path / "results.jsonl") as log:
+        log.append({"trial_id": "a", "index": 0, "state": "FAILED", "error": "x"})
+        log.append({"trial_id": "a", "index": 0, "state": "COMPLETE", "error": ""})
+        log.append({"trial_id": "b", "index": 1, "state": "COMPLETE", "error": ""})
+        log.append({"trial_id": "b", "index": 1, "state": "FAILED", "error": "late"})
+    table = load_results(tmp_path, lora_effect=False)
+    assert list(table.state) == ["COMPLETE", "COMPLETE"]
+
+
+def test_missing_run_dir():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results("/no/such/run")

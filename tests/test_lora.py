@@ -1,0 +1,94 @@
+"""LoRA: training on the tiny model, metadata round trip, weight 0 = base, adapters as a sweep axis."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workbench import generate, load_pipeline, run_sweep
+from workbench.lora import lora_summary, read_lora_metadata, train_lora
+from workbench.spec import spec_from_dict
+from workbench.toy.data import make_dataset
+
+
+@pytest.fixture(scope="module")
+def lora_pipe(tmp_path_factory):
+    """A fresh tiny pipeline with two trained adapters: rank2 (alpha 2) and rank4 (alpha 2)."""
+    pipe = load_pipeline("tiny", device="cpu")
+    data = make_dataset(16, seed=1, size=32, style="zebra")
+    folder = tmp_path_factory.mktemp("lora")
+    paths = {"rank2": train_lora(pipe, data, rank=2, steps=8, lr=1e-2, out_dir=folder),
+             "rank4": train_lora(pipe, data, rank=4, alpha=2, steps=8, lr=1e-2, out_dir=folder)}
+    return pipe, paths
+
+
+def pixels(pipe, control, adapter=None, weight=1.0):
+    if adapter is None:
+        pipe.disable_lora()
+    else:
+        pipe.enable_lora()
+        pipe.set_adapters([adapter], adapter_weights=[weight])
+    [image] = generate(pipe, "a red circle on a blue background", control, 0, steps=2)
+    return np.asarray(image, dtype=np.float32)
+
+
+def test_weight_zero_is_the_base_model_and_weight_one_differs(lora_pipe, square_control):
+    pipe, _ = lora_pipe
+    base = pixels(pipe, square_control)
+    assert np.array_equal(pixels(pipe, square_control, "rank2", 0.0), base)
+    assert np.abs(pixels(pipe, square_control, "rank2", 1.0) - base).mean() > 0.5
+
+
+def test_rank_and_alpha_survive_saving(lora_pipe):
+    _, paths = lora_pipe
+    meta = read_lora_metadata(paths["rank4"])
+    assert (meta["rank"], meta["alpha"], meta["r"], meta["lora_alpha"]) == (4, 2.0, 4, 2.0)
+    assert meta["steps"] == 8 and len(meta["dataset_hash"]) == 16
+
+
+def test_summary_counts_parameters_and_scaling(lora_pipe):
+    pipe, _ = lora_pipe
+    summary = lora_summary(pipe).set_index("adapter")
+    assert summary.loc["rank4", "parameters"] == 2 * summary.loc["rank2", "parameters"]
+    assert summary.loc["rank2", "scaling"] == 1.0 and summary.loc["rank4", "scaling"] == 0.5
+    assert 0 < summary.loc["rank2", "percent_of_unet"] < 5
+
+
+def test_training_is_deterministic(tmp_path):
+    data = make_dataset(8, seed=2, size=32, style="zebra")
+    from safetensors.torch import load_file
+    files = [train_lora(load_pipeline("tiny", device="cpu"), data, rank=2, steps=3, out_dir=tmp_path / str(i), load=False)
+             for i in range(2)]
+    first, second = (load_file(str(f)) for f in files)
+    assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("rank,match", [(0, "positive integer"), (-2, "positive integer"), (2.5, "positive integer"),
+                                        (10_000, "larger than the smallest targeted layer")])
+def test_bad_ranks(rank, match):
+    pipe = load_pipeline("tiny", device="cpu")
+    with pytest.raises(ValueError, match=match):
+        train_lora(pipe, make_dataset(2, size=32), rank=rank, steps=1)
+
+
+def test_bad_datasets(tmp_path):
+    pipe = load_pipeline("tiny", device="cpu")
+    data = make_dataset(3, size=32)
+    with pytest.raises(ValueError, match="3 images but 2 captions"):
+        train_lora(pipe, (data.images, data.captions[:2]), rank=2, steps=1, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        train_lora(pipe, (data.images[:0], []), rank=2, steps=1, out_dir=tmp_path)
+
+
+def test_adapters_and_weights_sweep_as_axes(lora_pipe, tmp_path):
+    pipe, paths = lora_pipe
+    caption = "a red circle on a blue background"
+    spec = spec_from_dict({"model": "tiny", "prompt": caption, "control_image": f"toy:{caption}", "steps": 2,
+                           "adapters": {k: str(v) for k, v in paths.items()}, "adapter": ["rank2", "rank4"],
+                           "lora_weight": [0.0, 0.5, 1.0], "seed": [0, 1]})
+    table = run_sweep(pipe, spec, tmp_path, log=lambda m: None)
+    assert len(table) == 12 and (table.state == "COMPLETE").all()
+    for seed, rows in table[table.lora_weight == 0].groupby("seed"):  # weight 0 = base, whatever the adapter
+        first, second = (np.asarray(Image.open(p)) for p in rows.image_path)
+        assert np.array_equal(first, second), seed
+    effect = table.groupby("lora_weight").lora_effect.mean()
+    assert effect[0.0] == 0 and effect[0.5] > 0 and effect[1.0] > effect[0.5]

@@ -1,0 +1,188 @@
+"""LoRA adapters on the UNet's attention projections: train, save with metadata, summarise.
+
+LoRA replaces a frozen weight W by  W' = W + (alpha / r) * B @ A,  where A is (r, in),
+B is (out, r), and only A and B are trained. In SD's UNet the attention projections are
+`to_q`, `to_k`, `to_v` and `to_out.0` (not `q_proj`/`v_proj`, which are CLIP's names).
+
+Alpha policy: alpha defaults to r, so alpha / r = 1 at every rank and a rank sweep compares
+ranks at the same scale (kohya's default alpha = 1 would scale a rank-128 adapter by 1/128).
+`use_rslora=True` scales by alpha / sqrt(r) instead (Kalajdzievski 2023).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from .fingerprint import module_fingerprint
+
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
+    """(images as (N, 3, H, W) floats in [-1, 1], captions) from a ToyDataset or (images, captions)."""
+    if hasattr(dataset, "images") and hasattr(dataset, "captions"):
+        images, captions = dataset.images, dataset.captions
+    elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        images, captions = dataset
+    else:
+        raise ValueError("dataset must be a ToyDataset or a pair (images, captions)")
+    if len(images) == 0:
+        raise ValueError("dataset is empty: give at least one (image, caption) pair")
+    if len(images) != len(captions):
+        raise ValueError(f"dataset has {len(images)} images but {len(captions)} captions; they must pair up")
+    if not isinstance(images, torch.Tensor):
+        import numpy as np
+        from .control import load_image
+        images = torch.stack([torch.from_numpy(np.asarray(load_image(i)).copy()).permute(2, 0, 1) for i in images])
+    images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+    return images, list(captions)
+
+
+def smallest_target_dim(unet) -> int:
+    """The smallest in/out size among the layers LoRA targets: the largest rank that makes sense."""
+    layers = [getattr(m, "base_layer", m) for name, m in unet.named_modules()
+              if any(name.endswith("." + t) for t in TARGET_MODULES)]  # peft wraps adapted layers
+    return min(min(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear))
+
+
+def check_rank(unet, rank) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"LoRA `rank` must be a positive integer, got {rank!r}")
+    limit = smallest_target_dim(unet)
+    if rank > limit:
+        raise ValueError(f"LoRA `rank` {rank} is larger than the smallest targeted layer ({limit} features); "
+                         f"use rank <= {limit}")
+
+
+def dataset_hash(images: torch.Tensor, captions: list[str]) -> str:
+    digest = hashlib.sha256(images.numpy().tobytes())
+    digest.update("\n".join(captions).encode())
+    return digest.hexdigest()[:16]
+
+
+def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = 300, lr: float = 1e-3,
+               batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
+               adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
+               load: bool = True) -> Path:
+    """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
+
+    Args:
+        pipe: the pipeline whose UNet is adapted (its weights stay frozen).
+        dataset: a ToyDataset, or (images, captions) with images as a uint8 tensor or PIL list.
+        rank: r, the inner size of B @ A. alpha: defaults to r (see the module docstring).
+        steps, lr, batch_size, seed: training settings; the same seed gives the same adapter.
+        out_dir: where `<adapter_name>.safetensors` and `<adapter_name>.losses.csv` go.
+        callback: called as callback(step, loss) after each step.
+        load: load the result into `pipe` as adapter `adapter_name` (default f"rank{rank}").
+    """
+    unet, device = pipe.unet, pipe.device
+    check_rank(unet, rank)
+    images, captions = training_pairs(dataset)
+    alpha = float(rank if alpha is None else alpha)
+    adapter_name = adapter_name or f"rank{rank}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # the frozen parts run once: latents and text embeddings
+        latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(device, pipe.vae.dtype)).latent_dist.mean
+                             for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
+        tokens = pipe.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
+        context = torch.cat([pipe.text_encoder(tokens[i:i + 64].to(device))[0] for i in range(0, len(tokens), 64)])
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
+                        use_rslora=use_rslora)
+    training_name = f"{adapter_name}-training"
+    with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the plan
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(config, adapter_name=training_name)
+    unet.set_adapter(training_name)
+    unet.requires_grad_(False)
+    trainable = [p for n, p in unet.named_parameters() if training_name in n]
+    for p in trainable:
+        p.requires_grad_(True)
+        p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
+    optimizer = torch.optim.AdamW(trainable, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    scheduler = pipe.scheduler
+    losses = []
+    for step in tqdm(range(steps), desc=f"LoRA {adapter_name}", leave=False, disable=callback is not None):
+        idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
+        noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+        noisy = scheduler.add_noise(latents[idx], noise, t)
+        loss = F.mse_loss(unet(noisy, t, context[idx]).sample.float(), noise.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if callback:
+            callback(step, loss.item())
+    unet.requires_grad_(False)
+    path = out / f"{adapter_name}.safetensors"
+    metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
+                "batch_size": batch_size, "dataset_hash": dataset_hash(images, captions),
+                "base_fingerprint": module_fingerprint(unet)}
+    save_lora(pipe, training_name, config, path, metadata)
+    unet.delete_adapters(training_name)
+    with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
+    if load:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    return path
+
+
+def save_lora(pipe, adapter_name: str, config: LoraConfig, path: Path, metadata: dict) -> None:
+    """Write an adapter in diffusers' LoRA format, with peft's config and our training record.
+
+    Without the config, diffusers reloads alpha as r: an r16/alpha8 adapter would come back
+    twice as strong. The training record goes into the same safetensors header.
+    """
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from safetensors.torch import load_file, save_file
+    state = get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name)
+    state = {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
+    config_dict = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.to_dict().items()}
+    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,
+                                              unet_lora_adapter_metadata=config_dict)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata() or {})
+    header["workbench_training"] = json.dumps(metadata)
+    save_file(load_file(str(path)), str(path), metadata=header)
+
+
+def read_lora_metadata(path: str | Path) -> dict:
+    """Rank, alpha and training record stored in a LoRA file's header (empty where absent)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    info = json.loads(header.get("workbench_training", "{}"))
+    if "lora_adapter_metadata" in header:
+        peft_config = json.loads(header["lora_adapter_metadata"])
+        info.update({k.split(".")[-1]: v for k, v in peft_config.items() if k.split(".")[-1] in ("r", "lora_alpha")})
+    return info
+
+
+def lora_summary(pipe):
+    """Per adapter: rank, alpha, scaling, trainable parameters and their share of the UNet."""
+    import pandas as pd
+    unet = pipe.unet
+    base = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
+    rows = []
+    for name, config in getattr(unet, "peft_config", {}).items():
+        count = sum(p.numel() for n, p in unet.named_parameters() if f".{name}." in n and "lora_" in n)
+        scaling = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
+        rows.append({"adapter": name, "rank": config.r, "alpha": config.lora_alpha, "scaling": scaling,
+                     "parameters": count, "percent_of_unet": 100 * count / base})
+    return pd.DataFrame(rows)
