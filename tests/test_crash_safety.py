@@ -101,3 +101,23 @@ def test_newest_attempt_wins_but_complete_is_final(tmp_path):
 def test_missing_run_dir():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_results("/no/such/run")
+
+
+def test_ctrl_c_stops_after_the_batch_and_resume_completes(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_from_dict(SPEC).save(spec_path)
+    run_dir, n_trials = tmp_path / "run", len(expand(spec_from_dict(SPEC)))
+    process = start_sweep(spec_path, run_dir)
+    deadline = time.time() + 120
+    while count_lines(run_dir / "results.jsonl") < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"stopping after the current batch" in stderr
+    rows_after_stop = count_lines(run_dir / "results.jsonl")
+    assert 3 <= rows_after_stop < n_trials and rows_after_stop % 3 == 0  # whole batches of 3 seeds only
+    resumed = start_sweep(spec_path, run_dir)
+    resumed.communicate(timeout=300)
+    assert resumed.returncode == 0
+    check_run(run_dir, n_trials)

@@ -105,3 +105,13 @@ def test_bad_dtype_and_device():
         pick_dtype("fp8", torch.device("cpu"))
     with pytest.raises(ValueError, match="device"):
         load_pipeline("tiny", device="gpu0")
+
+
+def test_missing_weight_file_is_named(saved_tiny, tmp_path):
+    import shutil
+    copy = tmp_path / "incomplete"
+    shutil.copytree(saved_tiny, copy)
+    for weights in (copy / "vae").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(FileNotFoundError, match=r"vae has a config.json but no weight file"):
+        load_pipeline(str(copy))

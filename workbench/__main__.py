@@ -53,7 +53,7 @@ def cmd_sweep(args) -> None:
         if stop["asked"]:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         stop["asked"] = True
-        tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)")
+        tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, on_interrupt)
     bar = tqdm(unit="img", desc="sweep")
@@ -65,7 +65,7 @@ def cmd_sweep(args) -> None:
         bar.refresh()
 
     table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
-                      log=tqdm.write)
+                      log=lambda message: tqdm.write(message, file=sys.stderr))
     bar.close()
     summarise(table, args.run_dir)
 

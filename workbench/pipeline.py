@@ -10,6 +10,7 @@ which says what to do, instead of a traceback from deep inside the hub client.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -81,6 +82,14 @@ def check_model_folder(folder: str | Path, role: str = "base") -> None:
                 if folder == TOY_DIR or folder == TOY_DIR / "controlnet" else "")
         raise FileNotFoundError(f"{folder} is not a diffusers {role} folder: it has no {marker}. "
                                 f"Pass a folder written by save_pretrained, {hint}use load_pipeline('tiny').")
+    model_folders = [folder] if role == "controlnet" else [
+        folder / name for name in json.loads((folder / marker).read_text())
+        if (folder / name / "config.json").is_file()]  # unet, vae, text_encoder, controlnet...
+    for model_folder in model_folders:
+        if not any(any(model_folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
+            raise FileNotFoundError(f"{model_folder} has a config.json but no weight file "
+                                    "(diffusion_pytorch_model.safetensors or model.safetensors). "
+                                    "Restore it (reinstall workbench, or download the model again).")
     from safetensors import safe_open
     for weights in sorted(folder.rglob("*.safetensors")):
         try:

@@ -1,0 +1,90 @@
+"""The toy world and its packaged model: offline load, control follows edges, determinism, trainer."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.metrics import control_edge_scores
+from workbench.toy.data import make_dataset
+from workbench.toy.world import PALETTE, SHAPES, render_scene, sample_scenes, scene_from_caption
+
+
+@pytest.fixture(scope="module")
+def toy_pipe():
+    return wb.load_pipeline(device="cpu")  # the default: the packaged toy model
+
+
+def test_toy_loads_offline_at_its_trained_size(toy_pipe):
+    assert toy_pipe.unet.config.sample_size * toy_pipe.vae_scale_factor == 64
+    control = wb.make_canny(render_scene(scene_from_caption("a red circle on a blue background"), 64), resolution=64)
+    out = toy_pipe("a red circle on a blue background", image=control, num_inference_steps=2).images[0]
+    assert out.size == (64, 64)  # no height/width given: diffusers' default is the trained size
+
+
+def test_conditioning_scale_raises_edge_f1(toy_pipe):
+    f1 = {0.0: [], 1.0: []}
+    for scene in sample_scenes(4, seed=4242):
+        control = wb.make_canny(render_scene(scene, 64), resolution=64)
+        for scale in f1:
+            [image] = wb.generate(toy_pipe, scene.caption, control, 0, scale=scale, steps=10)
+            f1[scale].append(control_edge_scores(control, image).f1)
+    assert np.mean(f1[1.0]) > np.mean(f1[0.0]) + 0.1, f1
+
+
+def test_same_seed_same_image(toy_pipe):
+    control = wb.make_canny(render_scene(scene_from_caption("a green star on a white background"), 64), resolution=64)
+    a, b = (np.asarray(wb.generate(toy_pipe, "a green star on a white background", control, 5, steps=4)[0])
+            for _ in range(2))
+    assert np.array_equal(a, b)
+
+
+def test_unknown_word_warns_with_the_vocabulary(toy_pipe):
+    control = wb.make_canny(render_scene(scene_from_caption("a red circle on a blue background"), 64), resolution=64)
+    with pytest.warns(UserWarning, match=r"\['hexagon'\].*circle.*zebra"):
+        wb.generate(toy_pipe, "a red hexagon on a blue background", control, 0, steps=1)
+
+
+def test_world_is_deterministic_and_captions_match_scenes():
+    first, second = make_dataset(6, seed=3, size=32), make_dataset(6, seed=3, size=32)
+    assert torch.equal(first.images, second.images) and first.captions == second.captions
+    assert first.images.shape == (6, 3, 32, 32) and first.controls.shape == (6, 1, 32, 32)
+    for scene in first.scenes:
+        assert scene.color != scene.background and scene.color in PALETTE and scene.shape in SHAPES
+        assert scene_from_caption(scene.caption).shape == scene.shape
+
+
+def test_style_subset_has_its_caption_token():
+    scenes = sample_scenes(3, seed=1, style="zebra")
+    assert all(s.caption.endswith("in zebra style") for s in scenes)
+
+
+@pytest.mark.parametrize("caption,match", [("a red blob on a blue background", "'blob'"),
+                                           ("a pink circle on a blue background", "'pink'"),
+                                           ("red circle", "must read")])
+def test_bad_toy_captions(caption, match):
+    with pytest.raises(ValueError, match=match):
+        scene_from_caption(caption)
+
+
+def train_briefly(out_dir, **steps):
+    from workbench.toy.train import main
+    settings = {"n-images": 16, "text-steps": 2, "vae-steps": 2, "unet-steps": 2, "controlnet-steps": 2,
+                "batch-size": 4, "vae-batch-size": 4, "checkpoint-every": 1, "threads": 1, **steps}
+    main(["--out-dir", str(out_dir)] + [x for k, v in settings.items() for x in (f"--{k}", str(v))])
+
+
+def test_trainer_is_deterministic_and_resumes(tmp_path):
+    from safetensors.torch import load_file
+    train_briefly(tmp_path / "a")
+    train_briefly(tmp_path / "b")
+    for part in ("unet", "controlnet", "vae", "text_encoder"):
+        name = "model.safetensors" if part == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        a, b = (load_file(str(tmp_path / run / "pipeline" / part / name)) for run in ("a", "b"))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    train_briefly(tmp_path / "a", **{"unet-steps": 4})  # resumes the UNet at step 2, does not restart
+    steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "a" / "losses.csv")) if row["stage"] == "unet"]
+    assert steps == [0, 1, 3]  # every 20th step and the last; a restart would log step 0 again
+    assert wb.load_pipeline(str(tmp_path / "a" / "pipeline"), device="cpu").unet.config.sample_size == 16
