@@ -92,3 +92,69 @@ def test_adapters_and_weights_sweep_as_axes(lora_pipe, tmp_path):
         assert np.array_equal(first, second), seed
     effect = table.groupby("lora_weight").lora_effect.mean()
     assert effect[0.0] == 0 and effect[0.5] > 0 and effect[1.0] > effect[0.5]
+
+
+def to_kohya(diffusers_file, out_file, alpha):
+    """Rewrite a diffusers LoRA file with kohya/A1111 key names and `.alpha` tensors."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    converted = {}
+    for key, tensor in load_file(str(diffusers_file)).items():
+        module, part = key.removeprefix("unet.").rsplit(".lora.", 1)  # part: "down.weight" or "up.weight"
+        name = "lora_unet_" + module.replace(".", "_")
+        converted[f"{name}.lora_{part}"] = tensor
+        converted[f"{name}.alpha"] = torch.tensor(float(alpha))
+    save_file(converted, str(out_file))
+
+
+def test_kohya_file_loads_with_rank_and_alpha(lora_pipe, tmp_path, square_control):
+    from workbench.lora import inspect_lora_file, load_lora
+    pipe, paths = lora_pipe
+    kohya = tmp_path / "kohya_style.safetensors"
+    to_kohya(paths["rank4"], kohya, alpha=2.0)
+    info = load_lora(pipe, kohya, "kohya4")
+    assert info == {"format": "kohya", "layers": info["layers"], "ranks": [4], "alphas": [2.0]} and info["layers"] > 0
+    # the same weights under another format give the same image
+    assert np.abs(pixels(pipe, square_control, "kohya4") - pixels(pipe, square_control, "rank4")).max() <= 1
+    assert inspect_lora_file(paths["rank4"])["ranks"] == [4]
+
+
+def test_load_lora_refusals(lora_pipe, tmp_path):
+    from workbench.lora import load_lora
+    pipe, paths = lora_pipe
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_lora(pipe, tmp_path / "missing.safetensors", "x")
+    (tmp_path / "old.ckpt").write_bytes(b"not really a pickle")
+    with pytest.raises(ValueError, match="pickle file: loading it can run arbitrary code"):
+        load_lora(pipe, tmp_path / "old.ckpt", "x")
+    with pytest.raises(ValueError, match="'rank2' is already loaded"):
+        load_lora(pipe, paths["rank2"], "rank2")
+
+
+def test_file_for_another_base_names_the_mismatch(tmp_path):
+    from workbench.lora import load_lora
+    from workbench.tiny import ModelConfig, build_tiny_pipeline
+    wide = build_tiny_pipeline(ModelConfig(unet_channels=(64, 128)))
+    path = train_lora(wide, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
+    with pytest.raises(ValueError, match=r"different base model: size mismatch.*shape"):
+        load_lora(load_pipeline("tiny", device="cpu"), path, "wide")
+
+
+def test_spectrum_has_at_most_rank_values(lora_pipe):
+    from workbench.lora import lora_delta_spectrum
+    pipe, _ = lora_pipe
+    spectrum = lora_delta_spectrum(pipe, "rank2")
+    assert spectrum.groupby("layer").size().max() == 2 and (spectrum.singular_value >= 0).all()
+    with pytest.raises(ValueError, match="not loaded"):
+        lora_delta_spectrum(pipe, "rank99")
+
+
+def test_rank_sweep_trains_once_then_uses_the_cache(tmp_path):
+    from workbench.lora import train_lora_ranks
+    data = make_dataset(8, seed=3, size=32, style="zebra")
+    pipe = load_pipeline("tiny", device="cpu")
+    files = train_lora_ranks(pipe, data, ranks=[1, 2], steps=2, cache_dir=tmp_path)
+    assert sorted(files) == ["rank1", "rank2"] and set(pipe.get_list_adapters()["unet"]) >= {"rank1", "rank2"}
+    stamps = {name: path.stat().st_mtime_ns for name, path in files.items()}
+    again = train_lora_ranks(pipe, data, ranks=[1, 2], steps=2, cache_dir=tmp_path)
+    assert {name: path.stat().st_mtime_ns for name, path in again.items()} == stamps

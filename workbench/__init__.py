@@ -17,8 +17,9 @@ from .control import load_image, make_canny
 from .devices import pick_device, pick_dtype
 from .errors import ModelNotAvailableError
 from .generate import generate
+from .lora import load_lora, lora_delta_spectrum, lora_summary, train_lora, train_lora_ranks
 from .pipeline import DEFAULT_MODEL, load_pipeline
-from .plots import plot_grid
+from .plots import plot_grid, plot_metric
 from .results import export_results, load_results
 from .spec import SweepSpec, expand, load_spec
 from .sweep import run_sweep
@@ -27,5 +28,6 @@ from importlib.metadata import version as _version
 
 __version__ = _version("workbench")
 __all__ = ["DEFAULT_MODEL", "ModelNotAvailableError", "SweepSpec", "expand", "export_results", "generate",
-           "load_image", "load_pipeline", "load_results", "load_spec", "make_canny", "pick_device", "pick_dtype",
-           "plot_grid", "run_sweep"]
+           "load_image", "load_lora", "load_pipeline", "load_results", "load_spec", "make_canny", "pick_device", "pick_dtype",
+           "lora_delta_spectrum", "lora_summary", "plot_grid", "plot_metric",
+           "run_sweep", "train_lora", "train_lora_ranks"]

@@ -186,3 +186,101 @@ def lora_summary(pipe):
         rows.append({"adapter": name, "rank": config.r, "alpha": config.lora_alpha, "scaling": scaling,
                      "parameters": count, "percent_of_unet": 100 * count / base})
     return pd.DataFrame(rows)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def loaded_adapters(pipe) -> list[str]:
+    return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(pipe.unet, "peft_config", None) else []
+
+
+def inspect_lora_file(path: str | Path) -> dict:
+    """Format, rank and alpha of a LoRA safetensors file, read from its keys and header.
+
+    diffusers/peft files store rank in the shapes of `lora_A`/`lora.down` and alpha in the
+    header; kohya/A1111 files (`lora_unet_...lora_down.weight`) store alpha as `.alpha` tensors.
+    """
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        downs = [k for k in keys if k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight"))]
+        ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
+        alphas = sorted({float(f.get_tensor(k).item()) for k in keys if k.endswith(".alpha")})
+    kind = "kohya" if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys) else "diffusers"
+    meta = read_lora_metadata(path)
+    if not alphas and "lora_alpha" in meta:
+        alphas = [float(meta["lora_alpha"])]
+    return {"format": kind, "layers": len(downs), "ranks": ranks, "alphas": alphas or None}
+
+
+def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = False, replace: bool = False) -> dict:
+    """Load a LoRA file (diffusers or kohya/A1111 safetensors, or a local folder) as a named adapter.
+
+    Pickle files (.bin/.pt/.ckpt) can run arbitrary code when loaded, so they are refused
+    unless `allow_pickle=True`. Returns what `inspect_lora_file` reads (rank, alpha, format).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ValueError(f"{path.name} is a pickle file: loading it can run arbitrary code. Convert it to "
+                         ".safetensors, or pass allow_pickle=True if you trust its source.")
+    if adapter_name in loaded_adapters(pipe):
+        if not replace:
+            raise ValueError(f"adapter {adapter_name!r} is already loaded; pass replace=True or pick another name")
+        pipe.delete_adapters(adapter_name)
+    info = inspect_lora_file(path) if path.suffix == ".safetensors" else {"format": "pickle or folder"}
+    try:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    except (RuntimeError, ValueError) as err:
+        mismatch = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
+        if mismatch is None:
+            raise
+        raise ValueError(f"LoRA file {path.name} was made for a different base model: {mismatch}") from None
+    return info
+
+
+def lora_delta_spectrum(pipe, adapter: str):
+    """Singular values of each layer's update  (alpha / r) * B @ A  for one adapter.
+
+    A rank-r update has at most r non-zero singular values; how fast they fall shows how
+    much of the rank the adapter really uses.
+    """
+    import pandas as pd
+    rows = []
+    for name, module in pipe.unet.named_modules():
+        if not (hasattr(module, "lora_A") and adapter in getattr(module, "lora_A", {})):
+            continue
+        a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()
+        delta = (b @ a) * module.scaling[adapter]
+        for index, value in enumerate(torch.linalg.svdvals(delta.detach()).tolist()[: a.shape[0]]):
+            rows.append({"layer": name, "index": index, "singular_value": value})
+    if not rows:
+        raise ValueError(f"adapter {adapter!r} is not loaded; loaded: {loaded_adapters(pipe)}")
+    return pd.DataFrame(rows)
+
+
+def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = 300,
+                     lr: float = 1e-3, seed: int = 0, cache_dir: str | Path = "runs/lora-cache",
+                     callback: Callable[[str, int, float], None] | None = None) -> dict:
+    """Train one adapter per rank (cached), load each as `rank<r>`; return {name: file}.
+
+    The cache key hashes the base model, the data, rank, alpha, steps, lr and seed, so a
+    re-run with the same settings loads the files instead of training again.
+    """
+    images, captions = training_pairs(dataset)
+    base = module_fingerprint(pipe.unet)
+    files = {}
+    for rank in ranks:
+        name = f"rank{rank}"
+        settings = json.dumps([base, dataset_hash(images, captions), rank, alpha, steps, lr, seed])
+        folder = Path(cache_dir) / hashlib.sha256(settings.encode()).hexdigest()[:16]
+        path = folder / f"{name}.safetensors"
+        if not path.exists():
+            train_lora(pipe, (images, captions), rank, alpha=alpha, steps=steps, lr=lr, seed=seed, out_dir=folder,
+                       adapter_name=name, load=False,
+                       callback=(lambda step, loss, n=name: callback(n, step, loss)) if callback else None)
+        load_lora(pipe, path, name, replace=True)
+        files[name] = path
+    return files

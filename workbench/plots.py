@@ -1,69 +1,148 @@
-"""Labelled image grids from a results table (one row per image, an `image_path` column)."""
+"""Plots of a results table (one row per image): labelled image grids and metric curves.
+
+Plotting is a pure function of the table: any two columns as rows and columns, an
+optional third as facets (one figure each), seeds as a strip or the first only.
+FAILED rows are drawn as a marked empty cell with their error underneath.
+"""
 
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-MAX_CELLS = 400  # one figure with more cells than this is unreadable; filter or page the table
+MAX_CELLS = 400   # one figure with more cells is unreadable; page it (`page=`) or filter the table
+PAGE_ROWS = 12    # rows per page when a grid is paged
 
 
-def cell_image(rows: pd.DataFrame, seeds: str = "first") -> np.ndarray | None:
-    """The image of one grid cell: its first seed, or every seed side by side ("all")."""
-    rows = rows.sort_values("seed") if "seed" in rows else rows
-    paths = [p for p in rows["image_path"] if isinstance(p, str) and p]
-    if not paths:
-        return None
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in (paths if seeds == "all" else paths[:1])]
-    return np.concatenate(images, axis=1)
+def check_columns(df: pd.DataFrame, *names: str) -> None:
+    for name in names:
+        if name is not None and name not in df.columns:
+            raise ValueError(f"column {name!r} is not in the table; columns are {list(df.columns)}")
 
 
-def plot_grid(df: pd.DataFrame, row: str, col: str, seeds: str = "first", control: Image.Image | None = None,
-              title: str | None = None, cell_inches: float = 1.6):
-    """A matplotlib Figure with one image per (row value, column value), axes labelled once.
+def ordered_values(series: pd.Series) -> list:
+    """The distinct values of a column, sorted (numbers numerically, anything else as text)."""
+    values = series.drop_duplicates().tolist()
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def cell_image(rows: pd.DataFrame, seeds) -> np.ndarray | None:
+    """A cell's picture: its first seed, every seed side by side ("all"), or the first n seeds."""
+    done = rows[(rows.get("state", "COMPLETE") == "COMPLETE") & rows.image_path.astype(bool)]
+    done = done.sort_values("seed") if "seed" in done else done
+    keep = len(done) if seeds == "all" else 1 if seeds == "first" else int(seeds)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in done.image_path.head(keep)]
+    return np.concatenate(images, axis=1) if images else None
+
+
+def draw_failed(ax, rows: pd.DataFrame) -> None:
+    """An empty cell crossed in red, with the first error as a caption."""
+    ax.set_facecolor("#fbe9e9")
+    ax.plot([0, 1], [0, 1], color="#c0392b", transform=ax.transAxes)
+    ax.plot([0, 1], [1, 0], color="#c0392b", transform=ax.transAxes)
+    errors = rows.get("error", pd.Series(dtype=str)).dropna()
+    message = next((e for e in errors if e), "FAILED")
+    ax.set_xlabel(textwrap.shorten(f"FAILED: {message}", 60), fontsize=6, color="#c0392b")
+
+
+def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioning_scale", facet: str | None = None,
+              seeds="first", control: Image.Image | None = None, title: str | None = None,
+              page: int | None = None, cell_inches: float = 1.6):
+    """Image grid of a results table: `row` values down, `col` values across, labelled once per axis.
 
     Args:
-        df: results table with `image_path` and the `row` and `col` columns.
-        row, col: column names whose values become the grid's rows and columns.
-        seeds: "first" shows each cell's lowest seed; "all" shows every seed as a strip.
-        control: the control image, drawn as a reference left of the first row.
+        df: the table from `run_sweep` / `load_results`.
+        row, col: the columns whose values make the rows and columns.
+        facet: a third column; returns a list of figures, one per value.
+        seeds: "first" (lowest seed), "all" (a strip of every seed) or an int (the first n).
+        control: the control image, drawn left of the first row as a reference.
+        page: for grids over MAX_CELLS cells, which page of PAGE_ROWS rows to draw (from 0).
+    Returns a matplotlib Figure (a list of Figures with `facet`). Save with fig.savefig("x.png" or "x.pdf").
     """
-    for name in (row, col, "image_path"):
-        if name not in df.columns:
-            raise ValueError(f"column {name!r} is not in the table; columns are {list(df.columns)}")
-    if seeds not in ("first", "all"):
-        raise ValueError(f"`seeds` must be 'first' or 'all', got {seeds!r}")
-    row_values, col_values = sorted(df[row].unique()), sorted(df[col].unique())
-    if len(row_values) * len(col_values) > MAX_CELLS:
-        raise ValueError(f"a {len(row_values)}x{len(col_values)} grid has more than {MAX_CELLS} cells; "
-                         "filter the table first (df[df[...] == ...])")
+    check_columns(df, row, col, facet, "image_path")
+    if not (seeds in ("first", "all") or (isinstance(seeds, int) and seeds > 0)):
+        raise ValueError(f"`seeds` must be 'first', 'all' or a positive int, got {seeds!r}")
+    if facet is not None:
+        return [plot_grid(df[df[facet] == value], row, col, None, seeds, control,
+                          f"{title + ', ' if title else ''}{facet} = {value}", page, cell_inches)
+                for value in ordered_values(df[facet])]
+    rows, cols = ordered_values(df[row]), ordered_values(df[col])
+    if len(rows) * len(cols) > MAX_CELLS:
+        if page is None:
+            raise ValueError(f"a {len(rows)}x{len(cols)} grid has more than {MAX_CELLS} cells; pass page=0.. "
+                             f"({PAGE_ROWS} rows a page) or filter the table first")
+        rows = rows[page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
+        if not rows:
+            raise ValueError(f"page {page} is past the last page")
+    strip = 1 if seeds == "first" else df["seed"].nunique() if seeds == "all" else seeds
     extra = 1 if control is not None else 0
-    strip = df["seed"].nunique() if seeds == "all" and "seed" in df else 1
-    fig, axes = plt.subplots(len(row_values), len(col_values) + extra, squeeze=False,
-                             figsize=(cell_inches * (len(col_values) * strip + extra), cell_inches * len(row_values)))
-    for i, r in enumerate(row_values):
-        for j, c in enumerate(col_values):
+    fig, axes = plt.subplots(len(rows), len(cols) + extra, squeeze=False,
+                             figsize=(cell_inches * (len(cols) * min(strip, 4) + extra), cell_inches * len(rows)))
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
             ax = axes[i, j + extra]
-            image = cell_image(df[(df[row] == r) & (df[col] == c)], seeds)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            cell = df[(df[row] == r) & (df[col] == c)]
+            image = cell_image(cell, seeds) if len(cell) else None
             if image is not None:
-                ax.imshow(image, interpolation="nearest")  # toy images are small: keep pixels sharp
-            ax.set_xticks([]), ax.set_yticks([])
+                ax.imshow(image, interpolation="nearest")  # small toy images stay sharp when enlarged
+            elif len(cell):
+                draw_failed(ax, cell)
+            else:
+                ax.set_facecolor("#eeeeee")  # no trial for this combination (zip mode, filtering)
             if i == 0:
                 ax.set_title(f"{c}", fontsize=9)
-            if j == 0 and not extra:
+            if j == 0:
                 ax.set_ylabel(f"{r}", fontsize=9)
         if extra:
-            ax = axes[i, 0]
-            ax.imshow(np.asarray(control), interpolation="nearest") if i == 0 else ax.axis("off")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title("control", fontsize=9)
-            axes[i, 1].set_ylabel(f"{r}", fontsize=9)
-    fig.text(0.5 + extra * 0.5 / (len(col_values) + extra), 1.0, col, ha="center", va="bottom", fontsize=10)
-    fig.text(0.0, 0.5, row, ha="right", va="center", rotation="vertical", fontsize=10)
+            axes[i, 0].axis("off")
+    if extra:
+        axes[0, 0].imshow(np.asarray(control), interpolation="nearest")
+        axes[0, 0].set_title("control", fontsize=9)
+    fig.supxlabel(col, fontsize=10)
+    fig.supylabel(row, fontsize=10)
     if title:
-        fig.suptitle(title, y=1.06, fontsize=11)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_f1", hue: str | None = "lora_weight",
+                spread: str = "minmax", ax=None):
+    """Mean of `y` against `x`, one line per `hue` value, with the spread over seeds shaded.
+
+    spread: "minmax" (the range over seeds) or "ci" (mean +- 1.96 standard errors).
+    Effect size against rank at a fixed weight is the same call:
+    plot_metric(df[df.lora_weight == 1], x="rank", y="lora_effect", hue=None).
+    """
+    check_columns(df, x, y, hue)
+    if spread not in ("minmax", "ci"):
+        raise ValueError(f"`spread` must be 'minmax' or 'ci', got {spread!r}")
+    done = df[df["state"] == "COMPLETE"] if "state" in df else df
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    groups = [(None, done)] if hue is None else [(v, done[done[hue] == v]) for v in ordered_values(done[hue])]
+    for value, group in groups:
+        stats = group.groupby(x)[y].agg(["mean", "min", "max", "std", "count"])
+        label = None if hue is None else f"{hue} = {value}"
+        line, = ax.plot(stats.index, stats["mean"], marker="o", label=label)
+        if spread == "minmax":
+            low, high = stats["min"], stats["max"]
+        else:
+            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
+            low, high = stats["mean"] - half, stats["mean"] + half
+        ax.fill_between(stats.index, low, high, alpha=0.2, color=line.get_color())
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if hue is not None:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure
