@@ -1,0 +1,71 @@
+"""SweepPanel driven headlessly: set values, click Run/Stop, check rows, grid and messages."""
+
+import pytest
+
+from workbench.widgets import SweepPanel, compare, parse_seeds
+
+CAPTION = "a red circle on a blue background"
+
+
+def make_panel(pipe, tmp_path, **kwargs):
+    panel = SweepPanel(pipe, run_root=tmp_path, model="tiny", prompt=CAPTION, **kwargs)
+    panel.steps.value, panel.seeds.value, panel.scale_count.value = 2, "0-1", 2
+    return panel
+
+
+def test_run_button_fills_the_table_and_grid(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.run_button.click()
+    panel.wait(120)
+    assert len(panel.table) == 4 and (panel.table.state == "COMPLETE").all()
+    assert panel.progress.value == panel.progress.max == 4
+    grid = panel.grid_image.value
+    assert grid[:8] == b"\x89PNG\r\n\x1a\n" and "COMPLETE" in panel.table_html.value
+    assert "4 images" in panel.message.value
+    panel.row_picker.value = "conditioning_scale"  # re-plot without re-running
+    panel.col_picker.value = "seed"
+    assert panel.grid_image.value != grid
+
+
+def test_rerun_resumes_in_the_same_folder(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.run_button.click()
+    panel.wait(120)
+    first = panel.run_dir
+    panel.run_button.click()
+    panel.wait(120)
+    assert panel.run_dir == first and len(panel.table) == 4
+
+
+def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.scale_count.value = 6
+    panel._on_progress_original = panel._on_progress
+    panel._on_progress = lambda progress: (panel._on_progress_original(progress), panel.stop_button.click())
+    panel.run_button.click()
+    panel.wait(120)
+    assert len(panel.table) == 2 and "stopped" in panel.message.value  # one batch of two seeds
+
+
+@pytest.mark.parametrize("field,value,match", [("seeds", "0-x", "seeds"), ("lora_weights", "a, b", "LoRA weights"),
+                                               ("lora_weights", "0.5", "need an adapter")])
+def test_bad_input_shows_a_message_not_a_traceback(tiny_pipe, tmp_path, field, value, match):
+    panel = make_panel(tiny_pipe, tmp_path)
+    getattr(panel, field).value = value
+    panel.run_button.click()
+    assert match in panel.message.value and "color:#c0392b" in panel.message.value
+    assert panel._thread is None
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3, 42") == [0, 1, 2, 3, 42]
+    with pytest.raises(ValueError, match="backwards"):
+        parse_seeds("5-2")
+
+
+def test_compare_titles_the_differences(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.run_button.click()
+    panel.wait(120)
+    fig = compare(panel.table, 0, 3)
+    assert "conditioning_scale" in fig.axes[0].get_title() and "seed" in fig.axes[1].get_title()

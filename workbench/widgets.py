@@ -1,0 +1,206 @@
+"""ipywidgets panels: run a sweep by clicking, watch the grid fill in, re-plot without re-running.
+
+The panel only calls the engine (`run_sweep`) and the plots (`plot_grid`); it writes to a
+run folder named after its spec, so a stopped or crashed panel resumes where it was.
+The sweep runs in a background thread, so the Stop button is heard while it works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import threading
+from pathlib import Path
+
+import ipywidgets as w
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import display
+from PIL import Image
+
+from .plots import plot_grid
+from .results import load_results
+from .spec import AXES, spec_from_dict
+from .sweep import run_sweep
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-3,42" -> [0, 1, 2, 3, 42]; ranges are inclusive."""
+    seeds = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if not match:
+            raise ValueError(f"seeds: {part!r} is not an integer or a range like 0-3")
+        if match.group(3) is not None:
+            seeds.append(int(match.group(3)))
+        else:
+            low, high = int(match.group(1)), int(match.group(2))
+            if high < low:
+                raise ValueError(f"seeds: range {part!r} runs backwards")
+            seeds.extend(range(low, high + 1))
+    if not seeds:
+        raise ValueError("seeds: give at least one, e.g. 0-3,42")
+    return seeds
+
+
+def parse_numbers(text: str, name: str) -> list[float]:
+    """"0, 0.5, 1" -> [0.0, 0.5, 1.0]."""
+    try:
+        values = [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a comma-separated list of numbers") from None
+    if not values:
+        raise ValueError(f"{name}: give at least one number")
+    return values
+
+
+class SweepPanel:
+    """Controls for a sweep on `pipe`, a Run and a Stop button, a progress bar, a live grid and the table.
+
+    Args:
+        pipe: a loaded pipeline.
+        control_image: a file path or "toy:<caption>" (default: the toy scene of the prompt).
+        adapters: {name: LoRA file} offered as adapters (loaded once, on the first run).
+        run_root: run folders go here, one per distinct spec.
+    """
+
+    def __init__(self, pipe, control_image: str | None = None, adapters: dict | None = None,
+                 run_root: str | Path = "runs/panel", model: str = "toy",
+                 prompt: str = "a yellow star on a blue background"):
+        self.pipe, self.adapters, self.run_root, self.model = pipe, dict(adapters or {}), Path(run_root), model
+        self.control_image = control_image
+        self.table = pd.DataFrame()
+        self.run_dir: Path | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.prompt = w.Text(prompt, description="prompt", layout=w.Layout(width="420px"))
+        self.scale_start = w.FloatText(0.0, description="scale from", layout=w.Layout(width="160px"))
+        self.scale_stop = w.FloatText(1.0, description="to", layout=w.Layout(width="120px"))
+        self.scale_count = w.BoundedIntText(3, min=1, max=50, description="values", layout=w.Layout(width="140px"))
+        self.lora_weights = w.Text("0, 1" if self.adapters else "0", description="LoRA weights")
+        self.adapter_select = w.SelectMultiple(options=sorted(self.adapters), value=tuple(sorted(self.adapters)[:1]),
+                                               description="adapters", rows=min(4, max(1, len(self.adapters))))
+        self.seeds = w.Text("0-1", description="seeds")
+        self.steps = w.BoundedIntText(20, min=1, max=500, description="steps")
+        self.guidance = w.BoundedFloatText(5.0, min=0, max=30, description="guidance")
+        self.run_button = w.Button(description="Run", button_style="success", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="0 / 0")
+        self.message = w.HTML()
+        self.row_picker = w.Dropdown(options=list(AXES), value="seed", description="rows")
+        self.col_picker = w.Dropdown(options=list(AXES), value="conditioning_scale", description="columns")
+        # An Image and an HTML widget, not Output: Output does not capture from a background thread.
+        self.grid_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.table_html = w.HTML()
+        self.run_button.on_click(self.run)
+        self.stop_button.on_click(self.stop)
+        self.row_picker.observe(lambda change: self.redraw(), names="value")
+        self.col_picker.observe(lambda change: self.redraw(), names="value")
+        controls = [self.prompt, w.HBox([self.scale_start, self.scale_stop, self.scale_count]), self.lora_weights]
+        if self.adapters:
+            controls.append(self.adapter_select)
+        controls += [w.HBox([self.seeds, self.steps, self.guidance]), w.HBox([self.run_button, self.stop_button,
+                     self.progress]), self.message, w.HBox([self.row_picker, self.col_picker])]
+        self.widget = w.VBox(controls + [self.grid_image, self.table_html])
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+    def spec(self):
+        """The SweepSpec the controls describe (raises ValueError naming the bad control)."""
+        scales = np.linspace(self.scale_start.value, self.scale_stop.value, self.scale_count.value).round(4).tolist()
+        weights = parse_numbers(self.lora_weights.value, "LoRA weights")
+        adapters = list(self.adapter_select.value) if self.adapters else [None]
+        if any(weight != 0 for weight in weights) and adapters in ([], [None]):
+            raise ValueError("LoRA weights other than 0 need an adapter: pick one in `adapters`")
+        return spec_from_dict({
+            "model": self.model, "prompt": [self.prompt.value], "conditioning_scale": scales,
+            "lora_weight": weights, "adapter": adapters or [None], "adapters": self.adapters,
+            "seed": parse_seeds(self.seeds.value), "steps": [self.steps.value], "guidance": [self.guidance.value],
+            "control_image": self.control_image or f"toy:{self.prompt.value}"})
+
+    def run(self, _button=None) -> None:
+        """Start the sweep the controls describe, in a background thread."""
+        if self._thread and self._thread.is_alive():
+            return
+        try:
+            spec = self.spec()
+        except (ValueError, FileNotFoundError) as err:
+            self.show_message(str(err), error=True)
+            return
+        key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        self.run_dir = self.run_root / key
+        self._stop.clear()
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self.show_message(f"running into {self.run_dir}")
+        self._thread = threading.Thread(target=self._work, args=(spec,), daemon=True)
+        self._thread.start()
+
+    def _work(self, spec) -> None:
+        try:
+            self.table = run_sweep(self.pipe, spec, self.run_dir, callback=self._on_progress,
+                                   should_stop=self._stop.is_set, log=lambda m: self.show_message(m))
+            failed = int((self.table.state == "FAILED").sum()) if len(self.table) else 0
+            stopped = "stopped; Run again to resume. " if self._stop.is_set() else ""
+            self.show_message(f"{stopped}{len(self.table)} images in {self.run_dir}" + (f", {failed} failed" if failed else ""))
+            self.redraw()
+        except Exception as err:  # shown in the panel, never a traceback wall
+            self.show_message(f"{type(err).__name__}: {err}", error=True)
+        finally:
+            self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def stop(self, _button=None) -> None:
+        """Ask the sweep to stop after the current batch."""
+        self._stop.set()
+        self.show_message("stopping after the current batch...")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running sweep ends (for scripts and tests)."""
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _on_progress(self, progress) -> None:
+        self.progress.max = max(1, progress.total)
+        self.progress.value = progress.done
+        self.progress.description = f"{progress.done} / {progress.total}"
+        self.table = load_results(self.run_dir)
+        self.redraw()
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        colour = "#c0392b" if error else "#555555"
+        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        self.message.value = f"<span style='color:{colour}'>{escaped}</span>"
+
+    def redraw(self) -> None:
+        """Plot the current table with the picked axes; show the table's main columns."""
+        if self.table.empty:
+            return
+        try:
+            fig = plot_grid(self.table, row=self.row_picker.value, col=self.col_picker.value)
+        except ValueError as err:
+            self.show_message(str(err), error=True)
+            return
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.grid_image.value = buffer.getvalue()
+        columns = [c for c in ("state", "adapter", "lora_weight", "conditioning_scale", "seed", "edge_f1",
+                               "lora_effect", "seconds") if c in self.table]
+        self.table_html.value = self.table[columns].to_html(index=False, float_format="{:.3f}".format)
+
+
+def compare(df: pd.DataFrame, a: int, b: int):
+    """Two rows of a results table side by side, with the parameters that differ as titles."""
+    first, second = df.loc[a], df.loc[b]
+    differ = [c for c in AXES if c in df and first[c] != second[c]]
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
+    for ax, row in zip(axes, (first, second)):
+        if row.get("image_path"):
+            ax.imshow(np.asarray(Image.open(row["image_path"]).convert("RGB")), interpolation="nearest")
+        ax.set_title("\n".join(f"{c} = {row[c]}" for c in differ) or "same parameters", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
