@@ -105,3 +105,15 @@ def measure_speed(pipe, batch: int = 8, steps: int = 20, repeats: int = 3, guida
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def stripe_score(image, scene: Scene) -> float:
+    """How striped the shape's interior is: the share of its pixels on Canny edges.
+
+    A plain shape scores 0; drawn zebra shapes score about 0.18 (40 scenes, seed 5).
+    The control is the plain outline, so interior edges can only come from the style.
+    """
+    size = image.size[0]
+    inside, _ = shape_regions(scene, size, margin=3)
+    edges = np.asarray(make_canny(image, resolution=size))[:, :, 0] > 127
+    return float(edges[inside].mean()) if inside.any() else 0.0
