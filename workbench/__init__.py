@@ -19,15 +19,18 @@ from .errors import ModelNotAvailableError
 from .generate import generate
 from .lora import load_lora, lora_delta_spectrum, lora_summary, train_lora, train_lora_ranks
 from .pipeline import DEFAULT_MODEL, load_pipeline
-from .plots import plot_grid, plot_metric
+from .explain import controlnet_residuals
+from .plots import plot_grid, plot_images, plot_metric, plot_spectra
 from .results import export_results, load_results
 from .spec import SweepSpec, expand, load_spec
 from .sweep import run_sweep
+from .widgets import SweepPanel, compare
 
 from importlib.metadata import version as _version
 
 __version__ = _version("workbench")
-__all__ = ["DEFAULT_MODEL", "ModelNotAvailableError", "SweepSpec", "expand", "export_results", "generate",
+__all__ = ["DEFAULT_MODEL", "ModelNotAvailableError", "SweepPanel", "SweepSpec", "compare", "expand", "export_results", "generate",
            "load_image", "load_lora", "load_pipeline", "load_results", "load_spec", "make_canny", "pick_device", "pick_dtype",
-           "lora_delta_spectrum", "lora_summary", "plot_grid", "plot_metric",
+           "controlnet_residuals", "lora_delta_spectrum", "lora_summary", "plot_grid", "plot_images", "plot_metric",
+           "plot_spectra",
            "run_sweep", "train_lora", "train_lora_ranks"]

@@ -146,3 +146,33 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax.figure
+
+
+def plot_images(images, titles=None, cell_inches: float = 1.8):
+    """A row of images with optional titles (control maps, before/after pairs)."""
+    titles = titles or [""] * len(images)
+    fig, axes = plt.subplots(1, len(images), squeeze=False, figsize=(cell_inches * len(images), cell_inches + 0.3))
+    for ax, image, title in zip(axes[0], images, titles):
+        ax.imshow(np.asarray(image), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectra(spectra: dict, ax=None):
+    """Mean singular value by index for each adapter: how much of its rank an adapter uses.
+
+    `spectra` maps adapter names to `lora_delta_spectrum` tables.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    for name, table in spectra.items():
+        means = table.groupby("index").singular_value.mean()
+        ax.plot(means.index + 1, means.values, marker="o", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("mean singular value of (alpha/r) B A")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure

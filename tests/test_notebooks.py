@@ -1,0 +1,65 @@
+"""Every notebook runs top to bottom on the toy model, offline, on the CPU; outputs are stripped in git."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT = 600  # a hang guard, not a speed test: benchmarks measure speed
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One folder for all notebooks, so 03 reuses the adapters 02 trained (the LoRA cache)."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
+def execute(path: Path, workdir: Path, model: str | None = None):
+    notebook = nbformat.read(path, as_version=4)
+    if model:
+        parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        parameters.source = parameters.source.replace('MODEL = "toy"', f'MODEL = "{model}"')
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}})
+    started = time.time()
+    client.execute()
+    return notebook, time.time() - started
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS] == ["01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_on_the_toy_model(path, workdir):
+    notebook, seconds = execute(path, workdir)
+    print(f"{path.name}: {seconds:.0f} s")
+    images = sum("image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert images >= 2, "the notebook should draw its grids and curves"
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+def test_sd15_fails_with_the_clear_offline_message(workdir):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    with pytest.raises(CellExecutionError) as caught:
+        execute(NOTEBOOKS[0], workdir, model="sd15")
+    message = str(caught.value)
+    assert "ModelNotAvailableError" in message and "huggingface-cli download" in message
+    assert "lllyasviel/sd-controlnet-canny" in message
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_are_stripped_in_git(path):
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} has outputs: strip them"
+    first_code = next(c for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "parameters" in first_code["metadata"].get("tags", []), "the first code cell holds the parameters"

@@ -1,0 +1,37 @@
+"""Look inside a ControlNet pipeline, for teaching: what the ControlNet adds, and where."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .pipeline import trained_size
+
+
+@torch.no_grad()
+def controlnet_residuals(pipe, prompt: str = "") -> pd.DataFrame:
+    """One row per zero convolution: the residual it adds into the UNet, its shape and weight norm.
+
+    A ControlNet is a trainable copy of the UNet's encoder that reads the control image.
+    Each of its blocks ends in a 1x1 "zero convolution" (initialised to zero, so training
+    starts from the unchanged UNet); their outputs are added to the UNet's skip connections
+    (down blocks) and to its middle block, after multiplying by the conditioning scale.
+    """
+    size = trained_size(pipe)
+    latent = size // pipe.vae_scale_factor
+    device, dtype = pipe.device, pipe.unet.dtype
+    sample = torch.zeros(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    tokens = pipe.tokenizer([prompt], padding="max_length", truncation=True, return_tensors="pt").input_ids
+    context = pipe.text_encoder(tokens.to(device))[0].to(dtype)
+    control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    down, mid = pipe.controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context,
+                                controlnet_cond=control, return_dict=False)
+    convs = list(pipe.controlnet.controlnet_down_blocks) + [pipe.controlnet.controlnet_mid_block]
+    rows = []
+    for i, (residual, conv) in enumerate(zip([*down, mid], convs)):
+        is_mid = i == len(down)
+        rows.append({"zero_conv": "controlnet_mid_block" if is_mid else f"controlnet_down_blocks.{i}",
+                     "adds_to": "UNet middle block" if is_mid else f"UNet skip connection {i}",
+                     "residual_shape (C, H, W)": tuple(residual.shape[1:]),
+                     "weight_norm": float(conv.weight.float().norm())})
+    return pd.DataFrame(rows)
