@@ -166,3 +166,15 @@ def test_schedulers_as_an_axis(tiny_pipe, tmp_path):
     table = run_sweep(tiny_pipe, small_spec(scheduler=["ddim", "euler", "dpm++2m"], seed=[0], conditioning_scale=[1.0]),
                       tmp_path, log=lambda m: None)
     assert (table.state == "COMPLETE").all() and table.image_sha256.nunique() == 3
+
+
+def test_two_shards_are_disjoint_complete_and_identical_to_one_process(tiny_pipe, finished_run, tmp_path):
+    _, single = finished_run
+    for rank in (0, 1):
+        run_sweep(tiny_pipe, small_spec(), tmp_path, rank=rank, world_size=2, log=lambda m: None)
+    assert (tmp_path / "results.jsonl").exists() and (tmp_path / "results.rank1.jsonl").exists()
+    from workbench.results import read_log
+    ids = [r["trial_id"] for name in ("results.jsonl", "results.rank1.jsonl") for r in read_log(tmp_path / name)[0]]
+    assert len(ids) == len(set(ids)) == 4
+    merged = load_results(tmp_path)
+    assert sorted(merged.image_sha256) == sorted(single.image_sha256)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -46,7 +47,12 @@ def cmd_sweep(args) -> None:
     from .spec import load_spec
     from .sweep import run_sweep
     spec = load_spec(args.spec)  # validate before loading any model
-    pipe = load_pipeline(spec.model, device=args.device, dtype=args.dtype)
+    device = args.device
+    if device == "auto" and "LOCAL_RANK" in os.environ:
+        import torch
+        if torch.cuda.is_available():
+            device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch
+    pipe = load_pipeline(spec.model, device=device, dtype=args.dtype)
     stop = {"asked": False}
 
     def on_interrupt(signum, frame):
@@ -64,8 +70,10 @@ def cmd_sweep(args) -> None:
         bar.set_postfix(failed=progress.failed, skipped=progress.skipped)
         bar.refresh()
 
+    # Under `accelerate launch` (or torchrun) each process takes its own share of the cells.
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
-                      log=lambda message: tqdm.write(message, file=sys.stderr))
+                      rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr))
     bar.close()
     summarise(table, args.run_dir)
 

@@ -77,7 +77,7 @@ def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
             raise ValueError(f"{spec_path} belongs to a different sweep (differs in {changed}); "
                              "use a new run folder, or the same spec to resume")
     else:
-        temporary = run_dir / ".spec.yaml.tmp"
+        temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
         spec.save(temporary)
         temporary.replace(spec_path)
     return run_dir
@@ -215,8 +215,11 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     fingerprint = model_fingerprint(pipe, spec.adapters)
     trials = expand(spec, fingerprint)
     finished = finished_trial_ids(run_dir)
-    unfinished = [t for t in trials if t.trial_id not in finished]
-    todo = unfinished[rank::world_size]
+    # Shard whole cells of the full, ordered trial list, so every process computes the same
+    # split whatever it finds finished, and seeds stay batched; then drop finished trials.
+    cells = [[t for t in cell if t.trial_id not in finished] for cell in order_cells(trials)[rank::world_size]]
+    cells = [cell for cell in cells if cell]
+    unfinished = sum(t.trial_id not in finished for t in trials)
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
@@ -224,9 +227,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
                "model": spec.model, "model_fingerprint": fingerprint, **versions()}
     controls, embeddings = {}, {}
-    progress = Progress(done=0, total=len(todo), skipped=len(trials) - len(unfinished), failed=0)
+    progress = Progress(done=0, total=sum(map(len, cells)), skipped=len(trials) - unfinished, failed=0)
     with ResultsLog(run_dir / log_name(rank)) as results:
-        for cell in order_cells(todo):                                                # 3
+        for cell in cells:                                                            # 3
             if should_stop and should_stop():
                 log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
                 break
