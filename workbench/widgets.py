@@ -80,7 +80,8 @@ class SweepPanel:
         self.scale_start = w.FloatText(0.0, description="scale from", layout=w.Layout(width="160px"))
         self.scale_stop = w.FloatText(1.0, description="to", layout=w.Layout(width="120px"))
         self.scale_count = w.BoundedIntText(3, min=1, max=50, description="values", layout=w.Layout(width="140px"))
-        self.lora_weights = w.Text("0, 1" if self.adapters else "0", description="LoRA weights")
+        self.lora_weights = w.Text("0, 1" if self.adapters else "0", description="LoRA weights",
+                                   style={"description_width": "initial"})
         self.adapter_select = w.SelectMultiple(options=sorted(self.adapters), value=tuple(sorted(self.adapters)[:1]),
                                                description="adapters", rows=min(4, max(1, len(self.adapters))))
         self.seeds = w.Text("0-1", description="seeds")
@@ -93,7 +94,7 @@ class SweepPanel:
         self.row_picker = w.Dropdown(options=list(AXES), value="seed", description="rows")
         self.col_picker = w.Dropdown(options=list(AXES), value="conditioning_scale", description="columns")
         # An Image and an HTML widget, not Output: Output does not capture from a background thread.
-        self.grid_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.grid_image = w.Image(format="png", layout=w.Layout(max_width="720px"))
         self.table_html = w.HTML()
         self.run_button.on_click(self.run)
         self.stop_button.on_click(self.stop)
