@@ -1,50 +1,16 @@
 """Kill a real sweep process with SIGKILL mid-run, resume, and check nothing is lost or doubled."""
 
-import hashlib
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from workbench import load_results
 from workbench.results import ResultsLog, read_log
 from workbench.spec import expand, spec_from_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEC = {"model": "tiny", "prompt": "a red circle on a blue background",
-        "control_image": "toy:a red circle on a blue background", "steps": 8,
-        "conditioning_scale": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "seed": [0, 1, 2], "guidance": [3.0, 5.0]}
-
-
-def start_sweep(spec_path: Path, run_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(spec_path), "--run-dir", str(run_dir)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def count_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def check_run(run_dir: Path, n_trials: int) -> None:
-    """One COMPLETE row per trial, no duplicate lines, every image decodes and matches its hash."""
-    rows, problems = read_log(run_dir / "results.jsonl")
-    assert not problems
-    ids = [row["trial_id"] for row in rows]
-    assert len(ids) == len(set(ids)) == n_trials, "a trial was lost or logged twice"
-    table = load_results(run_dir)
-    assert len(table) == n_trials and (table.state == "COMPLETE").all()
-    for row in table.itertuples():
-        data = Path(row.image_path).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == row.image_sha256
-        Image.open(row.image_path).load()
-    assert not list((run_dir / "images").glob(".*.tmp")), "a killed writer's temporary file was left behind"
+from sweep_helpers import SPEC, check_run, count_lines, start_sweep
 
 
 @pytest.mark.parametrize("kill_after_rows", [0, 6, 20])

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,6 +46,39 @@ class Progress:
 
 
 # ---- 1. the run folder ------------------------------------------------------------------------
+
+class RunFolderBusy(ValueError):
+    """Another sweep process holds this run folder's lock for the same rank."""
+
+
+def lock_run_dir(run_dir: Path, rank: int):
+    """Take this rank's lock on the run folder, or raise RunFolderBusy naming the holder.
+
+    Each rank of one multi-process launch has its own lock, so they share the folder;
+    a second, independent sweep into the same folder collides on rank 0 and is refused.
+    The lock is released by the OS when the process ends, even by kill -9.
+    """
+    import fcntl
+    handle = open(run_dir / f".lock.rank{rank}", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunFolderBusy(f"run folder {str(run_dir)!r} is in use by a running sweep ({holder}); wait for it, "
+                            "or stop it and run again to resume") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here if WORKBENCH_FAULT names this point: how the fault tests crash on cue."""
+    if os.environ.get("WORKBENCH_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def process_alive(pid: int) -> bool:
     """True if a process with this id runs on this machine."""
@@ -211,6 +246,15 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     run_dir = prepare_run_dir(run_dir, spec)                                          # 1
+    lock = lock_run_dir(run_dir, rank)
+    try:
+        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log)
+    finally:
+        lock.close()
+
+
+def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log):
+    """Stages 2-5 of `run_sweep`, with the run folder locked."""
     load_adapters(pipe, spec.adapters)                                                # 2
     fingerprint = model_fingerprint(pipe, spec.adapters)
     trials = expand(spec, fingerprint)
@@ -247,10 +291,20 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
             except Exception as err:  # a failed cell is recorded, and the sweep goes on
                 images, error = [None] * len(cell), f"{type(err).__name__}: {err}"
             seconds = (time.perf_counter() - started) / len(cell)
-            rows = [record_trial(run_dir, spec, trial, pixels, controls.get(key), error, started_at, seconds, context)
-                    for trial, pixels in zip(cell, images)]                           # 5
-            for row in rows:
+            rows = []
+            for trial, pixels in zip(cell, images):                                   # 5
+                try:
+                    row = record_trial(run_dir, spec, trial, pixels, controls.get(key), error, started_at, seconds, context)
+                except OSError as err:
+                    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise OSError(err.errno, f"the run folder's disk is full ({err.strerror}); the "
+                                      f"{progress.done + len(rows)} trials finished so far are kept: free space "
+                                      "and run the same sweep again to resume") from None
+                    raise
+                fault_point("after_image")
                 results.append(row)
+                fault_point("after_row")
+                rows.append(row)
             progress.done += len(rows)
             progress.failed += sum(row["state"] == FAILED for row in rows)
             progress.rows = rows
