@@ -62,9 +62,12 @@ def cmd_sweep(args) -> None:
         tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, on_interrupt)
-    bar = tqdm(unit="img", desc="sweep")
+    bars = []  # made at the first batch, so nothing is drawn before the spec and model are checked
 
     def on_progress(progress):
+        if not bars:
+            bars.append(tqdm(unit="img", desc="sweep"))
+        bar = bars[0]
         bar.total = progress.total
         bar.n = progress.done
         bar.set_postfix(failed=progress.failed, skipped=progress.skipped)
@@ -72,9 +75,12 @@ def cmd_sweep(args) -> None:
 
     # Under `accelerate launch` (or torchrun) each process takes its own share of the cells.
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
-                      rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr))
-    bar.close()
+    try:
+        table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
+                          rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr))
+    finally:
+        for bar in bars:
+            bar.close()
     summarise(table, args.run_dir)
 
 

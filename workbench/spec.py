@@ -123,8 +123,17 @@ def check_spec(spec: SweepSpec) -> None:
     for value in spec.prompt + spec.negative_prompt:
         if not isinstance(value, str):
             raise ValueError(f"prompts must be strings, got {value!r} ({type(value).__name__})")
+    for name, kind in (("adapters", dict), ("control_image", str), ("model", str), ("metrics", bool), ("mode", str)):
+        if not isinstance(getattr(spec, name), kind):
+            raise ValueError(f"`{name}` must be a {kind.__name__}, got {getattr(spec, name)!r}")
+    for name, path in spec.adapters.items():
+        if not isinstance(name, str) or not isinstance(path, str):
+            raise ValueError(f"`adapters` maps names to LoRA files (strings), got {name!r}: {path!r}")
+    for value in spec.adapter:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"`adapter` values must be adapter names (strings) or null, got {value!r}")
     for value in spec.scheduler:
-        if value not in SCHEDULERS:
+        if not isinstance(value, str) or value not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {value!r}; known: {list(SCHEDULERS)}")
     for value in spec.adapter:
         if value is not None and value not in spec.adapters:
@@ -137,9 +146,10 @@ def check_spec(spec: SweepSpec) -> None:
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
-    if spec.resolution is not None and (not isinstance(spec.resolution, int) or spec.resolution < 8):
+    if spec.resolution is not None and (isinstance(spec.resolution, bool) or not isinstance(spec.resolution, int)
+                                        or spec.resolution < 8):
         raise ValueError(f"`resolution` must be an integer >= 8 or null, got {spec.resolution!r}")
-    if not isinstance(spec.max_trials, int) or spec.max_trials < 1:
+    if isinstance(spec.max_trials, bool) or not isinstance(spec.max_trials, int) or spec.max_trials < 1:
         raise ValueError(f"`max_trials` must be a positive integer, got {spec.max_trials!r}")
     count = count_trials(spec)
     if count > spec.max_trials:

@@ -122,12 +122,11 @@ def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
 
 def load_adapters(pipe, adapters: dict) -> None:
     """Load each named LoRA file into the pipeline once (adapters already loaded are kept)."""
-    loaded = set(sum(pipe.get_list_adapters().values(), [])) if adapters else set()
+    from .lora import load_lora, loaded_adapters
+    loaded = loaded_adapters(pipe) if adapters else []
     for name, path in adapters.items():
         if name not in loaded:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"LoRA file for adapter {name!r} not found: {path}")
-            pipe.load_lora_weights(path, adapter_name=name)
+            load_lora(pipe, path, name)  # refuses pickle files, names a shape mismatch
 
 
 def model_fingerprint(pipe, adapters: dict) -> str:
@@ -166,6 +165,18 @@ def control_for(spec_control: str, size: int, low: int, high: int) -> Image.Imag
     else:
         source = spec_control
     return make_canny(source, low, high, resolution=size)
+
+
+def check_control_image(control_image: str) -> None:
+    """Refuse a missing or unreadable control image, or a toy caption the toy world cannot draw."""
+    if not isinstance(control_image, str) or not control_image:
+        raise ValueError(f"`control_image` must be a file path or 'toy:<caption>', got {control_image!r}")
+    if control_image.startswith("toy:"):
+        from .toy.world import scene_from_caption
+        scene_from_caption(control_image[4:])
+    else:
+        from .control import load_image
+        load_image(control_image)
 
 
 def activate_lora(pipe, adapter: str | None, weight: float) -> None:
@@ -245,7 +256,8 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
-    run_dir = prepare_run_dir(run_dir, spec)                                          # 1
+    check_control_image(spec.control_image)                                           # 1
+    run_dir = prepare_run_dir(run_dir, spec)
     lock = lock_run_dir(run_dir, rank)
     try:
         return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log)
