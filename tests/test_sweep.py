@@ -102,30 +102,31 @@ def test_run_dir_under_a_file_is_refused(tiny_pipe, tmp_path):
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_pipe, tmp_path, monkeypatch):
     real = sweep_module.generate_cell
 
-    def flaky(pipe, params, seeds, control, embeddings):
-        if params["conditioning_scale"] == 0.0:
+    def flaky(pipe, params, trials, control, embeddings):
+        if params["guidance"] == 3.0:
             raise RuntimeError("simulated failure")
-        return real(pipe, params, seeds, control, embeddings)
+        return real(pipe, params, trials, control, embeddings)
 
     monkeypatch.setattr(sweep_module, "generate_cell", flaky)
-    table = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
+    spec = small_spec(guidance=[3.0, 5.0])
+    table = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     failed = table[table.state == "FAILED"]
-    assert len(failed) == 2 and (failed.conditioning_scale == 0).all()
+    assert len(failed) == 4 and (failed.guidance == 3.0).all()
     assert failed.error.str.contains("simulated failure").all() and (failed.image_path == "").all()
-    assert (table[table.state == "COMPLETE"].conditioning_scale == 1).all()
+    assert (table[table.state == "COMPLETE"].guidance == 5.0).all()
     monkeypatch.setattr(sweep_module, "generate_cell", real)
-    retried = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
-    assert (retried.state == "COMPLETE").all() and len(retried) == 4  # failed trials are redone, not duplicated
+    retried = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    assert (retried.state == "COMPLETE").all() and len(retried) == 8  # failed trials are redone, not duplicated
 
 
 def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
     real, batches, messages = sweep_module.generate_cell, [], []
 
-    def small_memory(pipe, params, seeds, control, embeddings):
-        batches.append(len(seeds))
-        if len(seeds) > 1:
+    def small_memory(pipe, params, trials, control, embeddings):
+        batches.append(len(trials))
+        if len(trials) > 1:
             raise torch.OutOfMemoryError("simulated")
-        return real(pipe, params, seeds, control, embeddings)
+        return real(pipe, params, trials, control, embeddings)
 
     monkeypatch.setattr(sweep_module, "generate_cell", small_memory)
     table = run_sweep(tiny_pipe, small_spec(conditioning_scale=[1.0], seed=[0, 1, 2, 3]), tmp_path, log=messages.append)
@@ -135,25 +136,25 @@ def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
 
 def test_nan_images_are_flagged(tiny_pipe, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "generate_cell",
-                        lambda pipe, params, seeds, *a: np.full((len(seeds), 32, 32, 3), np.nan, np.float32))
+                        lambda pipe, params, trials, *a: np.full((len(trials), 32, 32, 3), np.nan, np.float32))
     table = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
     assert (table.flag == "nan").all()
 
 
 def test_should_stop_ends_cleanly_and_resume_finishes(tiny_pipe, tmp_path):
-    seen = []
-    table = run_sweep(tiny_pipe, small_spec(), tmp_path, callback=lambda p: seen.append(p.done),
+    seen, spec = [], small_spec(guidance=[3.0, 5.0])
+    table = run_sweep(tiny_pipe, spec, tmp_path, callback=lambda p: seen.append(p.done),
                       should_stop=lambda: len(seen) >= 1, log=lambda m: None)
-    assert len(table) == 2 and seen == [2]
-    finished = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
-    assert len(finished) == 4 and finished.trial_id.is_unique
+    assert len(table) == 4 and seen == [4]  # one batch: both scales x both seeds of one guidance
+    finished = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    assert len(finished) == 8 and finished.trial_id.is_unique
 
 
 def test_callback_counts_progress(tiny_pipe, tmp_path):
     events = []
-    run_sweep(tiny_pipe, small_spec(), tmp_path, callback=lambda p: events.append((p.done, p.total, len(p.rows))),
-              log=lambda m: None)
-    assert events == [(2, 4, 2), (4, 4, 2)]
+    run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path,
+              callback=lambda p: events.append((p.done, p.total, len(p.rows))), log=lambda m: None, max_batch=3)
+    assert events == [(3, 8, 3), (4, 8, 1), (7, 8, 3), (8, 8, 1)]  # cells of 4 in batches of at most 3
 
 
 def test_long_prompt_warns(tiny_pipe, tmp_path):
@@ -178,3 +179,27 @@ def test_two_shards_are_disjoint_complete_and_identical_to_one_process(tiny_pipe
     assert len(ids) == len(set(ids)) == 4
     merged = load_results(tmp_path)
     assert sorted(merged.image_sha256) == sorted(single.image_sha256)
+
+
+def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(tiny_pipe, square_control):
+    """The per-sample scale hook gives what one diffusers call per image gives (CPU fp32: within 1e-4)."""
+    from workbench.spec import Trial
+    scales, seeds = [0.0, 0.5, 1.0, 1.5], [0, 1]
+    trials = [Trial(str(i), i, {"seed": seed, "conditioning_scale": scale})
+              for i, (scale, seed) in enumerate((s, d) for s in scales for d in seeds)]
+    params = {"steps": 3, "guidance": 5.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0}
+    embeddings = sweep_module.encode(tiny_pipe, CAPTION, "", {})
+    batched = sweep_module.generate_cell(tiny_pipe, params, trials, square_control, embeddings)
+    for trial, image in zip(trials, batched):
+        alone = tiny_pipe(CAPTION, image=square_control, num_inference_steps=3, guidance_scale=5.0,
+                          controlnet_conditioning_scale=trial.params["conditioning_scale"], output_type="np",
+                          generator=torch.Generator().manual_seed(trial.params["seed"])).images[0]
+        assert np.abs(image - alone).max() < 1e-4, trial.params
+    assert np.abs(batched[0] - batched[6]).mean() > 1e-3  # scale 0 and 1.5 really differ
+
+
+def test_scale_hook_is_removed_after_the_call(tiny_pipe, square_control):
+    from workbench.generate import per_sample_scales
+    with per_sample_scales(tiny_pipe.controlnet, [0.0]):
+        assert tiny_pipe.controlnet._forward_hooks
+    assert not tiny_pipe.controlnet._forward_hooks

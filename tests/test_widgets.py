@@ -39,12 +39,12 @@ def test_rerun_resumes_in_the_same_folder(tiny_pipe, tmp_path):
 
 def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path):
     panel = make_panel(tiny_pipe, tmp_path)
-    panel.scale_count.value = 6
+    panel.scale_count.value = 10  # 20 images: a batch of 16, then 4
     panel._on_progress_original = panel._on_progress
     panel._on_progress = lambda progress: (panel._on_progress_original(progress), panel.stop_button.click())
     panel.run_button.click()
     panel.wait(120)
-    assert len(panel.table) == 2 and "stopped" in panel.message.value  # one batch of two seeds
+    assert len(panel.table) == 16 and "stopped" in panel.message.value  # one batch of 16
 
 
 @pytest.mark.parametrize("field,value,match", [("seeds", "0-x", "seeds"), ("lora_weights", "a, b", "LoRA weights"),

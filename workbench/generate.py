@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from contextlib import contextmanager
 import re
 import warnings
 
@@ -61,6 +62,29 @@ def warn_unknown_words(pipe, prompt: str) -> None:
     if unknown:
         warnings.warn(f"prompt words {unknown} are out of this model's vocabulary, so it cannot draw them; "
                       f"it knows: {', '.join(known_words(pipe.tokenizer))}", stacklevel=3)
+
+
+@contextmanager
+def per_sample_scales(controlnet, scales: list[float]):
+    """Inside this block, the ControlNet's residuals for image i are multiplied by scales[i].
+
+    diffusers accepts one float scale per ControlNet. A forward hook scales each image's
+    residuals instead, so images at different scales share one batched call. With
+    classifier-free guidance the batch is [unconditional..., conditional...], so the
+    scales repeat once per half: a (2B, 1, 1, 1) tensor.
+    """
+    factors = torch.tensor([check_scale(s) for s in scales])
+
+    def scale_residuals(module, inputs, output):
+        down, mid = output
+        per_image = factors.to(mid.device, mid.dtype).repeat(mid.shape[0] // len(factors)).view(-1, 1, 1, 1)
+        return [residual * per_image for residual in down], mid * per_image
+
+    handle = controlnet.register_forward_hook(scale_residuals)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,

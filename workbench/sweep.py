@@ -3,9 +3,10 @@
 `run_sweep` works in numbered stages:
   1. check the spec and the run folder; write spec.yaml before any image
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
-  3. group trials into cells (everything but the seed) and order the cells so that
-     adapter, weight and scheduler switches happen least often
-  4. per cell: one batched pipeline call, one torch.Generator per seed (halving the batch on OOM)
+  3. group trials into cells (everything but seed and conditioning scale), order the cells so
+     that adapter, weight and scheduler switches happen least often, cut them into batches
+  4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
+     scale (a hook on the ControlNet), halving the batch on out-of-memory
   5. per image: flag NaN/black, write the PNG atomically with its infotext, score it, log its row
 """
 
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 
 from .control import make_canny
-from .generate import warn_long_prompt, warn_unknown_words
+from .generate import per_sample_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
 from .fingerprint import file_sha256, module_fingerprint
 from .metrics import image_metrics
@@ -138,12 +139,15 @@ def model_fingerprint(pipe, adapters: dict) -> str:
 
 # ---- 3. cells ---------------------------------------------------------------------------------
 
+BATCHED = ("seed", "conditioning_scale")  # trials differing only in these share one pipeline call
+
+
 def cell_key(trial: Trial) -> tuple:
-    return tuple((k, v) for k, v in trial.params.items() if k != "seed")
+    return tuple((k, v) for k, v in trial.params.items() if k not in BATCHED)
 
 
 def order_cells(trials: list[Trial]) -> list[list[Trial]]:
-    """Group trials that differ only in seed; order groups by adapter, weight, scheduler, then index."""
+    """Group trials that differ only in seed and scale; order groups by adapter, weight, scheduler, index."""
     cells: dict[tuple, list[Trial]] = {}
     for trial in trials:
         cells.setdefault(cell_key(trial), []).append(trial)
@@ -198,24 +202,27 @@ def encode(pipe, prompt: str, negative: str, cache: dict):
     return cache[(prompt, negative)]
 
 
-def generate_cell(pipe, params: dict, seeds: list[int], control: Image.Image, embeddings) -> np.ndarray:
-    """One pipeline call for a cell's seeds: (B, H, W, 3) floats in [0, 1], NaN left visible."""
+def generate_cell(pipe, params: dict, trials: list[Trial], control: Image.Image, embeddings) -> np.ndarray:
+    """One pipeline call for a batch of trials: (B, H, W, 3) floats in [0, 1], NaN left visible.
+
+    Each image has its own generator (its seed) and its own conditioning scale.
+    """
     positive, negative = embeddings
-    n = len(seeds)
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    with torch.no_grad():
+    n = len(trials)
+    generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
+    with torch.no_grad(), per_sample_scales(pipe.controlnet, [t.params["conditioning_scale"] for t in trials]):
         return pipe(prompt_embeds=positive.repeat(n, 1, 1), negative_prompt_embeds=negative.repeat(n, 1, 1),
                     image=control, num_inference_steps=params["steps"], guidance_scale=params["guidance"],
-                    controlnet_conditioning_scale=params["conditioning_scale"],
+                    controlnet_conditioning_scale=1.0,  # the hook applies each image's own scale
                     control_guidance_start=params["control_guidance_start"],
                     control_guidance_end=params["control_guidance_end"], generator=generators,
                     width=control.width, height=control.height, output_type="np").images
 
 
 def generate_with_backoff(pipe, params, trials, control, embeddings, log=print) -> list:
-    """Generate a cell; on out-of-memory, halve the batch and go on (down to one image)."""
+    """Generate a batch; on out-of-memory, halve it and go on (down to one image)."""
     try:
-        return list(generate_cell(pipe, params, [t.params["seed"] for t in trials], control, embeddings))
+        return list(generate_cell(pipe, params, trials, control, embeddings))
     except torch.OutOfMemoryError:
         if len(trials) == 1:
             raise
@@ -244,7 +251,7 @@ def versions() -> dict:
 
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
-              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print):
+              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print, max_batch: int = 16):
     """Run every unfinished trial of `spec` into `run_dir`; return the results table.
 
     Args:
@@ -254,18 +261,19 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         callback: called with a `Progress` after each batch (tqdm, widgets).
         should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
+        max_batch: the most images in one pipeline call (a cell's seeds and scales are batched).
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     check_control_image(spec.control_image)                                           # 1
     run_dir = prepare_run_dir(run_dir, spec)
     lock = lock_run_dir(run_dir, rank)
     try:
-        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log)
+        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch)
     finally:
         lock.close()
 
 
-def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log):
+def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch):
     """Stages 2-5 of `run_sweep`, with the run folder locked."""
     load_adapters(pipe, spec.adapters)                                                # 2
     fingerprint = model_fingerprint(pipe, spec.adapters)
@@ -274,7 +282,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     cells = [[t for t in cell if t.trial_id not in finished] for cell in order_cells(trials)[rank::world_size]]
-    cells = [cell for cell in cells if cell]
+    batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
@@ -283,13 +291,13 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
                "model": spec.model, "model_fingerprint": fingerprint, **versions()}
     controls, embeddings = {}, {}
-    progress = Progress(done=0, total=sum(map(len, cells)), skipped=len(trials) - unfinished, failed=0)
+    progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
     with ResultsLog(run_dir / log_name(rank)) as results:
-        for cell in cells:                                                            # 3
+        for batch in batches:                                                         # 3
             if should_stop and should_stop():
                 log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
                 break
-            params = cell[0].params
+            params = batch[0].params
             started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
             key = (params["control_image"], params["canny_low"], params["canny_high"])
             try:                                                                      # 4
@@ -297,14 +305,14 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                     controls[key] = control_for(params["control_image"], size, params["canny_low"], params["canny_high"])
                 activate_lora(pipe, params["adapter"], params["lora_weight"])
                 set_scheduler(pipe, params["scheduler"])
-                images = generate_with_backoff(pipe, params, cell, controls[key],
+                images = generate_with_backoff(pipe, params, batch, controls[key],
                                                encode(pipe, params["prompt"], params["negative_prompt"], embeddings), log)
                 error = ""
-            except Exception as err:  # a failed cell is recorded, and the sweep goes on
-                images, error = [None] * len(cell), f"{type(err).__name__}: {err}"
-            seconds = (time.perf_counter() - started) / len(cell)
+            except Exception as err:  # a failed batch is recorded, and the sweep goes on
+                images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
+            seconds = (time.perf_counter() - started) / len(batch)
             rows = []
-            for trial, pixels in zip(cell, images):                                   # 5
+            for trial, pixels in zip(batch, images):                                   # 5
                 try:
                     row = record_trial(run_dir, spec, trial, pixels, controls.get(key), error, started_at, seconds, context)
                 except OSError as err:
