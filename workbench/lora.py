@@ -284,3 +284,22 @@ def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None 
         load_lora(pipe, path, name, replace=True)
         files[name] = path
     return files
+
+
+def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0.01) -> Path:
+    """Save an adapter with random A and B (no training): for speed benchmarks on any base."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=float(rank), init_lora_weights=False, target_modules=TARGET_MODULES)
+    name = f"random-r{rank}-{seed}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        pipe.unet.add_adapter(config, adapter_name=name)
+    with torch.no_grad():
+        for param_name, param in pipe.unet.named_parameters():
+            if name in param_name:
+                param.normal_(0, std)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(pipe, name, config, path, {"rank": rank, "alpha": float(rank), "random": True, "seed": seed})
+    pipe.unet.delete_adapters(name)
+    return path

@@ -1,0 +1,20 @@
+"""The GPU benchmark's code paths, run tiny on the CPU (its numbers mean nothing here)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_sweep_smoke_runs_every_path():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_sweep.py", "--smoke"], cwd=ROOT, capture_output=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    report = json.loads(done.stdout.decode().split("\n### ")[0])
+    for key in ("naive_images_per_s", "naive_resident_images_per_s", "engine_images_per_s", "ceiling_images_per_s",
+                "tflops_per_image"):
+        assert report[key] > 0, key
+    assert report["images"] == 8

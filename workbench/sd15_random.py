@@ -1,0 +1,40 @@
+"""Stable Diffusion 1.5 + Canny ControlNet at full size with random weights, built offline from configs.
+
+Speed depends on the architecture, not the weights, so benchmarks use this where the real
+weights cannot be downloaded. The configs in `configs/sd15/` are the public architecture
+values of stable-diffusion-v1-5 and lllyasviel/sd-controlnet-canny. The tokenizer is the
+toy world's (token ids fit the 49,408-entry embedding); prompts are padded to 77 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .tiny import assemble_pipeline, build_scheduler, build_tokenizer
+from .toy.world import caption_words
+
+CONFIGS = Path(__file__).parent / "configs" / "sd15"
+
+
+def load_config(name: str) -> dict:
+    """An architecture config, without its `_source` note."""
+    return {k: v for k, v in json.loads((CONFIGS / f"{name}.json").read_text()).items() if not k.startswith("_")}
+
+
+def build_sd15_random(seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A StableDiffusionControlNetPipeline with SD1.5's shapes (860M UNet, 361M ControlNet) and random weights."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(caption_words(), max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder"), bos_token_id=tokenizer.bos_token_id,
+                                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    vae = AutoencoderKL(**load_config("vae"))
+    unet = UNet2DConditionModel(**load_config("unet"))
+    controlnet = ControlNetModel(**load_config("controlnet"))
+    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dtype=dtype)
