@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 import workbench as wb
+from report import machine, publish
 from workbench.lora import lora_summary, train_lora
 from workbench.toy.data import make_dataset
 from workbench.toy.evaluate import stripe_score
@@ -92,9 +92,8 @@ def main() -> int:
         print(f"rank {rank}: trained in {seconds:.1f} s, stripe score by weight {strength}", flush=True)
     summary = lora_summary(pipe).set_index("adapter")
     resident, reload = switch_cost(pipe, {k: paths[k] for k in list(paths)[:2]})
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     lines = [f"### lora_bench: {args.model}, {args.steps} steps, batch 8, lr {args.lr}, alpha = rank, "
-             f"256 zebra-style images", "", f"Machine: {machine}.", "",
+             f"256 zebra-style images", "", f"Machine: {machine()}.", "",
              "| rank | trainable params (% of UNet) | train seconds | stripe score w=0 | w=0.5 | w=1 |",
              "|---|---|---|---|---|---|"]
     for rank, seconds, strength in rows:
@@ -106,11 +105,7 @@ def main() -> int:
               "one rank's style visible within 60 s).",
               f"Adapter switch: set_adapters {resident * 1000:.1f} ms, unload + load_lora_weights "
               f"{reload * 1000:.1f} ms: **{reload / resident:.0f}x** (target >= 20x).", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.append_results:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    publish(lines, args.append_results)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import workbench as wb
+from report import machine, publish
 from workbench.lora import train_lora
 from workbench.pipeline import trained_size
 from workbench.sweep import control_for
@@ -87,20 +87,14 @@ def main() -> int:
     assert len(table) == n_naive and (table.state == "COMPLETE").all()
 
     naive_rate, engine_rate = n_naive / naive_seconds, len(table) / engine_seconds
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-               f"({torch.get_num_threads()} threads), device cpu")
     lines = [f"### sweep_vs_naive: {args.model}, {size} px, {args.steps} steps, "
              f"{len(SCALES)} scales x {len(WEIGHTS)} weights x {len(adapters)} adapters x {len(seeds)} seeds "
-             f"= {n_naive} images", "", f"Machine: {machine}.", "",
+             f"= {n_naive} images", "", f"Machine: {machine()}, device cpu.", "",
              "| path | seconds | images/s |", "|---|---|---|",
              f"| naive loop (reload LoRA per cell, 1 call per image) | {naive_seconds:.1f} | {naive_rate:.2f} |",
              f"| workbench engine | {engine_seconds:.1f} | {engine_rate:.2f} |", "",
              f"Ratio engine / naive: **{engine_rate / naive_rate:.2f}x** (target >= 2x).", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.append_results:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    publish(lines, args.append_results)
     return 0
 
 

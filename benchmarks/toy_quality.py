@@ -15,7 +15,6 @@ import platform
 import re
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-import workbench.results as results_module
 import workbench.sweep as sweep_module
 from workbench import load_results, run_sweep
 from workbench.spec import expand, spec_from_dict

@@ -2,12 +2,11 @@
 
 import math
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench.infotext import SAMPLER_NAMES, format_infotext, parse_infotext
-from workbench.spec import AXES, SweepSpec, spec_from_dict
+from workbench.spec import AXES, spec_from_dict
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),

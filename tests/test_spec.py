@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.spec import SweepSpec, count_trials, expand, load_spec, spec_from_dict
+from workbench.spec import count_trials, expand, load_spec, spec_from_dict
 
 
 def test_yaml_and_json_round_trip(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
 from .devices import pick_device, pick_dtype
-from .errors import ModelNotAvailableError, model_not_available
+from .errors import model_not_available
 
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD15_CANNY_ID = "lllyasviel/sd-controlnet-canny"
