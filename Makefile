@@ -12,7 +12,7 @@ TORCH  ?= torch==2.13.0
 CONTROLNET_AUX ?= controlnet_aux==0.0.10
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow clean-venv
+.PHONY: setup demo test test-slow readme-images clean-venv
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+# The README's pictures: the demo grid, and each notebook's main figure as the test run drew it.
+readme-images: setup
+	$(BIN)/python -m workbench demo
+	$(BIN)/python -m pytest tests/test_notebooks.py -q
+	mkdir -p docs
+	cp outputs/demo/grid.png docs/demo-grid.png
+	for nb in outputs/notebooks/*.png; do cp "$$nb" docs/; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,17 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 600  # a hang guard, not a speed test: benchmarks measure speed
+FIGURES = Path(__file__).resolve().parents[1] / "outputs" / "notebooks"  # `make readme-images` copies them to docs/
+
+
+def save_largest_figure(notebook, name: str) -> None:
+    """Keep the executed notebook's largest picture (its main grid) for the README."""
+    import base64
+    pictures = [o["data"]["image/png"] for c in notebook.cells if c.cell_type == "code"
+                for o in c.outputs if "image/png" in o.get("data", {})]
+    if pictures:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        (FIGURES / f"{name}.png").write_bytes(base64.b64decode(max(pictures, key=len)))
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +55,7 @@ def test_notebook_runs_on_the_toy_model(path, workdir):
     assert images >= 2, "the notebook should draw its grids and curves"
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    save_largest_figure(notebook, path.stem)
 
 
 def test_sd15_fails_with_the_clear_offline_message(workdir):
