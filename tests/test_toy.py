@@ -87,4 +87,10 @@ def test_trainer_is_deterministic_and_resumes(tmp_path):
     train_briefly(tmp_path / "a", **{"unet-steps": 4})  # resumes the UNet at step 2, does not restart
     steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "a" / "losses.csv")) if row["stage"] == "unet"]
     assert steps == [0, 1, 3]  # every 20th step and the last; a restart would log step 0 again
-    assert wb.load_pipeline(str(tmp_path / "a" / "pipeline"), device="cpu").unet.config.sample_size == 16
+    pipe = wb.load_pipeline(str(tmp_path / "a" / "pipeline"), device="cpu")
+    assert pipe.unet.config.sample_size == 16
+    # the diffusion schedule assumes unit-variance latents: scaling_factor must deliver them
+    from workbench.toy.data import make_dataset, to_model_range
+    with torch.no_grad():
+        latents = pipe.vae.encode(to_model_range(make_dataset(64, seed=0).images)).latent_dist.mean
+    assert 0.7 < float((latents * pipe.vae.config.scaling_factor).std()) < 1.4

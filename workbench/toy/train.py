@@ -252,8 +252,8 @@ def train_toy(cfg: TrainConfig) -> Path:
     vae = build_vae(model)
     train_vae(cfg, vae, data.images)                                                      # stage 3
     vae.eval()
-    with torch.no_grad():
-        raw = encode_latents(vae, data.images[:1024])
+    with torch.no_grad():  # unscaled posterior means: encode_latents would apply the default 0.18215
+        raw = vae.encode(to_model_range(data.images[:1024])).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / raw.std()))  # SD convention: unit-variance latents
     latents = encode_latents(vae, data.images)
     ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
