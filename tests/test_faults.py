@@ -107,3 +107,23 @@ def test_two_processes_under_accelerate_match_one_process(tiny_pipe, tmp_path):
     one = run_sweep(tiny_pipe, spec, tmp_path / "one", log=lambda m: None)
     two = load_results(tmp_path / "two")
     assert sorted(one.image_sha256) == sorted(two.image_sha256)  # byte-identical images and infotext
+
+
+def test_kill_one_of_two_workers_then_resume_with_one(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_from_dict(SPEC).save(spec_path)
+    run_dir = tmp_path / "run"
+    workers = [start_sweep(spec_path, run_dir, RANK=str(rank), WORLD_SIZE="2") for rank in (0, 1)]
+    deadline = time.time() + 120
+    while count_lines(run_dir / "results.rank1.jsonl") < 1 and workers[1].poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    workers[1].kill()  # SIGKILL, mid-sweep
+    workers[1].wait()
+    workers[0].communicate(timeout=300)
+    assert workers[0].returncode == 0
+    done_before_resume = count_lines(run_dir / "results.jsonl") + count_lines(run_dir / "results.rank1.jsonl")
+    assert done_before_resume < N_TRIALS  # the killed worker's share was not finished
+    resumed = start_sweep(spec_path, run_dir)  # one process now: takes whatever is unfinished
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr.decode()[-2000:]
+    check_run(run_dir, N_TRIALS)
