@@ -90,6 +90,7 @@ def test_adapters_and_weights_sweep_as_axes(lora_pipe, tmp_path):
     for seed, rows in table[table.lora_weight == 0].groupby("seed"):  # weight 0 = base, whatever the adapter
         first, second = (np.asarray(Image.open(p)) for p in rows.image_path)
         assert np.array_equal(first, second), seed
+    assert set(zip(table.adapter, table.lora_rank, table.lora_alpha)) == {("rank2", 2, 2.0), ("rank4", 4, 2.0)}
     effect = table.groupby("lora_weight").lora_effect.mean()
     assert effect[0.0] == 0 and effect[0.5] > 0 and effect[1.0] > effect[0.5]
 

@@ -121,7 +121,7 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
 
     spread: "minmax" (the range over seeds) or "ci" (mean +- 1.96 standard errors).
     Effect size against rank at a fixed weight is the same call:
-    plot_metric(df[df.lora_weight == 1], x="rank", y="lora_effect", hue=None).
+    plot_metric(df[df.lora_weight == 1], x="lora_rank", y="lora_effect", hue=None).
     """
     check_columns(df, x, y, hue)
     if spread not in ("minmax", "ci"):

@@ -311,6 +311,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
                 images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
             seconds = (time.perf_counter() - started) / len(batch)
+            adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
+            context.update(lora_rank=adapter.r if adapter else None, lora_alpha=adapter.lora_alpha if adapter else None)
             rows = []
             for trial, pixels in zip(batch, images):                                   # 5
                 try:
