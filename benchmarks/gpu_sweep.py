@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import workbench as wb
+from report import publish
 from workbench.lora import random_lora
 from workbench.pipeline import trained_size
 from workbench.sweep import control_for
@@ -148,10 +149,7 @@ def main() -> int:
              f"(target >= 0.8); {results['tflops_per_image']:.2f} TFLOP per image (UNet + ControlNet, CFG)."
              + (f" Peak memory {results['engine_peak_gib']:.1f} GiB." if "engine_peak_gib" in results else "")
              + (f" {results['fraction_of_peak']:.0%} of the dense fp16 peak." if "fraction_of_peak" in results else ""), ""]
-    print("\n".join(lines))
-    if args.append_results and not args.smoke:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as f:
-            f.write("\n" + "\n".join(lines))
+    publish(lines, args.append_results and not args.smoke)
     return 0
 
 

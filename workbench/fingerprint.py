@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 4 MiB chunks."""
+    """sha256 of a file, read in 4 MiB chunks; remembered while its size and mtime stay the same."""
+    stat = Path(path).stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -167,7 +167,7 @@ class SweepPanel:
         self.progress.max = max(1, progress.total)
         self.progress.value = progress.done
         self.progress.description = f"{progress.done} / {progress.total}"
-        self.table = load_results(self.run_dir)
+        self.table = load_results(self.run_dir, lora_effect=False)  # the grid needs no re-read of every image
         self.redraw()
 
     def show_message(self, text: str, error: bool = False) -> None:
