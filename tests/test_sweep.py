@@ -1,6 +1,7 @@
 """run_sweep on the tiny model: rows, images, infotext, resume, failures, OOM backoff, stopping."""
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -133,6 +134,41 @@ def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
     assert batches[0] == 4 and batches.count(1) == 4 and "out of memory" in messages[0]
 
 
+def test_out_of_memory_lowers_the_batch_for_later_cells(tiny_pipe, tmp_path, monkeypatch):
+    real, batches = sweep_module.generate_cell, []
+
+    def fits_two(pipe, params, trials, control, embeddings):
+        batches.append(len(trials))
+        if len(trials) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(pipe, params, trials, control, embeddings)
+
+    monkeypatch.setattr(sweep_module, "generate_cell", fits_two)
+    table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, log=lambda m: None)
+    assert (table.state == "COMPLETE").all() and len(table) == 8
+    assert batches == [4, 2, 2, 2, 2]  # the second cell starts at the size that fitted
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "big"])
+def test_bad_max_batch_is_named(tiny_pipe, tmp_path, bad):
+    with pytest.raises(ValueError, match=f"max_batch must be 'auto' or a whole number >= 1, got {bad!r}"):
+        run_sweep(tiny_pipe, small_spec(), tmp_path, max_batch=bad, log=lambda m: None)
+
+
+def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypatch):
+    real, generated = sweep_module.generate_cell, []
+
+    def recording(pipe, params, trials, control, embeddings):
+        generated.extend(t.trial_id for t in trials)
+        return real(pipe, params, trials, control, embeddings)
+
+    monkeypatch.setattr(sweep_module, "generate_cell", recording)
+    table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, max_batch=1, log=lambda m: None)
+    logged = [json.loads(line)["trial_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert logged == generated and len(logged) == 8  # one writer: rows land in generation order
+    assert all(os.path.exists(p) for p in table.image_path)
+
+
 def test_nan_images_are_flagged(tiny_pipe, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "generate_cell",
                         lambda pipe, params, trials, *a: np.full((len(trials), 32, 32, 3), np.nan, np.float32))
@@ -141,10 +177,15 @@ def test_nan_images_are_flagged(tiny_pipe, tmp_path, monkeypatch):
 
 
 def test_should_stop_ends_cleanly_and_resume_finishes(tiny_pipe, tmp_path):
-    seen, spec = [], small_spec(guidance=[3.0, 5.0])
+    seen, polls, spec = [], [], small_spec(guidance=[3.0, 5.0])
+
+    def stop_after_one_batch():
+        polls.append(1)
+        return len(polls) > 1
+
     table = run_sweep(tiny_pipe, spec, tmp_path, callback=lambda p: seen.append(p.done),
-                      should_stop=lambda: len(seen) >= 1, log=lambda m: None)
-    assert len(table) == 4 and seen == [4]  # one batch: both scales x both seeds of one guidance
+                      should_stop=stop_after_one_batch, log=lambda m: None)
+    assert len(table) == 4 and seen == [4]  # one batch: both scales x both seeds of one guidance, written
     finished = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     assert len(finished) == 8 and finished.trial_id.is_unique
 

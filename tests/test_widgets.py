@@ -2,6 +2,7 @@
 
 import pytest
 
+import workbench.sweep as sweep_module
 from workbench.widgets import SweepPanel, compare, parse_seeds
 
 CAPTION = "a red circle on a blue background"
@@ -37,11 +38,16 @@ def test_rerun_resumes_in_the_same_folder(tiny_pipe, tmp_path):
     assert panel.run_dir == first and len(panel.table) == 4
 
 
-def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path):
+def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path, monkeypatch):
     panel = make_panel(tiny_pipe, tmp_path)
     panel.scale_count.value = 10  # 20 images: a batch of 16, then 4
-    panel._on_progress_original = panel._on_progress
-    panel._on_progress = lambda progress: (panel._on_progress_original(progress), panel.stop_button.click())
+    real = sweep_module.generate_cell
+
+    def clicked_while_generating(*args):
+        panel.stop_button.click()  # the user presses Stop while the first batch is on its way
+        return real(*args)
+
+    monkeypatch.setattr(sweep_module, "generate_cell", clicked_while_generating)
     panel.run_button.click()
     panel.wait(120)
     assert len(panel.table) == 16 and "stopped" in panel.message.value  # one batch of 16

@@ -13,6 +13,15 @@ import signal
 import sys
 
 
+def batch_size(text: str):
+    """argparse type for --max-batch: 'auto' or a whole number >= 1."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="ControlNet and LoRA sweep workbench")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--run-dir", required=True, help="run folder; the same spec into it again resumes")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--dtype", default="auto")
+    sweep.add_argument("--max-batch", default="auto", type=batch_size,
+                       help="most images per pipeline call: a number, or 'auto' (from free GPU memory; 16 on CPU)")
+    sweep.add_argument("--compile", action="store_true",
+                       help="torch.compile the UNet and ControlNet (the first batch pays a warm-up)")
     results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
     results.add_argument("run_dir")
     return parser
@@ -52,7 +65,7 @@ def cmd_sweep(args) -> None:
         import torch
         if torch.cuda.is_available():
             device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch
-    pipe = load_pipeline(spec.model, device=device, dtype=args.dtype)
+    pipe = load_pipeline(spec.model, device=device, dtype=args.dtype, compile=args.compile)
     stop = {"asked": False}
 
     def on_interrupt(signum, frame):
@@ -77,7 +90,8 @@ def cmd_sweep(args) -> None:
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
         table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
-                          rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr))
+                          rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr),
+                          max_batch=args.max_batch)
     finally:
         for bar in bars:
             bar.close()

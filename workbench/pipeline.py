@@ -21,6 +21,7 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
 from .devices import pick_device, pick_dtype
+from .speed import compile_pipeline, optimize_for_gpu
 from .errors import model_not_available
 
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -123,7 +124,7 @@ def _from_pretrained(cls, source: ModelSource, role: str, **kwargs):
 
 
 def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, device: str = "auto",
-                  dtype: str | torch.dtype = "auto") -> StableDiffusionControlNetPipeline:
+                  dtype: str | torch.dtype = "auto", compile: bool = False) -> StableDiffusionControlNetPipeline:
     """Load a Stable Diffusion pipeline with a Canny ControlNet, ready on `device`.
 
     Args:
@@ -134,6 +135,9 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
             folder's own `controlnet/` if it has one.
         device: "auto" (cuda > mps > cpu), or a torch device string.
         dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
+        compile: torch.compile the UNet and ControlNet; the first batch of each shape then
+            takes longer (warm-up). On CUDA the other GPU settings of `workbench.speed`
+            (SDPA, channels_last, an fp32 VAE decode under fp16) are always applied.
     """
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
@@ -158,7 +162,12 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
                                 safety_checker=None, feature_extractor=None,
                                 requires_safety_checker=False, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    if device.type == "cuda":
+        optimize_for_gpu(pipe, compile=compile)
+    elif compile:
+        compile_pipeline(pipe)
+    return pipe
 
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",

@@ -7,7 +7,8 @@
      that adapter, weight and scheduler switches happen least often, cut them into batches
   4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
      scale (a hook on the ControlNet), halving the batch on out-of-memory
-  5. per image: flag NaN/black, write the PNG atomically with its infotext, score it, log its row
+  5. per image, on a writer thread while the next batch generates: flag NaN/black, write the
+     PNG atomically with its infotext, score it, log its row
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +36,7 @@ from .metrics import image_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
 from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict
+from .speed import auto_batch_size, is_compiled
 
 
 @dataclass
@@ -219,19 +222,28 @@ def generate_cell(pipe, params: dict, trials: list[Trial], control: Image.Image,
                     width=control.width, height=control.height, output_type="np").images
 
 
-def generate_with_backoff(pipe, params, trials, control, embeddings, log=print) -> list:
-    """Generate a batch; on out-of-memory, halve it and go on (down to one image)."""
-    try:
-        return list(generate_cell(pipe, params, trials, control, embeddings))
-    except torch.OutOfMemoryError:
-        if len(trials) == 1:
-            raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(trials) // 2
-        log(f"out of memory at batch {len(trials)}; retrying as {half} + {len(trials) - half}")
-        return (generate_with_backoff(pipe, params, trials[:half], control, embeddings, log)
-                + generate_with_backoff(pipe, params, trials[half:], control, embeddings, log))
+class BatchLimit:
+    """The most images per pipeline call; an out-of-memory error lowers it for the rest of the sweep."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+
+def generate_with_backoff(pipe, params, trials, control, embeddings, limit: BatchLimit, log=print) -> list:
+    """Generate `trials` in calls of at most `limit.size` images; on out-of-memory, halve it and go on."""
+    images = []
+    while len(images) < len(trials):
+        chunk = trials[len(images):len(images) + limit.size]
+        try:
+            images += list(generate_cell(pipe, params, chunk, control, embeddings))
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            limit.size = len(chunk) // 2
+            log(f"out of memory at batch {len(chunk)}; going on with batches of {limit.size}")
+    return images
 
 
 # ---- 5. one image -----------------------------------------------------------------------------
@@ -251,19 +263,23 @@ def versions() -> dict:
 
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
-              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print, max_batch: int = 16):
+              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
+              max_batch: int | str = "auto"):
     """Run every unfinished trial of `spec` into `run_dir`; return the results table.
 
     Args:
         pipe: a loaded pipeline (see `load_pipeline`).
         spec: a SweepSpec, a dict, or a YAML/JSON file.
         run_dir: the run folder; running the same spec into it again resumes.
-        callback: called with a `Progress` after each batch (tqdm, widgets).
+        callback: called with a `Progress` after each batch is written (tqdm, widgets).
         should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
-        max_batch: the most images in one pipeline call (a cell's seeds and scales are batched).
+        max_batch: the most images in one pipeline call (a cell's seeds and scales are batched);
+            "auto" measures what fits in free GPU memory (16 on the CPU).
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
+    if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
+        raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
     check_control_image(spec.control_image)                                           # 1
     run_dir = prepare_run_dir(run_dir, spec)
     lock = lock_run_dir(run_dir, rank)
@@ -279,6 +295,11 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     fingerprint = model_fingerprint(pipe, spec.adapters)
     trials = expand(spec, fingerprint)
     finished = finished_trial_ids(run_dir)
+    size = spec.resolution or trained_size(pipe)
+    if max_batch == "auto":
+        max_batch = auto_batch_size(pipe, size)
+        if pipe.device.type == "cuda":
+            log(f"batch size {max_batch}, from free GPU memory")
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     cells = [[t for t in cell if t.trial_id not in finished] for cell in order_cells(trials)[rank::world_size]]
@@ -287,15 +308,27 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
-    size = spec.resolution or trained_size(pipe)
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
                "model": spec.model, "model_fingerprint": fingerprint, **versions()}
-    controls, embeddings = {}, {}
+    controls, embeddings, limit = {}, {}, BatchLimit(max_batch)
     progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
-    with ResultsLog(run_dir / log_name(rank)) as results:
+
+    def report(rows: list) -> None:
+        """Count a written batch and tell the callback (on this, the generating, thread)."""
+        progress.done += len(rows)
+        progress.failed += sum(row["state"] == FAILED for row in rows)
+        progress.rows = rows
+        if callback:
+            callback(progress)
+
+    # The writer thread encodes PNGs, scores images and appends rows while the next batch
+    # generates, so the GPU does not wait on the disk. One batch is in flight at a time, and
+    # a crash or Ctrl-C waits for it (the executor's exit), so a generated image is not lost.
+    with ResultsLog(run_dir / log_name(rank)) as results, ThreadPoolExecutor(1, "workbench-writer") as writer:
+        pending, stopped = None, False
         for batch in batches:                                                         # 3
             if should_stop and should_stop():
-                log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
+                stopped = True
                 break
             params = batch[0].params
             started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
@@ -306,33 +339,55 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 activate_lora(pipe, params["adapter"], params["lora_weight"])
                 set_scheduler(pipe, params["scheduler"])
                 images = generate_with_backoff(pipe, params, batch, controls[key],
-                                               encode(pipe, params["prompt"], params["negative_prompt"], embeddings), log)
+                                               encode(pipe, params["prompt"], params["negative_prompt"], embeddings),
+                                               limit, log)
                 error = ""
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
                 images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
             seconds = (time.perf_counter() - started) / len(batch)
+            if batch is batches[0] and is_compiled(pipe):
+                log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
             adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
-            context.update(lora_rank=adapter.r if adapter else None, lora_alpha=adapter.lora_alpha if adapter else None)
-            rows = []
-            for trial, pixels in zip(batch, images):                                   # 5
-                try:
-                    row = record_trial(run_dir, spec, trial, pixels, controls.get(key), error, started_at, seconds, context)
-                except OSError as err:
-                    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise OSError(err.errno, f"the run folder's disk is full ({err.strerror}); the "
-                                      f"{progress.done + len(rows)} trials finished so far are kept: free space "
-                                      "and run the same sweep again to resume") from None
-                    raise
-                fault_point("after_image")
-                results.append(row)
-                fault_point("after_row")
-                rows.append(row)
-            progress.done += len(rows)
-            progress.failed += sum(row["state"] == FAILED for row in rows)
-            progress.rows = rows
-            if callback:
-                callback(progress)
+            batch_context = {**context, "lora_rank": adapter.r if adapter else None,
+                             "lora_alpha": adapter.lora_alpha if adapter else None}
+            if pending:
+                report(finish_writing(pending, progress))
+            pending = writer.submit(write_batch, results, run_dir, spec, batch, images, controls.get(key), error,
+                                    started_at, seconds, batch_context)
+        if pending:
+            report(finish_writing(pending, progress))
+        if stopped:
+            log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
     return load_results(run_dir)
+
+
+def finish_writing(pending, progress: Progress) -> list:
+    """Wait for the writer's batch; a full disk becomes one clear error saying what is kept."""
+    try:
+        return pending.result()
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = progress.done + getattr(err, "rows_written", 0)
+            raise OSError(err.errno, f"the run folder's disk is full ({err.strerror}); the {kept} trials finished "
+                          "so far are kept: free space and run the same sweep again to resume") from None
+        raise
+
+
+def write_batch(results: ResultsLog, run_dir: Path, spec: SweepSpec, batch: list, images: list, control,
+                error: str, started_at: str, seconds: float, context: dict) -> list:
+    """Write each image of a batch and then its row (stage 5); return the rows. Runs on the writer thread."""
+    rows = []
+    for trial, pixels in zip(batch, images):                                           # 5
+        try:
+            row = record_trial(run_dir, spec, trial, pixels, control, error, started_at, seconds, context)
+        except OSError as err:
+            err.rows_written = len(rows)
+            raise
+        fault_point("after_image")
+        results.append(row)
+        fault_point("after_row")
+        rows.append(row)
+    return rows
 
 
 def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, control, error: str,

@@ -1,0 +1,123 @@
+"""GPU settings for fast sweeps. `load_pipeline` applies them on CUDA; each is one function here.
+
+  precision      bf16 where the GPU has it (fp32's range: the VAE cannot overflow), else fp16
+                 (`devices.pick_dtype`); half precision on the CPU is refused with a warning.
+  attention      SDPA (`torch.nn.functional.scaled_dot_product_attention`: flash and
+                 memory-efficient kernels), diffusers' default on torch 2; `use_sdpa` checks it.
+  memory layout  channels_last for the UNet and ControlNet: tensor-core convolutions want NHWC.
+  VAE decode     in fp32 when the pipeline runs in fp16, because the SD1.5 VAE decoder
+                 overflows to NaN (black images) in fp16 (`upcast_vae`).
+  torch.compile  optional (`load_pipeline(..., compile=True)`): the first batch of each new
+                 shape pays the compilation, which the sweep reports as warm-up.
+  batch size     from free GPU memory, measured by a probe (`auto_batch_size`); an
+                 out-of-memory error still halves the batch and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this gains nothing
+MEMORY_HEADROOM = 0.8   # use at most this share of the free GPU memory
+
+
+def use_sdpa(pipe) -> None:
+    """Make every attention layer of the UNet and ControlNet use SDPA (a no-op when they do)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    for model in (pipe.unet, pipe.controlnet):
+        if any(not isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values()):
+            model.set_attn_processor(AttnProcessor2_0())
+
+
+def use_channels_last(pipe) -> None:
+    """Store the UNet's and ControlNet's conv weights in NHWC (channels_last) order."""
+    for model in (pipe.unet, pipe.controlnet):
+        model.to(memory_format=torch.channels_last)
+
+
+def upcast_vae(pipe) -> None:
+    """Run the VAE in fp32 inside an fp16 pipeline: latents are cast up as they enter the decoder.
+
+    diffusers' SD ControlNet pipeline decodes with `vae.decode(latents)` in the latents' dtype;
+    a pre-hook on the decoder's first layer casts them to the VAE's fp32.
+    """
+    vae = pipe.vae
+    if vae.dtype == torch.float32:
+        return
+    vae.to(torch.float32)
+    first = vae.post_quant_conv if getattr(vae, "post_quant_conv", None) is not None else vae.decoder
+
+    def to_fp32(module, args):
+        return tuple(a.float() if torch.is_tensor(a) else a for a in args)
+
+    first.register_forward_pre_hook(to_fp32)
+
+
+def compile_pipeline(pipe) -> None:
+    """torch.compile the UNet and ControlNet in place (`Module.compile`, so LoRA and configs keep working).
+
+    Compilation happens on the first call of each new input shape (batch size, resolution),
+    and again when a LoRA weight changes the traced constants; it can take a minute.
+    """
+    pipe.unet.compile()
+    pipe.controlnet.compile()
+
+
+def is_compiled(pipe) -> bool:
+    """True if `compile_pipeline` was applied to this pipeline's UNet."""
+    return getattr(pipe.unet, "_compiled_call_impl", None) is not None
+
+
+def optimize_for_gpu(pipe, compile: bool = False) -> None:
+    """Apply the settings above to a pipeline already on a CUDA device."""
+    use_sdpa(pipe)
+    use_channels_last(pipe)
+    if pipe.unet.dtype == torch.float16:
+        upcast_vae(pipe)
+    if compile:
+        compile_pipeline(pipe)
+
+
+@torch.no_grad()
+def image_memory(pipe, size: int) -> int:
+    """Peak GPU bytes one image adds: the larger of a denoising step (both CFG halves) and its VAE decode.
+
+    Measured at batch 2 and halved, so the per-call fixed cost is not counted twice.
+    """
+    device, dtype = pipe.device, pipe.unet.dtype
+    latent = size // pipe.vae_scale_factor
+    sample = torch.randn(4, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    context = torch.zeros(4, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim,
+                          device=device, dtype=dtype)
+    control = torch.zeros(4, 3, size, size, device=device, dtype=dtype)
+    t = torch.full((4,), 500, device=device)
+
+    def step():
+        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
+        pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+
+    def decode():
+        pipe.vae.decode(sample[:2] / pipe.vae.config.scaling_factor)
+
+    peaks = []
+    for work in (step, decode):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        work()
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - before)
+    return max(peaks) // 2
+
+
+def auto_batch_size(pipe, size: int, limit: int = 64) -> int:
+    """The most images per pipeline call that fit in free memory (at most `limit`, at least 1).
+
+    On the CPU (and MPS) it is CPU_BATCH: memory is rarely the limit there.
+    """
+    if pipe.device.type != "cuda":
+        return min(limit, CPU_BATCH)
+    free, _ = torch.cuda.mem_get_info(pipe.device)
+    per_image = max(1, image_memory(pipe, size))
+    return max(1, min(limit, int(free * MEMORY_HEADROOM // per_image)))
