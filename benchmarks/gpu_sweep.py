@@ -30,6 +30,7 @@ import workbench as wb
 from report import publish
 from workbench.lora import random_lora
 from workbench.pipeline import trained_size
+from workbench.speed import auto_batch_size
 from workbench.sweep import control_for
 
 CAPTION = "a yellow star on a blue background"
@@ -70,6 +71,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="toy model, CPU, 2 steps: checks the code paths only")
     parser.add_argument("--model", default=None, help="default: sd15 if cached, else SD1.5 with random weights")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet; "
+                        "the warm-up (first call) is reported on its own")
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-sweep-"))
@@ -79,13 +82,13 @@ def main() -> int:
     else:
         device, dtype = wb.pick_device("auto"), wb.pick_dtype("fp16", wb.pick_device("auto"))
         try:
-            pipe, model = wb.load_pipeline(args.model or "sd15", device=str(device), dtype=dtype), args.model or "sd15"
+            pipe = wb.load_pipeline(args.model or "sd15", device=str(device), dtype=dtype, compile=args.compile)
+            model = args.model or "sd15"
         except wb.ModelNotAvailableError:
             from workbench.sd15_random import build_sd15_random
+            from workbench.speed import optimize_for_gpu
             pipe, model = build_sd15_random(dtype=dtype).to(device), "SD1.5 architecture, random weights"
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.controlnet.to(memory_format=torch.channels_last)
-        pipe.vae.config.force_upcast = True  # the fp16 SD1.5 VAE can overflow to NaN: decode in fp32
+            optimize_for_gpu(pipe, compile=args.compile)  # what load_pipeline does on CUDA
         steps, scales, weights, seeds, ceiling_batches = 20, [0.25, 0.5, 0.75, 1.0], [0.0, 0.5, 1.0], [0, 1, 2, 3], [1, 4, 8, 16]
     size = trained_size(pipe)
     adapters = {f"rank{r}": random_lora(pipe, r, work / f"rank{r}.safetensors") for r in (4, 16)}
@@ -112,9 +115,12 @@ def main() -> int:
                         call([seed], scale)
         pipe.unload_lora_weights()
 
-    call([0], 1.0)  # warm-up: kernels, allocator, cuDNN autotuning stay out of the timings
     results = {"model": model, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-               "dtype": str(pipe.unet.dtype), "size": size, "steps": steps, "images": n_images}
+               "dtype": str(pipe.unet.dtype), "size": size, "steps": steps, "images": n_images,
+               "compiled": args.compile}
+    # Warm-up: kernels, allocator, cuDNN autotuning (and compilation) stay out of the timings.
+    results["warmup_s"] = timed(lambda: call([0], 1.0))
+    results["auto_batch"] = auto_batch_size(pipe, size)
     results["naive_s"] = timed(lambda: naive(resident=False))
     results["naive_resident_s"] = timed(lambda: naive(resident=True))
     spec = wb.SweepSpec(model=model, prompt=[CAPTION], control_image=f"toy:{CAPTION}", conditioning_scale=scales,
@@ -148,7 +154,9 @@ def main() -> int:
              f"c/a = **{results['engine_vs_naive']:.2f}x** (target >= 3x), c/d = **{results['engine_vs_ceiling']:.2f}** "
              f"(target >= 0.8); {results['tflops_per_image']:.2f} TFLOP per image (UNet + ControlNet, CFG)."
              + (f" Peak memory {results['engine_peak_gib']:.1f} GiB." if "engine_peak_gib" in results else "")
-             + (f" {results['fraction_of_peak']:.0%} of the dense fp16 peak." if "fraction_of_peak" in results else ""), ""]
+             + (f" {results['fraction_of_peak']:.0%} of the dense fp16 peak." if "fraction_of_peak" in results else "")
+             + f" Warm-up call {results['warmup_s']:.1f} s{' (torch.compile)' if args.compile else ''};"
+             f" auto batch size {results['auto_batch']}.", ""]
     publish(lines, args.append_results and not args.smoke)
     return 0
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,3 +20,13 @@ def test_gpu_sweep_smoke_runs_every_path():
                 "tflops_per_image"):
         assert report[key] > 0, key
     assert report["images"] == 8
+
+
+def test_gpu_profile_smoke_attributes_the_time():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_profile.py", "--smoke"], cwd=ROOT, capture_output=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    report = json.loads(done.stdout.decode().split("\n### ")[0])
+    parts = report["parts_s"]
+    assert parts["UNet"] > 0 and parts["ControlNet"] > 0 and parts["VAE decode"] > 0 and report["writer_s"] > 0
+    assert sum(parts.values()) == pytest.approx(report["wall_s"])  # every second attributed
