@@ -1,12 +1,13 @@
 """Sweep throughput on a GPU: naive loops, the workbench engine, and the pipeline's own ceiling.
 
     python benchmarks/gpu_sweep.py            # full: SD1.5 architecture, 512 px, fp16, 96 images (a GPU)
+    python benchmarks/gpu_sweep.py --model toy  # the full sweep on the toy model (64 px): the CPU's figures
     python benchmarks/gpu_sweep.py --smoke    # the same code paths on the CPU with the toy model, tiny
 
 Sweep: 4 conditioning scales x 3 LoRA weights x 2 rank adapters x 4 seeds, 20 steps.
   (a) naive:           one pipe(...) per image; per cell, unload and load_lora_weights again
   (b) naive resident:  one pipe(...) per image; adapters resident, set_adapters per cell
-  (c) engine:          run_sweep (scales and seeds of a cell batched, adapters resident)
+  (c) engine:          run_sweep (scales and seeds of a cell batched, adapters resident, batch size "auto")
   (d) ceiling:         the pipeline alone, one fixed configuration, at its best batch size
 Weights are random when the real ones are not cached: speed depends on the architecture.
 Prints JSON and a Markdown table; --append-results adds the table to RESULTS.md.
@@ -27,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import workbench as wb
-from report import publish
+from report import machine, publish
 from workbench.lora import random_lora
 from workbench.pipeline import trained_size
 from workbench.speed import auto_batch_size
@@ -128,11 +129,20 @@ def main() -> int:
                         seed=seeds, steps=[steps], guidance=[5.0], metrics=False)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    results["engine_s"] = timed(lambda: wb.run_sweep(pipe, spec, work / "engine", log=lambda m: None, max_batch=8))
+    results["engine_s"] = timed(lambda: wb.run_sweep(pipe, spec, work / "engine", log=lambda m: None,
+                                                     max_batch=results["auto_batch"]))
     if torch.cuda.is_available():
         results["engine_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     pipe.unload_lora_weights()
-    ceiling = {b: b / timed(lambda b=b: call(list(range(b)), 1.0)) for b in ceiling_batches}
+    ceiling, peak_gib = {}, {}
+    for b in ceiling_batches:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        ceiling[b] = b / timed(lambda b=b: call(list(range(b)), 1.0))
+        if torch.cuda.is_available():
+            peak_gib[b] = torch.cuda.max_memory_allocated() / 2**30
+    if peak_gib:
+        results["peak_gib_by_batch"] = peak_gib
     results["ceiling_images_per_s"], results["ceiling_batch"] = max(ceiling.values()), max(ceiling, key=ceiling.get)
     for key in ("naive", "naive_resident", "engine"):
         results[f"{key}_images_per_s"] = n_images / results[f"{key}_s"]
@@ -145,15 +155,16 @@ def main() -> int:
         results["fraction_of_peak"] = results["engine_images_per_s"] * flops_per_image / (peak * 1e12)
     print(json.dumps(results, indent=2))
     lines = [f"### gpu_sweep{' (smoke, CPU: not a speed figure)' if args.smoke else ''}: {model}, {size} px, "
-             f"{steps} steps, {results['dtype']}, {n_images} images, device {results['device']}", "",
+             f"{steps} steps, {results['dtype']}, {n_images} images, device {results['device']}", "", f"Machine: {machine()}.", "",
              "| path | images/s |", "|---|---|",
              f"| (a) naive, reload LoRA per cell | {results['naive_images_per_s']:.2f} |",
              f"| (b) naive, adapters resident | {results['naive_resident_images_per_s']:.2f} |",
              f"| (c) workbench engine | {results['engine_images_per_s']:.2f} |",
              f"| (d) ceiling, batch {results['ceiling_batch']} | {results['ceiling_images_per_s']:.2f} |", "",
              f"c/a = **{results['engine_vs_naive']:.2f}x** (target >= 3x), c/d = **{results['engine_vs_ceiling']:.2f}** "
-             f"(target >= 0.8); {results['tflops_per_image']:.2f} TFLOP per image (UNet + ControlNet, CFG)."
-             + (f" Peak memory {results['engine_peak_gib']:.1f} GiB." if "engine_peak_gib" in results else "")
+             f"(target >= 0.8); {results['tflops_per_image'] * 1000:,.1f} GFLOP per image (UNet + ControlNet, CFG)."
+             + (f" Peak memory {results['engine_peak_gib']:.1f} GiB (engine, batch {results['auto_batch']});"
+                f" at batch 8: {peak_gib.get(8, float('nan')):.1f} GiB (target < 10)." if "engine_peak_gib" in results else "")
              + (f" {results['fraction_of_peak']:.0%} of the dense fp16 peak." if "fraction_of_peak" in results else "")
              + f" Warm-up call {results['warmup_s']:.1f} s{' (torch.compile)' if args.compile else ''};"
              f" auto batch size {results['auto_batch']}.", ""]

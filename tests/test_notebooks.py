@@ -44,7 +44,7 @@ def execute(path: Path, workdir: Path, model: str | None = None):
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
