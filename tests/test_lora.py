@@ -62,6 +62,27 @@ def test_training_is_deterministic(tmp_path):
     assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
 
 
+def test_interrupted_training_resumes_to_the_same_adapter(tmp_path):
+    data = make_dataset(8, seed=2, size=32, style="zebra")
+    from safetensors.torch import load_file
+    straight = train_lora(load_pipeline("tiny", device="cpu"), data, rank=2, steps=6, out_dir=tmp_path / "a", load=False)
+
+    def interrupt_at_step_4(step, loss):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    pipe = load_pipeline("tiny", device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(pipe, data, rank=2, steps=6, out_dir=tmp_path / "b", load=False, checkpoint_every=2,
+                   callback=interrupt_at_step_4)
+    assert (tmp_path / "b" / "rank2.checkpoint.pt").exists() and not getattr(pipe.unet, "peft_config", {})
+    resumed = train_lora(pipe, data, rank=2, steps=6, out_dir=tmp_path / "b", load=False, checkpoint_every=2)
+    first, second = load_file(str(straight)), load_file(str(resumed))
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert not (tmp_path / "b" / "rank2.checkpoint.pt").exists()  # removed once the adapter is saved
+    assert len((tmp_path / "b" / "rank2.losses.csv").read_text().splitlines()) == 7  # header + 6 steps
+
+
 @pytest.mark.parametrize("rank,match", [(0, "positive integer"), (-2, "positive integer"), (2.5, "positive integer"),
                                         (10_000, "larger than the smallest targeted layer")])
 def test_bad_ranks(rank, match):

@@ -71,10 +71,42 @@ def dataset_hash(images: torch.Tensor, captions: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+class TrainingCheckpoint:
+    """A LoRA training run's resumable state in one file, used only by a run with the same settings."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+
+    def save(self, step: int, losses: list, trainable: list, optimizer, generator) -> None:
+        state = {"settings": self.settings, "step": step, "losses": losses,
+                 "weights": [p.detach().clone() for p in trainable], "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state()}
+        torch.save(state, self.path.with_suffix(".tmp"))
+        self.path.with_suffix(".tmp").replace(self.path)  # a kill mid-save keeps the previous checkpoint
+
+    def restore(self, trainable: list, optimizer, generator) -> tuple[int, list]:
+        """Load the checkpoint into the run if it matches; return (first step, losses so far)."""
+        if not self.path.exists():
+            return 0, []
+        state = torch.load(self.path, weights_only=False)
+        if state["settings"] != self.settings:
+            warnings.warn(f"ignoring {self.path}: it was saved by a run with other settings", stacklevel=3)
+            return 0, []
+        with torch.no_grad():
+            for p, saved in zip(trainable, state["weights"]):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return state["step"], state["losses"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = 300, lr: float = 1e-3,
                batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
-               load: bool = True) -> Path:
+               load: bool = True, checkpoint_every: int = 50) -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
@@ -85,6 +117,9 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         out_dir: where `<adapter_name>.safetensors` and `<adapter_name>.losses.csv` go.
         callback: called as callback(step, loss) after each step.
         load: load the result into `pipe` as adapter `adapter_name` (default f"rank{rank}").
+        checkpoint_every: save the adapter, optimiser and random state this often to
+            `<adapter_name>.checkpoint.pt`; an interrupted run with the same settings resumes
+            from it and ends with the same adapter as an uninterrupted one.
     """
     unet, device = pipe.unet, pipe.device
     check_rank(unet, rank)
@@ -114,19 +149,30 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     scheduler = pipe.scheduler
-    losses = []
-    for step in tqdm(range(steps), desc=f"LoRA {adapter_name}", leave=False, disable=callback is not None):
-        idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
-        noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
-        noisy = scheduler.add_noise(latents[idx], noise, t)
-        loss = F.mse_loss(unet(noisy, t, context[idx]).sample.float(), noise.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if callback:
-            callback(step, loss.item())
+    checkpoint = TrainingCheckpoint(out / f"{adapter_name}.checkpoint.pt",
+                                    settings=dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr,
+                                                  batch_size=batch_size, seed=seed, data=dataset_hash(images, captions),
+                                                  base=module_fingerprint(unet)))
+    start, losses = checkpoint.restore(trainable, optimizer, generator)
+    try:
+        for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
+                         disable=callback is not None):
+            idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
+            noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+            noisy = scheduler.add_noise(latents[idx], noise, t)
+            loss = F.mse_loss(unet(noisy, t, context[idx]).sample.float(), noise.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint.save(step + 1, losses, trainable, optimizer, generator)
+            if callback:
+                callback(step, loss.item())
+    except BaseException:
+        unet.delete_adapters(training_name)  # an interrupted run leaves the pipeline as it found it
+        raise
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
@@ -134,6 +180,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                 "base_fingerprint": module_fingerprint(unet)}
     save_lora(pipe, training_name, config, path, metadata)
     unet.delete_adapters(training_name)
+    checkpoint.remove()
     with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
     if load:
