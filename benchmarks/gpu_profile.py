@@ -1,6 +1,7 @@
 """Where one sweep batch's time goes: text encoder, ControlNet, UNet, VAE decode, the rest, and the writer.
 
     python benchmarks/gpu_profile.py            # SD1.5 architecture, 512 px, fp16, batch 8, 20 steps (a GPU)
+    python benchmarks/gpu_profile.py --toy      # the toy model (64 px, fp32 on the CPU), batch 8, 20 steps
     python benchmarks/gpu_profile.py --smoke    # the toy model on the CPU, 2 steps: checks the code path
 
 Two views of the same batch:
@@ -61,11 +62,14 @@ def time_components(pipe, modules: dict) -> tuple[dict, callable]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="toy model, CPU, 2 steps, batch 2")
+    parser.add_argument("--toy", action="store_true", help="the toy model instead of the SD1.5 architecture")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     if args.smoke:
         pipe, model, steps, batch = wb.load_pipeline("toy", device="cpu"), "toy", 2, 2
+    elif args.toy:
+        pipe, model, steps, batch = wb.load_pipeline("toy"), "toy", 20, args.batch
     else:
         device = wb.pick_device("auto")
         dtype = wb.pick_dtype("fp16", device)

@@ -32,7 +32,7 @@ from .data import make_dataset, to_model_range
 from .world import PALETTE, SHAPES, STYLES, caption_words, sample_scenes
 
 # The toy model's architecture: SD1.5's, narrowed. On 2 CPU cores the 4.1M-parameter UNet
-# trains at 4.2 steps/s (batch 32, 16x16 latents); the VAE at 4 steps/s (batch 16).
+# trains at about 2.2 steps/s (batch 32, 16x16 latents); the VAE at about 3 steps/s (batch 16).
 TOY_MODEL = ModelConfig(image_size=64, vae_channels=(16, 32, 64), vae_norm_groups=8, vae_mid_attention=False,
                         unet_channels=(32, 64, 128),
                         layers_per_block=1, attention_head_dim=8, norm_num_groups=16,
