@@ -7,6 +7,8 @@ Stages, in order, each resumable from its last checkpoint:
   4. UNet          noise prediction (epsilon, min-SNR weighted), text encoder tuned jointly, EMA
   5. ControlNet    copied from the UNet (`ControlNetModel.from_unet`), trained on edges -> image
 The result is a standard diffusers pipeline folder; `--export` copies it (fp16) into the package.
+It trains on the GPU when there is one (`--device auto`); every random draw comes from a CPU
+generator, so a run is deterministic for a given seed, device and thread count.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..devices import pick_device
 from ..tiny import (ModelConfig, assemble_pipeline, build_controlnet, build_scheduler, build_text_encoder,
                     build_tokenizer, build_unet, build_vae)
 from .data import make_dataset, to_model_range
@@ -61,6 +64,7 @@ class TrainConfig:
     kl_weight: float = 1e-6
     checkpoint_every: int = 500
     threads: int = 2
+    device: str = "auto"          # cuda > mps > cpu; random draws stay on the CPU generator either way
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
@@ -81,7 +85,7 @@ class Stage:
         self.path = Path(cfg.out_dir) / "checkpoints" / f"{name}.pt"
         self.start = 0
         if self.path.exists():
-            state = torch.load(self.path, weights_only=False)
+            state = torch.load(self.path, weights_only=False, map_location="cpu")
             for key, module in modules.items():
                 module.load_state_dict(state["modules"][key])
             optimizer.load_state_dict(state["optimizer"])
@@ -138,7 +142,8 @@ def train_text_encoder(cfg: TrainConfig, text_encoder, tokenizer) -> None:
     ids = tokenizer([s.caption for s in scenes], padding="max_length", truncation=True, return_tensors="pt").input_ids
     labels = attribute_labels(scenes)
     sizes = (len(PALETTE), len(SHAPES), len(PALETTE), 1 + len(STYLES))
-    heads = torch.nn.ModuleList(torch.nn.Linear(text_encoder.config.hidden_size, k) for k in sizes)
+    heads = torch.nn.ModuleList(torch.nn.Linear(text_encoder.config.hidden_size, k) for k in sizes).to(text_encoder.device)
+    ids, labels = ids.to(text_encoder.device), labels.to(text_encoder.device)
     optimizer = torch.optim.AdamW(list(text_encoder.parameters()) + list(heads.parameters()), lr=cfg.lr)
 
     def step(generator):
@@ -155,9 +160,9 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor) -> None:
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
 
     def step(generator):
-        x = to_model_range(images[sample_batch(len(images), cfg.vae_batch_size, generator)])
+        x = to_model_range(images[sample_batch(len(images), cfg.vae_batch_size, generator)]).to(vae.device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(vae.device)
         reconstruction = vae.decode(z).sample
         return F.mse_loss(reconstruction, x) + cfg.kl_weight * posterior.kl().mean()
 
@@ -167,17 +172,18 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor) -> None:
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Posterior means of every image, scaled by the VAE's scaling_factor."""
-    latents = [vae.encode(to_model_range(images[i:i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    latents = [vae.encode(to_model_range(images[i:i + batch]).to(vae.device)).latent_dist.mean
+               for i in range(0, len(images), batch)]
     return torch.cat(latents) * vae.config.scaling_factor
 
 
 def diffusion_loss(cfg: TrainConfig, scheduler, predict, latents, generator, **inputs) -> torch.Tensor:
     """Epsilon-prediction loss at random timesteps, min-SNR weighted."""
-    noise = torch.randn(latents.shape, generator=generator)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     prediction = predict(noisy, t, **inputs)
-    alphas = scheduler.alphas_cumprod[t]
+    alphas = scheduler.alphas_cumprod.to(latents.device)[t]
     snr = alphas / (1 - alphas)
     weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
     per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
@@ -186,7 +192,7 @@ def diffusion_loss(cfg: TrainConfig, scheduler, predict, latents, generator, **i
 
 def drop_captions(ids: torch.Tensor, empty: torch.Tensor, rate: float, generator) -> torch.Tensor:
     """Replace a fraction `rate` of the token rows with the empty caption's tokens."""
-    drop = torch.rand(len(ids), generator=generator) < rate
+    drop = (torch.rand(len(ids), generator=generator) < rate).to(ids.device)
     return torch.where(drop[:, None], empty[None, :], ids)
 
 
@@ -227,7 +233,7 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
         idx = sample_batch(len(latents), cfg.batch_size, generator)
         with torch.no_grad():
             context = text_encoder(drop_captions(ids[idx], empty, cfg.controlnet_caption_dropout, generator))[0]
-        control = controls[idx].float().div(255).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
+        control = controls[idx].to(latents.device).float().div(255).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
         return diffusion_loss(cfg, scheduler, predict, latents[idx], generator, context=context, control=control)
 
     Stage("controlnet", cfg, cfg.controlnet_steps, {"controlnet": controlnet}, optimizer, cfg.seed + 5).run(
@@ -237,35 +243,36 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
 def train_toy(cfg: TrainConfig) -> Path:
     """Run every stage (resuming where checkpoints exist) and write the pipeline folder."""
     torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     model = TOY_MODEL
-    print(f"rendering {cfg.n_images} scenes at {model.image_size} px ...")
+    print(f"rendering {cfg.n_images} scenes at {model.image_size} px; training on {device} ...")
     data = make_dataset(cfg.n_images, seed=cfg.seed, size=model.image_size)
 
     tokenizer = build_tokenizer(caption_words(), max_length=model.max_length)          # stage 1
     torch.manual_seed(cfg.seed)
-    text_encoder = build_text_encoder(model, tokenizer)
+    text_encoder = build_text_encoder(model, tokenizer).to(device)
     train_text_encoder(cfg, text_encoder, tokenizer)                                     # stage 2
     torch.manual_seed(cfg.seed)
-    vae = build_vae(model)
+    vae = build_vae(model).to(device)
     train_vae(cfg, vae, data.images)                                                      # stage 3
     vae.eval()
     with torch.no_grad():  # unscaled posterior means: encode_latents would apply the default 0.18215
-        raw = vae.encode(to_model_range(data.images[:1024])).latent_dist.mean
+        raw = vae.encode(to_model_range(data.images[:1024]).to(device)).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / raw.std()))  # SD convention: unit-variance latents
     latents = encode_latents(vae, data.images)
-    ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", return_tensors="pt").input_ids[0]
+    ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids.to(device)
+    empty = tokenizer([""], padding="max_length", return_tensors="pt").input_ids[0].to(device)
     scheduler = build_scheduler()
     torch.manual_seed(cfg.seed)
-    unet = build_unet(model)
+    unet = build_unet(model).to(device)
     unet, text_encoder = train_unet(cfg, unet, text_encoder, scheduler, latents, ids, empty)  # stage 4
-    controlnet = build_controlnet(model, unet)
+    controlnet = build_controlnet(model, unet).to(device)
     train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, data.controls, ids, empty)  # stage 5
 
-    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler)
+    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler).to("cpu")
     folder = out / "pipeline"
     pipe.save_pretrained(folder, safe_serialization=True)
     print(f"pipeline written to {folder}")
