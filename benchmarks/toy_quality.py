@@ -95,9 +95,9 @@ def to_markdown(results: dict, by_scale, fidelity) -> str:
         "",
         f"**Speed**: 64 px, 20 steps, batch 8, with CFG: {results['seconds_64px_20steps_batch8']:.2f} s (bar: < 5 s).",
         "",
-        "Worst prompts (colour misses): " + ", ".join(
+        "Worst prompts (colour misses): " + (", ".join(
             f"{row.caption!r} -> {row.shape_colour} on {row.background_colour}"
-            for row in fidelity[~fidelity.both_ok].head(5).itertuples()) or "none",
+            for row in fidelity[~fidelity.both_ok].head(5).itertuples()) or "none"),
     ]
     return "\n".join(lines)
 
