@@ -72,7 +72,8 @@ def test_bad_toy_captions(caption, match):
 def train_briefly(out_dir, **steps):
     from workbench.toy.train import main
     settings = {"n-images": 16, "text-steps": 2, "vae-steps": 2, "unet-steps": 2, "controlnet-steps": 2,
-                "batch-size": 4, "vae-batch-size": 4, "checkpoint-every": 1, "threads": 1, **steps}
+                "decoder-steps": 2, "n-style-images": 4, "batch-size": 4, "vae-batch-size": 4, "checkpoint-every": 1,
+                "threads": 1, **steps}
     main(["--out-dir", str(out_dir)] + [x for k, v in settings.items() for x in (f"--{k}", str(v))])
 
 

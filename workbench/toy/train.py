@@ -6,6 +6,9 @@ Stages, in order, each resumable from its last checkpoint:
   3. VAE           reconstruct 64 px scenes; latents are 16x16x4 (downscale 4)
   4. UNet          noise prediction (epsilon, min-SNR weighted), text encoder tuned jointly, EMA
   5. ControlNet    copied from the UNet (`ControlNetModel.from_unet`), trained on edges -> image
+  6. VAE decoder   fine-tuned on plain and styled scenes with the encoder frozen, so the codec
+                   draws every look of the toy world (LoRA's zebra stripes too) while the
+                   latents the UNet learnt stay exactly as they were
 The result is a standard diffusers pipeline folder; `--export` copies it (fp16) into the package.
 It trains on the GPU when there is one (`--device auto`); every random draw comes from a CPU
 generator, so a run is deterministic for a given seed, device and thread count.
@@ -54,6 +57,8 @@ class TrainConfig:
     vae_batch_size: int = 16      # the VAE works at full resolution, so it gets a smaller batch
     unet_steps: int = 6000
     controlnet_steps: int = 2500
+    decoder_steps: int = 1000
+    n_style_images: int = 2000    # styled scenes for the decoder only: the UNet never sees a style
     lr: float = 1e-3              # small models tolerate a large rate; cosine decay to 10%
     text_lr_scale: float = 0.3    # the pretrained text encoder moves slower while tuned with the UNet
     controlnet_lr: float = 5e-4
@@ -240,6 +245,31 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
         step, cfg.controlnet_lr)
 
 
+def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor) -> None:
+    """Stage 6: the decoder learns to draw styled scenes too; the frozen encoder keeps every latent unchanged.
+
+    The VAE of stage 3 only ever saw flat-coloured shapes, and blurs stripes away, so a LoRA
+    could not show a striped style through it. SD's own VAE was fine-tuned the same way
+    (decoder only, encoder frozen) without retraining its UNet.
+    """
+    vae.requires_grad_(False)
+    trained = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in trained:
+        p.requires_grad_(True)
+    with torch.no_grad():  # unscaled posterior means: what vae.decode receives at inference
+        latents = torch.cat([vae.encode(to_model_range(images[i:i + 256]).to(vae.device)).latent_dist.mean
+                             for i in range(0, len(images), 256)])
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr / 2)
+
+    def step(generator):
+        idx = sample_batch(len(images), cfg.vae_batch_size, generator)
+        target = to_model_range(images[idx]).to(vae.device)
+        return F.mse_loss(vae.decode(latents[idx.to(latents.device)]).sample, target)
+
+    Stage("vae_decoder", cfg, cfg.decoder_steps, {"vae": vae}, optimizer, cfg.seed + 6).run(step, cfg.lr / 2)
+    vae.requires_grad_(False)
+
+
 def train_toy(cfg: TrainConfig) -> Path:
     """Run every stage (resuming where checkpoints exist) and write the pipeline folder."""
     torch.set_num_threads(cfg.threads)
@@ -271,6 +301,8 @@ def train_toy(cfg: TrainConfig) -> Path:
     unet, text_encoder = train_unet(cfg, unet, text_encoder, scheduler, latents, ids, empty)  # stage 4
     controlnet = build_controlnet(model, unet).to(device)
     train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, data.controls, ids, empty)  # stage 5
+    styled = make_dataset(cfg.n_style_images, seed=cfg.seed + 6, size=model.image_size, style=STYLES[0])
+    finetune_decoder(cfg, vae, torch.cat([data.images, styled.images]))                 # stage 6
 
     pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler).to("cpu")
     folder = out / "pipeline"
