@@ -243,3 +243,15 @@ def test_scale_hook_is_removed_after_the_call(tiny_pipe, square_control):
     with per_sample_scales(tiny_pipe.controlnet, [0.0]):
         assert tiny_pipe.controlnet._forward_hooks
     assert not tiny_pipe.controlnet._forward_hooks
+
+
+def test_changed_weights_redo_the_trials_and_return_only_the_new_rows(tmp_path):
+    from workbench.tiny import build_tiny_pipeline
+    pipe = build_tiny_pipeline(seed=0)
+    first = run_sweep(pipe, small_spec(), tmp_path, log=lambda m: None)
+    with torch.no_grad():
+        pipe.unet.conv_out.bias.add_(0.1)  # retrained weights: a new fingerprint
+    second = run_sweep(pipe, small_spec(), tmp_path, log=lambda m: None)
+    assert len(second) == len(first) and second.model_fingerprint.nunique() == 1
+    assert set(second.trial_id).isdisjoint(first.trial_id)  # nothing reused from the old model
+    assert len(load_results(tmp_path)) == 2 * len(first)  # the folder keeps both, as history

@@ -265,7 +265,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
               rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
               max_batch: int | str = "auto"):
-    """Run every unfinished trial of `spec` into `run_dir`; return the results table.
+    """Run every unfinished trial of `spec` into `run_dir`; return its rows (this model's trials).
 
     Args:
         pipe: a loaded pipeline (see `load_pipeline`).
@@ -358,7 +358,9 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             report(finish_writing(pending, progress))
         if stopped:
             log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
-    return load_results(run_dir)
+    # The folder may also hold rows of an earlier model (another fingerprint): return this spec's only.
+    table = load_results(run_dir)
+    return table[table.trial_id.isin({t.trial_id for t in trials})].reset_index(drop=True)
 
 
 def finish_writing(pending, progress: Progress) -> list:
