@@ -81,3 +81,10 @@ def test_metric_curve_per_hue_with_spread(table):
     assert ax.get_xlabel() == "conditioning_scale" and ax.get_ylabel() == "edge_f1"
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.05, 0.3, 0.55])  # means over the two seeds
     assert len(plot_metric(table, hue=None, spread="ci").axes[0].lines) == 1
+
+
+def test_adapter_names_sort_naturally():
+    import pandas as pd
+    from workbench.plots import ordered_values
+    assert ordered_values(pd.Series(["rank16", "rank2", "rank1", "rank8"])) == ["rank1", "rank2", "rank8", "rank16"]
+    assert ordered_values(pd.Series([1.0, 0.5, 0.0, 0.5])) == [0.0, 0.5, 1.0]

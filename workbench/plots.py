@@ -7,6 +7,8 @@ FAILED rows are drawn as a marked empty cell with their error underneath.
 
 from __future__ import annotations
 
+import re
+
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -24,13 +26,18 @@ def check_columns(df: pd.DataFrame, *names: str) -> None:
             raise ValueError(f"column {name!r} is not in the table; columns are {list(df.columns)}")
 
 
+def natural_key(value) -> list:
+    """Sort key reading digit runs as numbers, so "rank2" comes before "rank16"."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(value))]
+
+
 def ordered_values(series: pd.Series) -> list:
-    """The distinct values of a column, sorted (numbers numerically, anything else as text)."""
+    """The distinct values of a column, sorted: numbers numerically, text naturally (rank2 before rank16)."""
     values = series.drop_duplicates().tolist()
     try:
-        return sorted(values)
+        return sorted(values, key=natural_key) if all(isinstance(v, str) for v in values) else sorted(values)
     except TypeError:
-        return sorted(values, key=str)
+        return sorted(values, key=natural_key)
 
 
 def cell_image(rows: pd.DataFrame, seeds) -> np.ndarray | None:
