@@ -31,7 +31,7 @@ import workbench as wb
 from report import machine, publish
 from workbench.lora import random_lora
 from workbench.pipeline import trained_size
-from workbench.speed import auto_batch_size
+from workbench.speed import auto_batch_size, denoising_step
 from workbench.sweep import control_for
 
 CAPTION = "a yellow star on a blue background"
@@ -52,19 +52,12 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def step_flops(pipe, control, batch: int = 1) -> float:
+def step_flops(pipe, batch: int = 1) -> float:
     """FLOPs of one denoising step (ControlNet + UNet, both CFG halves) for `batch` images."""
     from torch.utils.flop_counter import FlopCounterMode
-    size = trained_size(pipe) // pipe.vae_scale_factor
-    device, dtype = pipe.device, pipe.unet.dtype
-    sample = torch.randn(2 * batch, 4, size, size, device=device, dtype=dtype)
-    context = torch.randn(2 * batch, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim,
-                          device=device, dtype=dtype)
-    cond = torch.rand(2 * batch, 3, control.height, control.width, device=device, dtype=dtype)
-    t = torch.tensor([500] * 2 * batch, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False)
-        pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    step, _ = denoising_step(pipe, trained_size(pipe), batch)
+    with FlopCounterMode(display=False) as counter:
+        step()
     return float(counter.get_total_flops())
 
 
@@ -148,7 +141,7 @@ def main() -> int:
         results[f"{key}_images_per_s"] = n_images / results[f"{key}_s"]
     results["engine_vs_naive"] = results["engine_images_per_s"] / results["naive_images_per_s"]
     results["engine_vs_ceiling"] = results["engine_images_per_s"] / results["ceiling_images_per_s"]
-    flops_per_image = step_flops(pipe, control) * steps
+    flops_per_image = step_flops(pipe) * steps
     results["tflops_per_image"] = flops_per_image / 1e12
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in results["device"]), None)
     if peak:

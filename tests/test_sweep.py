@@ -119,31 +119,30 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_pipe, tmp_path, monk
     assert (retried.state == "COMPLETE").all() and len(retried) == 8  # failed trials are redone, not duplicated
 
 
-def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
-    real, batches, messages = sweep_module.generate_cell, [], []
+def memory_for(images: int, batches: list):
+    """A generate_cell that records each batch size and runs out of memory above `images`."""
+    real = sweep_module.generate_cell
 
-    def small_memory(pipe, params, trials, control, embeddings):
+    def limited(pipe, params, trials, control, embeddings):
         batches.append(len(trials))
-        if len(trials) > 1:
+        if len(trials) > images:
             raise torch.OutOfMemoryError("simulated")
         return real(pipe, params, trials, control, embeddings)
 
-    monkeypatch.setattr(sweep_module, "generate_cell", small_memory)
+    return limited
+
+
+def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
+    batches, messages = [], []
+    monkeypatch.setattr(sweep_module, "generate_cell", memory_for(1, batches))
     table = run_sweep(tiny_pipe, small_spec(conditioning_scale=[1.0], seed=[0, 1, 2, 3]), tmp_path, log=messages.append)
     assert (table.state == "COMPLETE").all() and len(table) == 4
     assert batches[0] == 4 and batches.count(1) == 4 and "out of memory" in messages[0]
 
 
 def test_out_of_memory_lowers_the_batch_for_later_cells(tiny_pipe, tmp_path, monkeypatch):
-    real, batches = sweep_module.generate_cell, []
-
-    def fits_two(pipe, params, trials, control, embeddings):
-        batches.append(len(trials))
-        if len(trials) > 2:
-            raise torch.OutOfMemoryError("simulated")
-        return real(pipe, params, trials, control, embeddings)
-
-    monkeypatch.setattr(sweep_module, "generate_cell", fits_two)
+    batches = []
+    monkeypatch.setattr(sweep_module, "generate_cell", memory_for(2, batches))
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, log=lambda m: None)
     assert (table.state == "COMPLETE").all() and len(table) == 8
     assert batches == [4, 2, 2, 2, 2]  # the second cell starts at the size that fitted

@@ -149,10 +149,11 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     scheduler = pipe.scheduler
+    data_hash, base_fingerprint = dataset_hash(images, captions), module_fingerprint(unet)  # LoRA excluded
     checkpoint = TrainingCheckpoint(out / f"{adapter_name}.checkpoint.pt",
                                     settings=dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr,
-                                                  batch_size=batch_size, seed=seed, data=dataset_hash(images, captions),
-                                                  base=module_fingerprint(unet)))
+                                                  batch_size=batch_size, seed=seed, data=data_hash,
+                                                  base=base_fingerprint))
     start, losses = checkpoint.restore(trainable, optimizer, generator)
     try:
         for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
@@ -176,8 +177,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
-                "batch_size": batch_size, "dataset_hash": dataset_hash(images, captions),
-                "base_fingerprint": module_fingerprint(unet)}
+                "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint}
     save_lora(pipe, training_name, config, path, metadata)
     unet.delete_adapters(training_name)
     checkpoint.remove()

@@ -8,7 +8,6 @@ FAILED rows are drawn as a marked empty cell with their error underneath.
 from __future__ import annotations
 
 import re
-
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -34,9 +33,11 @@ def natural_key(value) -> list:
 def ordered_values(series: pd.Series) -> list:
     """The distinct values of a column, sorted: numbers numerically, text naturally (rank2 before rank16)."""
     values = series.drop_duplicates().tolist()
+    if all(isinstance(v, str) for v in values):
+        return sorted(values, key=natural_key)
     try:
-        return sorted(values, key=natural_key) if all(isinstance(v, str) for v in values) else sorted(values)
-    except TypeError:
+        return sorted(values)
+    except TypeError:  # mixed types
         return sorted(values, key=natural_key)
 
 

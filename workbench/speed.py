@@ -78,26 +78,39 @@ def optimize_for_gpu(pipe, compile: bool = False) -> None:
         compile_pipeline(pipe)
 
 
-@torch.no_grad()
-def image_memory(pipe, size: int) -> int:
-    """Peak GPU bytes one image adds: the larger of a denoising step (both CFG halves) and its VAE decode.
+def denoising_step(pipe, size: int, images: int):
+    """One ControlNet + UNet step on stand-in inputs for `images` images (2x rows: both CFG halves).
 
-    Measured at batch 2 and halved, so the per-call fixed cost is not counted twice.
+    Returns (step, latents): call `step()` to run it. Its cost depends on the shapes, not the
+    values, so the memory probe and the benchmarks' FLOP count share it.
     """
-    device, dtype = pipe.device, pipe.unet.dtype
+    device, dtype, rows = pipe.device, pipe.unet.dtype, 2 * images
     latent = size // pipe.vae_scale_factor
-    sample = torch.randn(4, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
-    context = torch.zeros(4, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim,
+    sample = torch.randn(rows, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    context = torch.zeros(rows, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim,
                           device=device, dtype=dtype)
-    control = torch.zeros(4, 3, size, size, device=device, dtype=dtype)
-    t = torch.full((4,), 500, device=device)
+    control = torch.zeros(rows, 3, size, size, device=device, dtype=dtype)
+    t = torch.full((rows,), 500, device=device)
 
+    @torch.no_grad()
     def step():
         down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
         pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
 
+    return step, sample
+
+
+@torch.no_grad()
+def image_memory(pipe, size: int) -> int:
+    """Peak GPU bytes one image adds: the larger of a denoising step (both CFG halves) and its VAE decode.
+
+    Measured for 2 images and halved.
+    """
+    device = pipe.device
+    step, latents = denoising_step(pipe, size, images=2)
+
     def decode():
-        pipe.vae.decode(sample[:2] / pipe.vae.config.scaling_factor)
+        pipe.vae.decode(latents[:2] / pipe.vae.config.scaling_factor)
 
     peaks = []
     for work in (step, decode):
