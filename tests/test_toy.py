@@ -1,14 +1,17 @@
 """The toy world and its packaged model: offline load, control follows edges, determinism, trainer."""
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from PIL import ImageDraw
 
 import workbench as wb
 from workbench.metrics import control_edge_scores
 from workbench.toy.data import make_dataset
+from workbench.toy.evaluate import shape_regions, stripe_strength
 from workbench.toy.world import PALETTE, SHAPES, render_scene, sample_scenes, scene_from_caption
 
 
@@ -59,6 +62,33 @@ def test_world_is_deterministic_and_captions_match_scenes():
 def test_style_subset_has_its_caption_token():
     scenes = sample_scenes(3, seed=1, style="zebra")
     assert all(s.caption.endswith("in zebra style") for s in scenes)
+
+
+def with_blotches(image, scene, rng):
+    """`image` with two dark or light discs about half a stripe period wide inside the shape."""
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    other = (15, 15, 15) if sum(PALETTE[scene.color]) > 300 else (245, 245, 245)
+    ys, xs = np.nonzero(shape_regions(scene, image.size[0], margin=3)[0])
+    for i in rng.integers(len(xs), size=2):
+        r = image.size[0] * scene.size * 0.35
+        draw.ellipse([xs[i] - r, ys[i] - r, xs[i] + r, ys[i] + r], fill=other)
+    return image
+
+
+def test_stripe_strength_tells_stripes_from_flat_shapes_and_blotches():
+    rng = np.random.default_rng(0)
+    zebra, plain, blotched, turned = [], [], [], []
+    for scene in sample_scenes(30, seed=5, style="zebra"):
+        flat = render_scene(replace(scene, style=None))
+        zebra.append(stripe_strength(render_scene(scene), scene))
+        plain.append(stripe_strength(flat, scene))
+        blotched.append(stripe_strength(with_blotches(flat, scene, rng), scene))
+        circle = replace(scene, shape="circle")  # stripes at another angle count as much
+        turned.append(stripe_strength(render_scene(replace(circle, angle=scene.angle + 37)), circle))
+    assert min(zebra) > 0.9 and min(turned) > 0.9
+    assert max(plain) < 0.05
+    assert np.mean(blotched) < 0.2, "blotches have edges inside the shape but are not stripes"
 
 
 @pytest.mark.parametrize("caption,match", [("a red blob on a blue background", "'blob'"),

@@ -21,6 +21,7 @@ PALETTE = {
 }
 SHAPES = ("circle", "square", "triangle", "star")
 STYLES = ("zebra",)
+STRIPE_BANDS = 10  # zebra bands across the image: each is 1/10 of its width, so stripes repeat every 1/5
 SUPERSAMPLE = 4
 
 
@@ -101,7 +102,7 @@ def stripes(colour: tuple, side: int, angle: float) -> Image.Image:
     other = (15, 15, 15) if sum(colour) > 300 else (245, 245, 245)
     image = Image.new("RGB", (side, side), colour)
     draw = ImageDraw.Draw(image)
-    width = side / 10
+    width = side / STRIPE_BANDS
     direction = math.radians(angle + 45)
     dx, dy = math.cos(direction), math.sin(direction)
     for k in range(-12, 13, 2):  # every other band across the image
@@ -109,6 +110,11 @@ def stripes(colour: tuple, side: int, angle: float) -> Image.Image:
         a, b = (ox - dx * side, oy - dy * side), (ox + dx * side, oy + dy * side)
         draw.line([a, b], fill=other, width=int(width))
     return image
+
+
+def stripe_period(size: int) -> float:
+    """Pixels from one zebra stripe to the next in an image `size` pixels wide."""
+    return 2 * size / STRIPE_BANDS
 
 
 def render_scene(scene: Scene, size: int = 64) -> Image.Image:
