@@ -3,8 +3,10 @@
     python benchmarks/lora_bench.py [--ranks 1 2 4 8 16] [--steps 300] [--append-results]
 
 Style: adapters learn "in zebra style" (striped shapes) from 256 toy images the base model
-never saw. Strength is the stripe score (share of the shape's interior on Canny edges),
-on held-out scenes, controlled by their plain outline, at LoRA weights 0, 0.5 and 1.
+never saw. Strength is `stripe_strength` (0 for a flat shape, about 1 for drawn stripes),
+on held-out scenes controlled by their plain outline, at LoRA weights 0, 0.5 and 1. It is
+not a judge of the look (see its docstring): the images go to
+outputs/lora_bench_rank<r>_<steps>steps.png, to look at.
 Switch cost: `set_adapters` between two resident adapters against unloading and
 `load_lora_weights` again, the naive way.
 """
@@ -23,29 +25,47 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from PIL import Image
 
 import workbench as wb
 from report import machine, publish
 from workbench.lora import lora_summary, train_lora
 from workbench.toy.data import make_dataset
-from workbench.toy.evaluate import stripe_score
+from workbench.toy.evaluate import stripe_strength
 from workbench.toy.world import render_scene, sample_scenes
 
 
-def style_strength(pipe, adapter: str, weights, scenes, steps: int = 20) -> dict:
-    """Mean stripe score of held-out zebra prompts at each LoRA weight."""
+def style_strength(pipe, adapter: str, weights, scenes, steps: int = 20, sheet: Path | None = None) -> dict:
+    """Mean stripe strength of held-out zebra prompts at each LoRA weight.
+
+    With `sheet`, also saves the images there to look at: a row per weight, drawn zebra on top.
+    """
     pipe.enable_lora()
-    scores = {}
+    scores, rows = {}, [[render_scene(scene, 64) for scene in scenes]]
     for weight in weights:
         pipe.set_adapters([adapter], adapter_weights=[weight])
-        values = []
+        values, images = [], []
         for scene in scenes:
             plain = render_scene(replace(scene, style=None), 64)
             control = wb.make_canny(plain, resolution=64)
             [image] = wb.generate(pipe, scene.caption, control, 0, steps=steps, guidance=5.0)
-            values.append(stripe_score(image, scene))
+            values.append(stripe_strength(image, scene))
+            images.append(image)
         scores[weight] = float(np.mean(values))
+        rows.append(images)
+    if sheet:
+        save_sheet(rows, sheet)
     return scores
+
+
+def save_sheet(rows: list[list], path: Path) -> None:
+    """Rows of 64-pixel PIL images as one PNG, enlarged 3x."""
+    sheet = Image.new("RGB", (64 * len(rows[0]), 64 * len(rows)))
+    for r, row in enumerate(rows):
+        for i, image in enumerate(row):
+            sheet.paste(image, (64 * i, 64 * r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.resize((sheet.width * 3, sheet.height * 3), Image.NEAREST).save(path)
 
 
 def switch_cost(pipe, paths: dict, repeats: int = 10) -> tuple[float, float]:
@@ -87,14 +107,15 @@ def main() -> int:
         paths[f"rank{rank}"] = train_lora(pipe, data, rank=rank, steps=args.steps, lr=args.lr, out_dir=work,
                                           callback=lambda step, loss: None)
         seconds = time.perf_counter() - started
-        strength = style_strength(pipe, f"rank{rank}", (0.0, 0.5, 1.0), held_out)
+        strength = style_strength(pipe, f"rank{rank}", (0.0, 0.5, 1.0), held_out,
+                                  sheet=Path("outputs") / f"lora_bench_rank{rank}_{args.steps}steps.png")
         rows.append((rank, seconds, strength))
-        print(f"rank {rank}: trained in {seconds:.1f} s, stripe score by weight {strength}", flush=True)
+        print(f"rank {rank}: trained in {seconds:.1f} s, stripe strength by weight {strength}", flush=True)
     summary = lora_summary(pipe).set_index("adapter")
     resident, reload = switch_cost(pipe, {k: paths[k] for k in list(paths)[:2]})
     lines = [f"### lora_bench: {args.model}, {args.steps} steps, batch 8, lr {args.lr}, alpha = rank, "
              f"256 zebra-style images", "", f"Machine: {machine()}.", "",
-             "| rank | trainable params (% of UNet) | train seconds | stripe score w=0 | w=0.5 | w=1 |",
+             "| rank | trainable params (% of UNet) | train seconds | stripe strength w=0 | w=0.5 | w=1 |",
              "|---|---|---|---|---|---|"]
     for rank, seconds, strength in rows:
         s = summary.loc[f"rank{rank}"]

@@ -30,3 +30,24 @@ def test_gpu_profile_smoke_attributes_the_time():
     parts = report["parts_s"]
     assert parts["UNet"] > 0 and parts["ControlNet"] > 0 and parts["VAE decode"] > 0 and report["writer_s"] > 0
     assert sum(parts.values()) == pytest.approx(report["wall_s"])  # every second attributed
+
+
+def test_lora_bench_smoke_trains_scores_and_switches(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/lora_bench.py"), "--ranks", "1", "2", "--steps", "2",
+                           "--n-eval", "1"], cwd=tmp_path, capture_output=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    table = done.stdout.decode()
+    assert "| 1 |" in table and "| 2 |" in table and "Adapter switch" in table
+    assert (tmp_path / "outputs" / "lora_bench_rank2_2steps.png").exists()
+
+
+def test_lora_layout_probe_smoke_reports_both_layouts(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/lora_layout_probe.py"), "--unet-steps", "2",
+                           "--lora-steps", "2", "--n-plain", "64"], cwd=tmp_path, capture_output=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    table = done.stdout.decode()
+    assert "(toy)" in table and "(sd15)" in table and table.count("| rank 8 |") == 4
+    for layout in ("toy", "sd15"):
+        assert (tmp_path / "outputs" / f"lora_layout_{layout}.png").exists()
