@@ -25,10 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from PIL import Image
 
 import workbench as wb
-from report import machine, publish
+from report import machine, publish, save_sheet
 from workbench.lora import lora_summary, train_lora
 from workbench.toy.data import make_dataset
 from workbench.toy.evaluate import stripe_strength
@@ -56,16 +55,6 @@ def style_strength(pipe, adapter: str, weights, scenes, steps: int = 20, sheet: 
     if sheet:
         save_sheet(rows, sheet)
     return scores
-
-
-def save_sheet(rows: list[list], path: Path) -> None:
-    """Rows of 64-pixel PIL images as one PNG, enlarged 3x."""
-    sheet = Image.new("RGB", (64 * len(rows[0]), 64 * len(rows)))
-    for r, row in enumerate(rows):
-        for i, image in enumerate(row):
-            sheet.paste(image, (64 * i, 64 * r))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.resize((sheet.width * 3, sheet.height * 3), Image.NEAREST).save(path)
 
 
 def switch_cost(pipe, paths: dict, repeats: int = 10) -> tuple[float, float]:

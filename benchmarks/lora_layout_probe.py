@@ -29,10 +29,11 @@ from peft import LoraConfig
 from PIL import Image
 
 import workbench as wb
-from report import machine, publish
+from report import machine, publish, save_sheet
 from workbench.lora import TARGET_MODULES
-from workbench.toy.data import make_dataset, to_model_range
-from workbench.toy.train import TOY_MODEL, cosine_lr
+from workbench.toy.data import make_dataset
+from workbench.toy.train import (TOY_MODEL, TrainConfig, cosine_lr, diffusion_loss, encode_latents,
+                                  sample_batch)
 
 LAYOUTS = {
     "toy": (("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -46,11 +47,9 @@ TIMESTEPS = (50, 200, 400, 700)
 def encode(pipe, data) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled latents and text embeddings of a ToyDataset, from the pipeline's frozen parts."""
     with torch.no_grad():
-        latents = torch.cat([pipe.vae.encode(to_model_range(data.images[i:i + 256])).latent_dist.mean
-                             for i in range(0, len(data), 256)]) * pipe.vae.config.scaling_factor
         ids = pipe.tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
         context = torch.cat([pipe.text_encoder(ids[i:i + 256])[0] for i in range(0, len(ids), 256)])
-    return latents, context
+        return encode_latents(pipe.vae, data.images), context
 
 
 def build(layout: str) -> UNet2DConditionModel:
@@ -65,21 +64,17 @@ def build(layout: str) -> UNet2DConditionModel:
 
 
 def train_base(unet, scheduler, latents, context, empty, steps: int) -> None:
-    """The toy trainer's UNet recipe, shortened: min-SNR loss, 10% empty captions, cosine rate."""
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    """The toy trainer's UNet recipe, shortened: its min-SNR loss, 10% empty captions, cosine rate."""
+    cfg = TrainConfig()  # batch 32, lr 1e-3, 10% empty captions, min-SNR 5
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(0)
-    alphas = scheduler.alphas_cumprod
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, 1e-3)
-        idx = torch.randint(0, len(latents), (32,), generator=generator)
-        ctx = torch.where((torch.rand(32, generator=generator) < 0.1)[:, None, None], empty, context[idx])
-        noise = torch.randn(latents[idx].shape, generator=generator)
-        t = torch.randint(0, 1000, (32,), generator=generator)
-        snr = alphas[t] / (1 - alphas[t])
-        per_sample = F.mse_loss(unet(scheduler.add_noise(latents[idx], noise, t), t, ctx).sample, noise,
-                                reduction="none").mean(dim=(1, 2, 3))
-        loss = (torch.clamp(snr, max=5.0) / snr * per_sample).mean()
+            group["lr"] = cosine_lr(step, steps, cfg.lr)
+        idx = sample_batch(len(latents), cfg.batch_size, generator)
+        dropped = torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout
+        ctx = torch.where(dropped[:, None, None], empty, context[idx])
+        loss = diffusion_loss(cfg, scheduler, lambda x, t: unet(x, t, ctx).sample, latents[idx], generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -127,17 +122,6 @@ def sample(pipe, unet, context, empty, guidance: float = 5.0) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().byte()
 
 
-def save_rows(path: Path, *rows: torch.Tensor) -> None:
-    """Images (N, 3, 64, 64) uint8, one tensor per row, as one PNG enlarged 3x."""
-    n = len(rows[0])
-    sheet = Image.new("RGB", (64 * n, 64 * len(rows)))
-    for r, row in enumerate(rows):
-        for i in range(n):
-            sheet.paste(Image.fromarray(row[i].permute(1, 2, 0).numpy()), (64 * i, 64 * r))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.resize((sheet.width * 3, sheet.height * 3), Image.NEAREST).save(path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unet-steps", type=int, default=1500)
@@ -174,8 +158,9 @@ def main() -> int:
         lora_seconds = time.perf_counter() - started
         after = {"zebra": loss_by_timestep(unet, scheduler, *zebra_eval),
                  "plain": loss_by_timestep(unet, scheduler, *plain_eval)}
-        save_rows(Path("outputs") / f"lora_layout_{layout}.png", held_zebra.images[:6], base_images,
-                  sample(pipe, unet, zebra_eval[1][:6], empty))
+        rows = [held_zebra.images[:6], base_images, sample(pipe, unet, zebra_eval[1][:6], empty)]
+        save_sheet([[Image.fromarray(image.permute(1, 2, 0).numpy()) for image in row] for row in rows],
+                   Path("outputs") / f"lora_layout_{layout}.png")
         levels = "8x8, 4x4" if layout == "toy" else "16x16, 8x8"
         for scenes in ("zebra", "plain"):
             for name, losses in (("none", before), ("rank 8", after)):

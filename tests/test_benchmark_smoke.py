@@ -1,4 +1,4 @@
-"""The GPU benchmark's code paths, run tiny on the CPU (its numbers mean nothing here)."""
+"""The benchmarks' code paths, run tiny on the CPU (their numbers mean nothing here)."""
 
 import json
 import os
@@ -11,11 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_sweep_smoke_runs_every_path():
-    done = subprocess.run([sys.executable, "benchmarks/gpu_sweep.py", "--smoke"], cwd=ROOT, capture_output=True,
+def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    """Run benchmarks/<script> offline on 2 threads from `cwd`; fail with its stderr; return its stdout."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True,
                           timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    report = json.loads(done.stdout.decode().split("\n### ")[0])
+    return done.stdout.decode()
+
+
+def test_gpu_sweep_smoke_runs_every_path():
+    report = json.loads(run_benchmark("gpu_sweep.py", "--smoke").split("\n### ")[0])
     for key in ("naive_images_per_s", "naive_resident_images_per_s", "engine_images_per_s", "ceiling_images_per_s",
                 "tflops_per_image"):
         assert report[key] > 0, key
@@ -23,31 +28,21 @@ def test_gpu_sweep_smoke_runs_every_path():
 
 
 def test_gpu_profile_smoke_attributes_the_time():
-    done = subprocess.run([sys.executable, "benchmarks/gpu_profile.py", "--smoke"], cwd=ROOT, capture_output=True,
-                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    report = json.loads(done.stdout.decode().split("\n### ")[0])
+    report = json.loads(run_benchmark("gpu_profile.py", "--smoke").split("\n### ")[0])
     parts = report["parts_s"]
     assert parts["UNet"] > 0 and parts["ControlNet"] > 0 and parts["VAE decode"] > 0 and report["writer_s"] > 0
     assert sum(parts.values()) == pytest.approx(report["wall_s"])  # every second attributed
 
 
 def test_lora_bench_smoke_trains_scores_and_switches(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/lora_bench.py"), "--ranks", "1", "2", "--steps", "2",
-                           "--n-eval", "1"], cwd=tmp_path, capture_output=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    table = done.stdout.decode()
+    table = run_benchmark("lora_bench.py", "--ranks", "1", "2", "--steps", "2", "--n-eval", "1", cwd=tmp_path)
     assert "| 1 |" in table and "| 2 |" in table and "Adapter switch" in table
     assert (tmp_path / "outputs" / "lora_bench_rank2_2steps.png").exists()
 
 
 def test_lora_layout_probe_smoke_reports_both_layouts(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/lora_layout_probe.py"), "--unet-steps", "2",
-                           "--lora-steps", "2", "--n-plain", "64"], cwd=tmp_path, capture_output=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    table = done.stdout.decode()
+    table = run_benchmark("lora_layout_probe.py", "--unet-steps", "2", "--lora-steps", "2", "--n-plain", "64",
+                          cwd=tmp_path)
     assert "(toy)" in table and "(sd15)" in table and table.count("| rank 8 |") == 4
     for layout in ("toy", "sd15"):
         assert (tmp_path / "outputs" / f"lora_layout_{layout}.png").exists()

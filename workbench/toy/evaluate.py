@@ -22,6 +22,7 @@ from .world import PALETTE, Scene, render_mask, render_scene, stripe_period
 
 COLOUR_NAMES = sorted(PALETTE)
 COLOUR_VALUES = np.array([PALETTE[name] for name in COLOUR_NAMES], dtype=np.float32)
+MIN_PIXELS = 20  # fewer pixels than this are too few to measure stripes in
 
 
 def classify_colour(rgb) -> str:
@@ -111,14 +112,14 @@ def count_parameters(module: torch.nn.Module) -> int:
 def shifted_correlation(grey: np.ndarray, inside: np.ndarray, dx: float, dy: float) -> float | None:
     """Correlation of the grey values inside with those (dx, dy) pixels further on, also inside.
 
-    None when fewer than 20 pixels have a partner inside (a small shape, a long shift).
+    None when fewer than MIN_PIXELS have a partner inside (a small shape, a long shift).
     """
     move = np.float32([[1, 0, -dx], [0, 1, -dy]])  # output (x, y) reads input (x + dx, y + dy)
     size = grey.shape[::-1]
     moved = cv2.warpAffine(grey, move, size, flags=cv2.INTER_LINEAR, borderValue=0)
     both = inside & (cv2.warpAffine(inside.astype(np.float32), move, size, flags=cv2.INTER_LINEAR) > 0.99)
     a, b = grey[both], moved[both]
-    if len(a) < 20:
+    if len(a) < MIN_PIXELS:
         return None
     if a.std() < 1e-6 or b.std() < 1e-6:
         return 0.0
@@ -157,7 +158,7 @@ def stripe_strength(image, scene: Scene) -> float:
     """
     size = image.size[0]
     inside, _ = shape_regions(scene, size, margin=1)
-    if inside.sum() < 20:
+    if inside.sum() < MIN_PIXELS:
         return 0.0
     grey = np.asarray(image.convert("L"), np.float32)
     drawn = np.asarray(render_scene(replace(scene, style="zebra"), size).convert("L"), np.float32)
