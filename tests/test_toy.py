@@ -6,13 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import ImageDraw
+from PIL import ImageDraw, ImageEnhance
 
 import workbench as wb
 from workbench.metrics import control_edge_scores
 from workbench.toy.data import make_dataset
-from workbench.toy.evaluate import shape_regions, stripe_strength
-from workbench.toy.world import PALETTE, SHAPES, render_scene, sample_scenes, scene_from_caption
+from workbench.toy.evaluate import outline_strength, shape_regions, stripe_strength, style_strength
+from workbench.toy.world import PALETTE, SHAPES, STYLES, Scene, render_scene, sample_scenes, scene_from_caption
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,39 @@ def test_world_is_deterministic_and_captions_match_scenes():
         assert scene_from_caption(scene.caption).shape == scene.shape
 
 
-def test_style_subset_has_its_caption_token():
-    scenes = sample_scenes(3, seed=1, style="zebra")
-    assert all(s.caption.endswith("in zebra style") for s in scenes)
+@pytest.mark.parametrize("style", STYLES)
+def test_style_subset_has_its_caption_token(style):
+    scenes = sample_scenes(3, seed=1, style=style)
+    assert all(s.caption.endswith(f"in {style} style") for s in scenes)
+    assert scene_from_caption(scenes[0].caption).style == style
+
+
+def test_outlined_style_draws_a_rim_of_the_rim_shade_around_the_colour():
+    scene = Scene("square", "red", "blue", cx=0.5, cy=0.5, size=0.3, angle=45, style="outlined")  # sides upright
+    pixels = np.asarray(render_scene(scene, 64)).astype(int)
+    half_side = 0.3 * 64 / 2 ** 0.5  # a square's corners lie on its radius
+    rim_x = round(32 - half_side + 1.5)  # 1.5 px inside the left edge, within the 3.2 px rim
+    assert np.abs(pixels[32, rim_x] - PALETTE["black"]).max() < 30
+    assert np.abs(pixels[32, 32] - PALETTE["red"]).max() < 5
+    on_black = replace(scene, background="black")
+    assert np.abs(np.asarray(render_scene(on_black, 64)).astype(int)[32, rim_x] - PALETTE["white"]).max() < 30
+
+
+def test_outline_strength_tells_a_rim_from_flat_and_darkened_shapes():
+    outlined, off_edge, plain, darker, zebra = [], [], [], [], []
+    for scene in sample_scenes(30, seed=5, style="outlined"):
+        flat = render_scene(replace(scene, style=None))
+        outlined.append(outline_strength(render_scene(scene), scene))
+        off_edge.append(outline_strength(render_scene(replace(scene, size=scene.size + 0.03)), scene))
+        plain.append(outline_strength(flat, scene))
+        darker.append(outline_strength(ImageEnhance.Brightness(flat).enhance(0.4), scene))
+        zebra.append(style_strength(render_scene(replace(scene, style="zebra")), replace(scene, style="zebra")))
+    assert min(outlined) > 0.8
+    assert min(off_edge) > 0.6, "a rim drawn 2 px outside the control's edge is still an outline"
+    assert max(plain) < 0.05 and max(darker) < 0.1, "a shape darkened all over has no outline"
+    assert min(zebra) > 0.9, "style_strength scores each style by its own measure"
+    with pytest.raises(ValueError, match="None.*outlined"):
+        style_strength(render_scene(scene), replace(scene, style=None))
 
 
 def with_blotches(image, scene, rng):

@@ -18,11 +18,11 @@ import torch
 from ..control import make_canny
 from ..generate import generate
 from ..metrics import control_edge_scores, mask_iou
-from .world import PALETTE, Scene, render_mask, render_scene, stripe_period
+from .world import OUTLINE_WIDTH, PALETTE, Scene, render_mask, render_scene, rim_shade, stripe_period
 
 COLOUR_NAMES = sorted(PALETTE)
 COLOUR_VALUES = np.array([PALETTE[name] for name in COLOUR_NAMES], dtype=np.float32)
-MIN_PIXELS = 20  # fewer pixels than this are too few to measure stripes in
+MIN_PIXELS = 20  # fewer pixels than this are too few to measure a style in
 
 
 def classify_colour(rgb) -> str:
@@ -164,3 +164,56 @@ def stripe_strength(image, scene: Scene) -> float:
     drawn = np.asarray(render_scene(replace(scene, style="zebra"), size).convert("L"), np.float32)
     contrast = min(1.0, grey[inside].std() / max(drawn[inside].std(), 1e-6))
     return stripe_periodicity(grey, inside, stripe_period(size)) * contrast
+
+
+def shade(rgb, towards_white: bool) -> np.ndarray:
+    """Luminance (0-255), counted up towards white, or towards black when `towards_white` is False."""
+    luminance = np.asarray(rgb, np.float32) @ np.float32([0.299, 0.587, 0.114])
+    return luminance if towards_white else 255 - luminance
+
+
+def outline_strength(image, scene: Scene) -> float:
+    """How much the shape looks drawn in outlined style: 0 for a flat shape, about 1 for a drawn rim.
+
+    An outline is a thin band along the shape's edge that is darker (for a black rim; lighter
+    for a white one) than both the shape's interior and the background. The score looks at
+    2-px bands from 4 px outside the edge to 4 px inside, so a rim drawn a little off the edge
+    still counts, and takes the best: how far the band's median shade goes beyond the
+    interior's and background's, as a fraction of the drawn rim's. A shape that darkens all
+    over, or an edge blurred between two colours, scores near 0. Where the rim's shade is the
+    background's (a white rim on white), only bands inside the shape count.
+    """
+    size = image.size[0]
+    silhouette = (np.asarray(render_mask(scene, size)) > 127).astype(np.uint8)
+    signed = (cv2.distanceTransform(silhouette, cv2.DIST_L2, 3)              # + inside the shape,
+              - cv2.distanceTransform(1 - silhouette, cv2.DIST_L2, 3))      # - outside it
+    rim = rim_shade(scene.color, scene.background)
+    white = rim == PALETTE["white"]
+    shades = shade(image.convert("RGB"), white)
+    drawn = {name: float(shade(PALETTE[name], white)) for name in (scene.color, scene.background)}
+    target = float(shade(rim, white))
+    margin = OUTLINE_WIDTH * size + 2
+    interior, background = shades[signed >= margin], shades[signed <= -margin]
+    if len(interior) < MIN_PIXELS:  # a small star: its deepest pixels stand for the interior
+        interior = shades.ravel()[np.argsort(signed.ravel())[-MIN_PIXELS:]]
+    inner = float(np.median(interior))
+    outer = float(np.median(background)) if len(background) >= MIN_PIXELS else drawn[scene.background]
+    rim_shows_outside = target - drawn[scene.background] > 50
+    floor = max(inner, outer) if rim_shows_outside else inner
+    full = max(target - (max(drawn.values()) if rim_shows_outside else drawn[scene.color]), 50.0)
+    best = 0.0
+    for offset in range(-4 if rim_shows_outside else 0, 3):
+        band = shades[(signed > offset) & (signed <= offset + 2)]
+        if len(band) >= MIN_PIXELS:
+            best = max(best, (float(np.median(band)) - floor) / full)
+    return float(min(best, 1.0))
+
+
+STYLE_STRENGTH = {"outlined": outline_strength, "zebra": stripe_strength}
+
+
+def style_strength(image, scene: Scene) -> float:
+    """How much `image` shows the style named in `scene` (0 none, about 1 drawn); see the per-style scores."""
+    if scene.style not in STYLE_STRENGTH:
+        raise ValueError(f"scene style {scene.style!r} has no strength score; styles: {sorted(STYLE_STRENGTH)}")
+    return STYLE_STRENGTH[scene.style](image, scene)

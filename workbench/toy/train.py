@@ -7,8 +7,8 @@ Stages, in order, each resumable from its last checkpoint:
   4. UNet          noise prediction (epsilon, min-SNR weighted), text encoder tuned jointly, EMA
   5. ControlNet    copied from the UNet (`ControlNetModel.from_unet`), trained on edges -> image
   6. VAE decoder   fine-tuned on plain and styled scenes with the encoder frozen, so the codec
-                   draws every look of the toy world (LoRA's zebra stripes too) while the
-                   latents the UNet learnt stay exactly as they were
+                   draws every look of the toy world (LoRA's outlines and zebra stripes too)
+                   while the latents the UNet learnt stay exactly as they were
 The result is a standard diffusers pipeline folder; `--export` copies it (fp16) into the package.
 It trains on the GPU when there is one (`--device auto`); every random draw comes from a CPU
 generator, so a run is deterministic for a given seed, device and thread count.
@@ -58,7 +58,7 @@ class TrainConfig:
     unet_steps: int = 6000
     controlnet_steps: int = 2500
     decoder_steps: int = 1000
-    n_style_images: int = 2000    # styled scenes for the decoder only: the UNet never sees a style
+    n_style_images: int = 2000    # scenes per style, for the decoder only: the UNet never sees a style
     lr: float = 1e-3              # small models tolerate a large rate; cosine decay to 10%
     text_lr_scale: float = 0.3    # the pretrained text encoder moves slower while tuned with the UNet
     controlnet_lr: float = 5e-4
@@ -143,7 +143,9 @@ def attribute_labels(scenes) -> torch.Tensor:
 
 def train_text_encoder(cfg: TrainConfig, text_encoder, tokenizer) -> None:
     """Stage 2: teach the pooled output to name each attribute (a linear head per attribute)."""
-    scenes = sample_scenes(4000, seed=cfg.seed + 1) + sample_scenes(1000, seed=cfg.seed + 2, style=STYLES[0])
+    scenes = sample_scenes(4000, seed=cfg.seed + 1)
+    for k, style in enumerate(STYLES):  # 1,000 captions per style word
+        scenes += sample_scenes(1000, seed=cfg.seed + 2 + 10 * k, style=style)
     ids = tokenizer([s.caption for s in scenes], padding="max_length", truncation=True, return_tensors="pt").input_ids
     labels = attribute_labels(scenes)
     sizes = (len(PALETTE), len(SHAPES), len(PALETTE), 1 + len(STYLES))
@@ -301,8 +303,9 @@ def train_toy(cfg: TrainConfig) -> Path:
     unet, text_encoder = train_unet(cfg, unet, text_encoder, scheduler, latents, ids, empty)  # stage 4
     controlnet = build_controlnet(model, unet).to(device)
     train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, data.controls, ids, empty)  # stage 5
-    styled = make_dataset(cfg.n_style_images, seed=cfg.seed + 6, size=model.image_size, style=STYLES[0])
-    finetune_decoder(cfg, vae, torch.cat([data.images, styled.images]))                 # stage 6
+    styled = [make_dataset(cfg.n_style_images, seed=cfg.seed + 6 + 10 * k, size=model.image_size, style=style).images
+              for k, style in enumerate(STYLES)]
+    finetune_decoder(cfg, vae, torch.cat([data.images, *styled]))                       # stage 6
 
     pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler).to("cpu")
     folder = out / "pipeline"

@@ -1,8 +1,10 @@
 """The toy world: coloured shapes on coloured backgrounds, with captions, drawn from a seed.
 
-A scene is "a red circle on a blue background". The style subset adds stripes,
-"a red circle on a blue background in zebra style", a look the base model never sees,
-for LoRA to learn. Shapes are drawn at 4x size and shrunk, so their edges are smooth.
+A scene is "a red circle on a blue background". Two style subsets add a look the base
+model never sees, for LoRA to learn: "... in outlined style" draws a thick dark rim around
+the shape (learnt in under a minute on a CPU); "... in zebra style" fills it with stripes
+(a texture, much slower to learn). Shapes are drawn at 4x size and shrunk, so their edges
+are smooth.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 # Seven colours far apart in RGB, so a nearest-colour classifier can tell them apart.
 PALETTE = {
@@ -20,8 +22,9 @@ PALETTE = {
     "purple": (140, 40, 190), "white": (245, 245, 245), "black": (15, 15, 15),
 }
 SHAPES = ("circle", "square", "triangle", "star")
-STYLES = ("zebra",)
-STRIPE_BANDS = 10  # zebra bands across the image: each is 1/10 of its width, so stripes repeat every 1/5
+STYLES = ("outlined", "zebra")
+STRIPE_BANDS = 10      # zebra bands across the image: each is 1/10 of its width, so stripes repeat every 1/5
+OUTLINE_WIDTH = 0.05   # the outlined style's rim, as a fraction of the image width (3 px at 64 px)
 SUPERSAMPLE = 4
 
 
@@ -97,9 +100,14 @@ def render_mask(scene: Scene, size: int = 64) -> Image.Image:
     return draw_silhouette(scene, size * SUPERSAMPLE).resize((size, size), Image.LANCZOS)
 
 
+def opposite_shade(colour: tuple) -> tuple:
+    """Near-black for a light colour, near-white for a dark one: the styles' second colour."""
+    return (15, 15, 15) if sum(colour) > 300 else (245, 245, 245)
+
+
 def stripes(colour: tuple, side: int, angle: float) -> Image.Image:
     """Diagonal stripes of `colour` and its opposite shade, for zebra style."""
-    other = (15, 15, 15) if sum(colour) > 300 else (245, 245, 245)
+    other = opposite_shade(colour)
     image = Image.new("RGB", (side, side), colour)
     draw = ImageDraw.Draw(image)
     width = side / STRIPE_BANDS
@@ -117,14 +125,41 @@ def stripe_period(size: int) -> float:
     return 2 * size / STRIPE_BANDS
 
 
+def rim_shade(colour: str, background: str) -> tuple:
+    """The outlined style's rim: black, or white where black would vanish into the shape or background."""
+    if colour == "black" or (background == "black" and colour != "white"):
+        return PALETTE["white"]
+    return PALETTE["black"]
+
+
+def draw_rim(scene: Scene, side: int, width: int) -> Image.Image:
+    """The band inside the shape's edge, `width` pixels deep, white on black (mode "L")."""
+    rim = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(rim)
+    outline = shape_outline(scene, side)
+    if outline is None:
+        cx, cy, r = scene.cx * side, scene.cy * side, scene.size * side
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=width)  # an ellipse's width grows inward
+    else:  # a line twice as wide along the edge, with round joints, then cut to the shape
+        draw.line(outline + outline[:2], fill=255, width=2 * width, joint="curve")
+        rim = ImageChops.multiply(rim, draw_silhouette(scene, side))
+    return rim
+
+
 def render_scene(scene: Scene, size: int = 64) -> Image.Image:
     """Draw `scene` as an RGB image `size` pixels square."""
     side = size * SUPERSAMPLE
+    colour = PALETTE[scene.color]
     image = Image.new("RGB", (side, side), PALETTE[scene.background])
-    fill = (stripes(PALETTE[scene.color], side, scene.angle) if scene.style == "zebra"
-            else Image.new("RGB", (side, side), PALETTE[scene.color]))
     mask = draw_silhouette(scene, side)
-    image.paste(fill, (0, 0), mask)
+    if scene.style == "zebra":
+        image.paste(stripes(colour, side, scene.angle), (0, 0), mask)
+    elif scene.style == "outlined":
+        image.paste(colour, (0, 0), mask)
+        rim = draw_rim(scene, side, round(OUTLINE_WIDTH * side))
+        image.paste(rim_shade(scene.color, scene.background), (0, 0), rim)
+    else:
+        image.paste(colour, (0, 0), mask)
     return image.resize((size, size), Image.LANCZOS)
 
 
