@@ -1,12 +1,13 @@
 """LoRA on the toy model: training time per rank, style strength by weight, adapter switch cost.
 
-    python benchmarks/lora_bench.py [--ranks 1 2 4 8 16] [--steps 300] [--append-results]
+    python benchmarks/lora_bench.py [--ranks 1 2 4 8 16] [--steps 600] [--style outlined] [--append-results]
 
-Style: adapters learn "in zebra style" (striped shapes) from 256 toy images the base model
-never saw. Strength is `stripe_strength` (0 for a flat shape, about 1 for drawn stripes),
-on held-out scenes controlled by their plain outline, at LoRA weights 0, 0.5 and 1. It is
-not a judge of the look (see its docstring): the images go to
-outputs/lora_bench_rank<r>_<steps>steps.png, to look at.
+Style: adapters learn "in outlined style" (a dark rim around each shape; or "in zebra style",
+stripes, much slower) from 256 toy images the base model never saw. Strength is
+`style_strength` (0 for a flat shape, about 1 as drawn), on held-out scenes controlled by
+their plain edges, at LoRA weights 0, 0.5 and 1. A number is not a judge of a look (see the
+scores' docstrings): the images go to outputs/lora_bench_<style>_rank<r>_<steps>steps.png,
+to look at.
 Switch cost: `set_adapters` between two resident adapters against unloading and
 `load_lora_weights` again, the naive way.
 """
@@ -30,14 +31,15 @@ import workbench as wb
 from report import machine, publish, save_sheet
 from workbench.lora import lora_summary, train_lora
 from workbench.toy.data import make_dataset
-from workbench.toy.evaluate import stripe_strength
+from workbench.toy.evaluate import style_strength
+from workbench.toy.world import STYLES
 from workbench.toy.world import render_scene, sample_scenes
 
 
-def style_strength(pipe, adapter: str, weights, scenes, steps: int = 20, sheet: Path | None = None) -> dict:
-    """Mean stripe strength of held-out zebra prompts at each LoRA weight.
+def strength_by_weight(pipe, adapter: str, weights, scenes, steps: int = 20, sheet: Path | None = None) -> dict:
+    """Mean style strength of held-out styled prompts at each LoRA weight.
 
-    With `sheet`, also saves the images there to look at: a row per weight, drawn zebra on top.
+    With `sheet`, also saves the images there to look at: a row per weight, the drawn style on top.
     """
     pipe.enable_lora()
     scores, rows = {}, [[render_scene(scene, 64) for scene in scenes]]
@@ -48,7 +50,7 @@ def style_strength(pipe, adapter: str, weights, scenes, steps: int = 20, sheet: 
             plain = render_scene(replace(scene, style=None), 64)
             control = wb.make_canny(plain, resolution=64)
             [image] = wb.generate(pipe, scene.caption, control, 0, steps=steps, guidance=5.0)
-            values.append(stripe_strength(image, scene))
+            values.append(style_strength(image, scene))
             images.append(image)
         scores[weight] = float(np.mean(values))
         rows.append(images)
@@ -80,31 +82,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--style", default="outlined", choices=STYLES)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-eval", type=int, default=8)
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
+    if len(args.ranks) < 2:
+        parser.error("--ranks needs at least two ranks: the switch cost is measured between two adapters")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     pipe = wb.load_pipeline(args.model, device="cpu")
-    data = make_dataset(256, seed=11, size=64, style="zebra")
-    held_out = sample_scenes(args.n_eval, seed=12345, style="zebra")
+    data = make_dataset(256, seed=11, size=64, style=args.style)
+    held_out = sample_scenes(args.n_eval, seed=12345, style=args.style)
     rows, paths = [], {}
     for rank in args.ranks:
         started = time.perf_counter()
         paths[f"rank{rank}"] = train_lora(pipe, data, rank=rank, steps=args.steps, lr=args.lr, out_dir=work,
                                           callback=lambda step, loss: None)
         seconds = time.perf_counter() - started
-        strength = style_strength(pipe, f"rank{rank}", (0.0, 0.5, 1.0), held_out,
-                                  sheet=Path("outputs") / f"lora_bench_rank{rank}_{args.steps}steps.png")
+        sheet = Path("outputs") / f"lora_bench_{args.style}_rank{rank}_{args.steps}steps.png"
+        strength = strength_by_weight(pipe, f"rank{rank}", (0.0, 0.5, 1.0), held_out, sheet=sheet)
         rows.append((rank, seconds, strength))
-        print(f"rank {rank}: trained in {seconds:.1f} s, stripe strength by weight {strength}", flush=True)
+        print(f"rank {rank}: trained in {seconds:.1f} s, {args.style} strength by weight {strength}", flush=True)
     summary = lora_summary(pipe).set_index("adapter")
     resident, reload = switch_cost(pipe, {k: paths[k] for k in list(paths)[:2]})
     lines = [f"### lora_bench: {args.model}, {args.steps} steps, batch 8, lr {args.lr}, alpha = rank, "
-             f"256 zebra-style images", "", f"Machine: {machine()}.", "",
-             "| rank | trainable params (% of UNet) | train seconds | stripe strength w=0 | w=0.5 | w=1 |",
+             f"256 {args.style}-style images", "", f"Machine: {machine()}.", "",
+             f"| rank | trainable params (% of UNet) | train seconds | {args.style} strength w=0 | w=0.5 | w=1 |",
              "|---|---|---|---|---|---|"]
     for rank, seconds, strength in rows:
         s = summary.loc[f"rank{rank}"]

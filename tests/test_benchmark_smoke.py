@@ -34,10 +34,12 @@ def test_gpu_profile_smoke_attributes_the_time():
     assert sum(parts.values()) == pytest.approx(report["wall_s"])  # every second attributed
 
 
-def test_lora_bench_smoke_trains_scores_and_switches(tmp_path):
-    table = run_benchmark("lora_bench.py", "--ranks", "1", "2", "--steps", "2", "--n-eval", "1", cwd=tmp_path)
-    assert "| 1 |" in table and "| 2 |" in table and "Adapter switch" in table
-    assert (tmp_path / "outputs" / "lora_bench_rank2_2steps.png").exists()
+@pytest.mark.parametrize("style", ["outlined", "zebra"])
+def test_lora_bench_smoke_trains_scores_and_switches(tmp_path, style):
+    table = run_benchmark("lora_bench.py", "--ranks", "1", "2", "--steps", "2", "--n-eval", "1", "--style", style,
+                          cwd=tmp_path)
+    assert "| 1 |" in table and "| 2 |" in table and "Adapter switch" in table and f"{style} strength" in table
+    assert (tmp_path / "outputs" / f"lora_bench_{style}_rank2_2steps.png").exists()
 
 
 def test_lora_layout_probe_smoke_reports_both_layouts(tmp_path):
