@@ -1,6 +1,6 @@
 """LoRA on the toy model: training time per rank, style strength by weight, adapter switch cost.
 
-    python benchmarks/lora_bench.py [--ranks 1 2 4 8 16] [--steps 600] [--style outlined] [--append-results]
+    python benchmarks/lora_bench.py [--ranks 1 2 4 8 16] [--steps 300] [--style outlined] [--append-results]
 
 Style: adapters learn "in outlined style" (a dark rim around each shape; or "in zebra style",
 stripes, much slower) from 256 toy images the base model never saw. Strength is
@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--style", default="outlined", choices=STYLES)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-eval", type=int, default=8)

@@ -183,7 +183,7 @@ def test_rank_sweep_trains_once_then_uses_the_cache(tmp_path):
 
 
 def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path):
-    """The issue's bar, end to end on the shipped toy model: 600 steps (about 50 s on 2 cores)
+    """The issue's bar, end to end on the shipped toy model: 300 steps (about 30 s on 2 cores)
     of a rank-4 adapter on outlined scenes, then held-out prompts drawn with and without it."""
     from dataclasses import replace
 
@@ -191,7 +191,7 @@ def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path
     from workbench.toy.evaluate import outline_strength
     from workbench.toy.world import render_scene, sample_scenes
     pipe = load_pipeline("toy", device="cpu")
-    train_lora(pipe, make_dataset(256, seed=11, size=64, style="outlined"), rank=4, steps=600, out_dir=tmp_path)
+    train_lora(pipe, make_dataset(256, seed=11, size=64, style="outlined"), rank=4, steps=300, out_dir=tmp_path)
     strength = {}
     for weight in (0.0, 1.0):
         pipe.set_adapters(["rank4"], adapter_weights=[weight])
@@ -202,4 +202,4 @@ def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path
             scores.append(outline_strength(image, scene))
         strength[weight] = float(np.mean(scores))
     assert strength[0.0] < 0.15, f"the base model draws no outline: {strength}"
-    assert strength[1.0] > strength[0.0] + 0.2, f"the adapter draws the outline: {strength}"  # measured: 0.03 -> 0.38
+    assert strength[1.0] > strength[0.0] + 0.2, f"the adapter draws the outline: {strength}"  # measured: 0.03 -> 0.32

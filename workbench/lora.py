@@ -103,7 +103,7 @@ class TrainingCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = 600, lr: float = 1e-3,
+def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = 300, lr: float = 1e-3,
                batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
                load: bool = True, checkpoint_every: int = 50) -> Path:
@@ -308,7 +308,7 @@ def lora_delta_spectrum(pipe, adapter: str):
     return pd.DataFrame(rows)
 
 
-def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = 600,
+def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = 300,
                      lr: float = 1e-3, seed: int = 0, cache_dir: str | Path = "runs/lora-cache",
                      callback: Callable[[str, int, float], None] | None = None) -> dict:
     """Train one adapter per rank (cached), load each as `rank<r>`; return {name: file}.
