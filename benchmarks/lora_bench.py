@@ -29,7 +29,7 @@ import torch
 
 import workbench as wb
 from report import machine, publish, save_sheet
-from workbench.lora import lora_summary, train_lora
+from workbench.lora import DEFAULT_STEPS, lora_summary, train_lora
 from workbench.toy.data import make_dataset
 from workbench.toy.evaluate import style_strength
 from workbench.toy.world import STYLES
@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--style", default="outlined", choices=STYLES)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-eval", type=int, default=8)

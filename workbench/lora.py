@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 from .fingerprint import module_fingerprint
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+# Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
+# cores); 600 steps look no better (benchmarks/RESULTS.md, lora_bench).
+DEFAULT_STEPS = 300
 
 
 def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
@@ -103,7 +106,7 @@ class TrainingCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = 300, lr: float = 1e-3,
+def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = DEFAULT_STEPS, lr: float = 1e-3,
                batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
                load: bool = True, checkpoint_every: int = 50) -> Path:
@@ -308,7 +311,7 @@ def lora_delta_spectrum(pipe, adapter: str):
     return pd.DataFrame(rows)
 
 
-def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = 300,
+def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = DEFAULT_STEPS,
                      lr: float = 1e-3, seed: int = 0, cache_dir: str | Path = "runs/lora-cache",
                      callback: Callable[[str, int, float], None] | None = None) -> dict:
     """Train one adapter per rank (cached), load each as `rank<r>`; return {name: file}.
