@@ -19,6 +19,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	# Earlier versions installed this project under the distribution name `workbench`; drop it.
+	$(BIN)/python -m pip uninstall --quiet --yes workbench 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(CONTROLNET_AUX)
 	touch $@
@@ -35,7 +37,7 @@ test-slow: setup
 # The README's pictures: the demo grid, and each notebook's main figure as the test run drew it.
 readme-images: setup
 	$(BIN)/python -m workbench demo
-	$(BIN)/python -m pytest tests/test_notebooks.py -q
+	$(BIN)/python -m pytest tests/test_notebooks.py -q -m "slow or not slow"
 	mkdir -p docs
 	cp outputs/demo/grid.png docs/demo-grid.png
 	for nb in outputs/notebooks/*.png; do cp "$$nb" docs/; done

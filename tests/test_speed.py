@@ -42,7 +42,7 @@ def test_sdpa_is_restored(fresh_pipe):
 
 
 def test_channels_last_keeps_the_images(fresh_pipe, square_control):
-    from workbench.generate import generate
+    from workbench.generation import generate
     before = generate(fresh_pipe, "a red circle", square_control, seeds=[0], steps=2, output_type="np")
     use_channels_last(fresh_pipe)
     weight = fresh_pipe.unet.conv_in.weight
@@ -65,7 +65,7 @@ def test_compile_flag_marks_the_modules(fresh_pipe):
 
 @pytest.mark.slow
 def test_compiled_pipeline_matches_eager(fresh_pipe, square_control):
-    from workbench.generate import generate
+    from workbench.generation import generate
     eager = generate(fresh_pipe, "a red circle", square_control, seeds=[0, 1], steps=2, output_type="np")
     compile_pipeline(fresh_pipe)
     compiled = generate(fresh_pipe, "a red circle", square_control, seeds=[0, 1], steps=2, output_type="np")

@@ -4,33 +4,65 @@
     pipe = wb.load_pipeline()                      # the embedded toy model, offline
     control = wb.make_canny("photo.png", resolution=64)
     images = wb.generate(pipe, "a red circle on a blue background", control, seeds=[0, 1])
+
+The public names below are imported when first used (PEP 562), not at `import workbench`:
+torch, diffusers, peft, matplotlib and ipywidgets take seconds to import, and the command
+line's `--help`, every accelerate worker and every test subprocess would pay for all of them.
 """
 
+import importlib
 import logging
+from pathlib import Path
 
 # transformers announces at import that torchvision is missing and that it falls back to its PIL
 # image processors. workbench never uses those processors (there is no safety checker), so the
 # notice is noise; only that module's messages below ERROR are hidden.
 logging.getLogger("transformers.utils.import_utils").setLevel(logging.ERROR)
 
-from .control import load_image, make_canny
-from .devices import pick_device, pick_dtype
-from .errors import ModelNotAvailableError
-from .generate import generate
-from .lora import load_lora, lora_delta_spectrum, lora_summary, train_lora, train_lora_ranks
-from .pipeline import DEFAULT_MODEL, load_pipeline
-from .explain import controlnet_residuals
-from .plots import plot_grid, plot_images, plot_metric, plot_spectra
-from .results import export_results, load_results
-from .spec import SweepSpec, expand, load_spec
-from .sweep import run_sweep
-from .widgets import SweepPanel, compare
+# The import name is `workbench`; the distribution on the package index has a name of its own,
+# because `workbench` there is an unrelated project (pip install controlnet-lora-workbench).
+DISTRIBUTION = "controlnet-lora-workbench"
 
-from importlib.metadata import version as _version
+# public name -> the module that defines it
+_EXPORTS = {
+    "load_image": "control", "make_canny": "control",
+    "pick_device": "devices", "pick_dtype": "devices",
+    "ModelNotAvailableError": "errors",
+    "generate": "generation",
+    "load_lora": "lora", "lora_delta_spectrum": "lora", "lora_summary": "lora", "train_lora": "lora",
+    "train_lora_ranks": "lora",
+    "DEFAULT_MODEL": "pipeline", "load_pipeline": "pipeline",
+    "controlnet_residuals": "explain",
+    "plot_grid": "plots", "plot_images": "plots", "plot_metric": "plots", "plot_spectra": "plots",
+    "export_results": "results", "load_results": "results",
+    "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
+    "run_sweep": "sweep",
+    "SweepPanel": "widgets", "compare": "widgets",
+}
+__all__ = sorted(_EXPORTS)
+_PACKAGE_DIR = Path(__file__).parent
 
-__version__ = _version("workbench")
-__all__ = ["DEFAULT_MODEL", "ModelNotAvailableError", "SweepPanel", "SweepSpec", "compare", "expand", "export_results", "generate",
-           "load_image", "load_lora", "load_pipeline", "load_results", "load_spec", "make_canny", "pick_device", "pick_dtype",
-           "controlnet_residuals", "lora_delta_spectrum", "lora_summary", "plot_grid", "plot_images", "plot_metric",
-           "plot_spectra",
-           "run_sweep", "train_lora", "train_lora_ranks"]
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "0+unknown"
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (`wb.load_pipeline`, `from workbench import plot_grid`)."""
+    if name == "__version__":
+        return _installed_version()
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if (_PACKAGE_DIR / f"{name}.py").is_file() or (_PACKAGE_DIR / name / "__init__.py").is_file():
+        return importlib.import_module(f".{name}", __name__)  # a submodule: wb.pipeline, wb.toy, ...
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | {"__version__"})

@@ -141,7 +141,7 @@ def make_canny(image, low: float = 100, high: float = 200, resolution: int = 512
 def load_detector(name: str):
     """Load another controlnet_aux detector whose weights come from the hub (e.g. "hed").
 
-    Needs the full controlnet_aux install (`pip install 'workbench[aux]'`) and the weights of
+    Needs the full controlnet_aux install (`pip install 'controlnet-lora-workbench[aux]'`) and the weights of
     lllyasviel/Annotators in the local cache; each missing piece gives an error saying so.
     """
     if name == "canny":
@@ -152,7 +152,7 @@ def load_detector(name: str):
         module = importlib.import_module("controlnet_aux")
     except ImportError as err:
         raise ImportError(f"detector {name!r} needs the full controlnet_aux install, which lacks "
-                          f"{err.name!r} here. Install it with `pip install 'workbench[aux]'` "
+                          f"{err.name!r} here. Install it with `pip install 'controlnet-lora-workbench[aux]'` "
                           "(this pulls torchvision: a CUDA torch unless you pin a CPU build). "
                           "Canny works without it.") from None
     try:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..control import make_canny
-from ..generate import generate
+from ..generation import generate
 from ..metrics import control_edge_scores, mask_iou
 from .world import OUTLINE_WIDTH, PALETTE, Scene, render_mask, render_scene, rim_shade, stripe_period
 
