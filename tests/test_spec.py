@@ -85,3 +85,42 @@ def test_missing_and_broken_spec_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("seed: [1, 2\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_spec(tmp_path / "bad.yaml")
+
+
+def test_zip_pairs_only_what_it_zips():
+    """start 0.8 meets end 0.5 in a product, but not when the axes are zipped."""
+    spec = {"control_guidance_start": [0.0, 0.8], "control_guidance_end": [0.5, 1.0]}
+    with pytest.raises(ValueError, match="`control_guidance_start` 0.8 with `control_guidance_end` 0.5"):
+        spec_from_dict(spec)
+    assert len(expand(spec_from_dict({**spec, "mode": "zip"}))) == 2
+
+
+def test_duplicate_axis_values_warn_and_run_once():
+    from workbench.spec import warn_duplicates
+    spec = spec_from_dict({"seed": [0, 0, 1], "conditioning_scale": [1, 1.0]})
+    with pytest.warns(UserWarning, match=r"axis `seed` repeats 0: .* 2 values, not 3"):
+        warn_duplicates(spec)
+    with pytest.warns(UserWarning, match=r"axis `conditioning_scale` repeats 1.0"):
+        warn_duplicates(spec)
+    assert len({t.trial_id for t in expand(spec)}) == 2
+
+
+def test_did_you_mean_is_the_closest_key_every_time():
+    for _ in range(3):
+        with pytest.raises(ValueError, match="'seeed'.*did you mean 'seed'"):
+            spec_from_dict({"seeed": [1]})
+        with pytest.raises(ValueError, match="'guidence'.*did you mean 'guidance'"):
+            spec_from_dict({"guidence": [1]})
+
+
+def test_resolution_range_follows_the_model(tmp_path):
+    from workbench.sizes import SizeRange, size_range
+    assert (size_range("toy").smallest, size_range("toy").largest) == (16, 256)
+    assert (size_range("sd15").smallest, size_range("sd15").largest) == (128, 2048)
+    assert size_range("someone/sd-model").trained == 512  # hub ids count as SD1.x
+    assert SizeRange(64).nearest(100000) == 256 and SizeRange(64).nearest(61) == 64
+    spec_from_dict({"model": "toy", "resolution": 128})
+    with pytest.raises(ValueError, match="`resolution` 4096 is outside what 'sd15' can make.*128 to 2048"):
+        spec_from_dict({"model": "sd15", "resolution": 4096})
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        spec_from_dict({"resolution": "64px"})

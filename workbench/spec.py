@@ -9,15 +9,19 @@ changes its image, plus the model fingerprint, so a re-run knows what is already
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .sizes import size_range
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
 AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
@@ -73,7 +77,7 @@ def spec_from_dict(data: dict) -> SweepSpec:
     known = {f.name for f in dataclasses.fields(SweepSpec)}
     for key in data:
         if key not in known:
-            close = [k for k in known if k.startswith(str(key)[:4])]
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             raise ValueError(f"Unknown spec key: {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                              + f"; known keys: {sorted(known)}")
     data = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) if k in AXES else v for k, v in data.items()}
@@ -146,15 +150,54 @@ def check_spec(spec: SweepSpec) -> None:
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
-    if spec.resolution is not None and (isinstance(spec.resolution, bool) or not isinstance(spec.resolution, int)
-                                        or spec.resolution < 8):
-        raise ValueError(f"`resolution` must be an integer >= 8 or null, got {spec.resolution!r}")
+    if spec.resolution is not None:
+        size_range(spec.model).check(spec.resolution, "resolution", repr(spec.model))
     if isinstance(spec.max_trials, bool) or not isinstance(spec.max_trials, int) or spec.max_trials < 1:
         raise ValueError(f"`max_trials` must be a positive integer, got {spec.max_trials!r}")
     count = count_trials(spec)
     if count > spec.max_trials:
         raise ValueError(f"the spec expands to {count:,} trials, over max_trials={spec.max_trials:,}; "
                          "raise max_trials in the spec if you mean it")
+    check_combinations(spec)
+
+
+# Pairs of parameters that must hold together in every trial: (first, second, test, what is required).
+PAIRED = (("control_guidance_start", "control_guidance_end", lambda start, end: start < end,
+           "the ControlNet must start acting before it stops: start < end"),
+          ("canny_low", "canny_high", lambda low, high: low <= high,
+           "Canny's hysteresis needs low <= high"))
+
+
+def combinations(spec: SweepSpec, names: tuple[str, ...]) -> list[tuple]:
+    """The distinct value tuples of `names` that the expansion will produce, without expanding."""
+    columns = [getattr(spec, name) for name in names]
+    if spec.mode == "zip":
+        n = count_trials(spec)
+        rows = [tuple(c[i] if len(c) > 1 else c[0] for c in columns) for i in range(n)]
+    else:
+        rows = list(itertools.product(*columns))
+    return list(dict.fromkeys(rows))
+
+
+def check_combinations(spec: SweepSpec) -> None:
+    """Raise ValueError naming the first trial whose parameters cannot go together."""
+    for first, second, holds, rule in PAIRED:
+        for a, b in combinations(spec, (first, second)):
+            if not holds(a, b):
+                raise ValueError(f"`{first}` {a} with `{second}` {b} cannot run ({rule}); with mode "
+                                 f"{spec.mode!r} the spec pairs them. Change the values, or use mode "
+                                 f"{'zip' if spec.mode == 'product' else 'product'} if that is what you meant.")
+
+
+def warn_duplicates(spec: SweepSpec) -> None:
+    """Warn about repeated values on an axis: they make the same trial, which runs once."""
+    for name in AXES:
+        values = [coerce(name, v) for v in getattr(spec, name)]
+        repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+        if repeated:
+            warnings.warn(f"axis `{name}` repeats {', '.join(repeated)}: each repeated value makes the same "
+                          f"trials, which run once, so the axis has {len(set(map(repr, values)))} values, "
+                          f"not {len(values)}", stacklevel=3)
 
 
 def count_trials(spec: SweepSpec) -> int:
