@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     from .errors import ModelNotAvailableError
     try:
         {"demo": cmd_demo, "sweep": cmd_sweep, "results": cmd_results}[args.command](args)
-    except (ValueError, OSError, ModelNotAvailableError, ImportError) as err:
+    except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
         return 2
     except KeyboardInterrupt:

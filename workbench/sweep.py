@@ -5,6 +5,7 @@
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
   3. group trials into cells (everything but seed and conditioning scale), order the cells so
      that adapter, weight and scheduler switches happen least often, cut them into batches
+     (on the CPU, no larger than free memory allows: `memory.fit_batch`)
   4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
      scale (a hook on the ControlNet), halving the batch on out-of-memory
   5. per image, on a writer thread while the next batch generates: flag NaN/black, write the
@@ -29,13 +30,15 @@ import torch
 from PIL import Image
 
 from .control import make_canny
-from .generate import per_sample_scales, warn_long_prompt, warn_unknown_words
+from .generation import per_sample_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
 from .fingerprint import file_sha256, module_fingerprint
+from .memory import fit_batch
 from .metrics import image_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
-from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict
+from .sizes import SizeRange
+from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
 from .speed import auto_batch_size, is_compiled
 
 
@@ -258,7 +261,10 @@ def image_flag(pixels: np.ndarray) -> str:
 def versions() -> dict:
     """Versions of the packages that shape an image, for the results table."""
     from importlib.metadata import version
-    return {f"{name}_version": version(name) for name in ("torch", "diffusers", "peft", "transformers", "workbench")}
+
+    from . import __version__
+    return {**{f"{name}_version": version(name) for name in ("torch", "diffusers", "peft", "transformers")},
+            "workbench_version": __version__}
 
 
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
@@ -280,7 +286,10 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
-    check_control_image(spec.control_image)                                           # 1
+    warn_duplicates(spec)                                                              # 1
+    check_control_image(spec.control_image)
+    if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
+        SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir = prepare_run_dir(run_dir, spec)
     lock = lock_run_dir(run_dir, rank)
     try:
@@ -303,6 +312,10 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     cells = [[t for t in cell if t.trial_id not in finished] for cell in order_cells(trials)[rank::world_size]]
+    on_cpu = pipe.device.type == "cpu"
+    if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
+        width, height = control_for(spec.control_image, size, spec.canny_low[0], spec.canny_high[0]).size
+        max_batch = fit_batch(pipe, width, height, max_batch, log)
     batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
     for prompt in set(spec.prompt):
@@ -336,6 +349,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             try:                                                                      # 4
                 if key not in controls:
                     controls[key] = control_for(params["control_image"], size, params["canny_low"], params["canny_high"])
+                if on_cpu:  # other programs may have taken memory since the last batch
+                    limit.size = fit_batch(pipe, *controls[key].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"])
                 set_scheduler(pipe, params["scheduler"])
                 images = generate_with_backoff(pipe, params, batch, controls[key],
