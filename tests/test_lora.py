@@ -1,5 +1,7 @@
 """LoRA: training on the tiny model, metadata round trip, weight 0 = base, adapters as a sweep axis."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -153,13 +155,21 @@ def test_load_lora_refusals(lora_pipe, tmp_path):
         load_lora(pipe, paths["rank2"], "rank2")
 
 
-def test_file_for_another_base_names_the_mismatch(tmp_path):
+def test_file_for_another_base_gets_one_line(tmp_path, capfd):
+    """Not diffusers' line per mismatched tensor: the file, the first module, both shapes, the cause."""
     from workbench.lora import load_lora
     from workbench.tiny import ModelConfig, build_tiny_pipeline
     wide = build_tiny_pipeline(ModelConfig(unet_channels=(64, 128)))
     path = train_lora(wide, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
-    with pytest.raises(ValueError, match=r"different base model: size mismatch.*shape"):
+    capfd.readouterr()
+    with pytest.raises(ValueError) as caught:
         load_lora(load_pipeline("tiny", device="cpu"), path, "wide")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"LoRA file {path.name} does not fit this base model")
+    assert re.search(r"the first in down_blocks\.\S+\.to_[qkv] \(file \[2, 128\], model \[2, 64\]\): "
+                     r"it was made for a model with 128-wide attention; this one has 64", message), message
+    captured = capfd.readouterr()
+    assert "size mismatch" not in captured.out + captured.err
 
 
 def test_spectrum_has_at_most_rank_values(lora_pipe):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -281,14 +283,40 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
             raise ValueError(f"adapter {adapter_name!r} is already loaded; pass replace=True or pick another name")
         pipe.delete_adapters(adapter_name)
     info = inspect_lora_file(path) if path.suffix == ".safetensors" else {"format": "pickle or folder"}
+    # diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
+    # raises; its logger is quiet here, and the error below says it in one line.
+    peft_logger = logging.getLogger("diffusers.loaders.peft")
+    level = peft_logger.level
+    peft_logger.setLevel(logging.CRITICAL)
     try:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
     except (RuntimeError, ValueError) as err:
-        mismatch = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
-        if mismatch is None:
+        message = describe_mismatch(path, str(err))
+        if message is None:
             raise
-        raise ValueError(f"LoRA file {path.name} was made for a different base model: {mismatch}") from None
+        raise ValueError(message) from None
+    finally:
+        peft_logger.setLevel(level)
     return info
+
+
+SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                           r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
+
+
+def describe_mismatch(path: Path, error: str) -> str | None:
+    """One line for a LoRA made for another base: the first mismatched module, both shapes, the likely cause."""
+    found = SIZE_MISMATCH.findall(error)
+    if not found:
+        return None
+    name, theirs, ours = found[0]
+    theirs, ours = ([int(n) for n in shape.split(",")] for shape in (theirs, ours))
+    module = re.sub(r"\.lora_[AB]\..*", "", name)
+    cause = next((f"it was made for a model with {a}-wide attention; this one has {b}"
+                  for a, b in zip(theirs, ours) if a != b), "its shapes differ from this model's")
+    return (f"LoRA file {path.name} does not fit this base model: {len(found)} of its tensors have other shapes, "
+            f"the first in {module} (file {theirs}, model {ours}): {cause}. Use a LoRA trained for this base "
+            "model, or load the base it was made for")
 
 
 def lora_delta_spectrum(pipe, adapter: str):
