@@ -31,11 +31,26 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("notebooks")
 
 
-def execute(path: Path, workdir: Path, model: str | None = None):
+# The default suite must not depend on a quiet machine: the LoRA notebooks train fewer steps
+# and ranks there (a minute, not four); the full length runs under `slow` and draws the README.
+QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [2, 8]}, "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
+
+
+@pytest.fixture(scope="module")
+def full_length_workdir(tmp_path_factory):
+    """The same for the full-length runs, so 03 reuses the adapters 02 trained at full length."""
+    return tmp_path_factory.mktemp("notebooks-full")
+
+
+def execute(path: Path, workdir: Path, model: str | None = None, parameters: dict | None = None):
+    """Run a notebook top to bottom; `parameters` are set in a cell after its parameters cell (as papermill does)."""
     notebook = nbformat.read(path, as_version=4)
+    cell = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
     if model:
-        parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-        parameters.source = parameters.source.replace('MODEL = "toy"', f'MODEL = "{model}"')
+        notebook.cells[cell].source = notebook.cells[cell].source.replace('MODEL = "toy"', f'MODEL = "{model}"')
+    if parameters:
+        injected = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+        notebook.cells.insert(cell + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(workdir)}})
     started = time.time()
@@ -47,14 +62,28 @@ def test_there_are_notebooks():
     assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_the_toy_model(path, workdir):
-    notebook, seconds = execute(path, workdir)
+def check_executed(notebook, path: Path, seconds: float) -> None:
     print(f"{path.name}: {seconds:.0f} s")
     images = sum("image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 2, "the notebook should draw its grids and curves"
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_on_the_toy_model(path, workdir):
+    notebook, seconds = execute(path, workdir, parameters=QUICK.get(path.name))
+    check_executed(notebook, path, seconds)
+    if path.name not in QUICK:  # a figure of a shortened run is not the notebook's figure
+        save_largest_figure(notebook, path.stem)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name in QUICK], ids=lambda p: p.name)
+def test_lora_notebook_at_full_length(path, full_length_workdir):
+    """02 and 03 with their own parameters (02: 4 ranks x 300 steps, about 2 min alone on 2 cores)."""
+    notebook, seconds = execute(path, full_length_workdir)
+    check_executed(notebook, path, seconds)
     save_largest_figure(notebook, path.stem)
 
 
