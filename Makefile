@@ -12,7 +12,7 @@ TORCH  ?= torch==2.13.0
 CONTROLNET_AUX ?= controlnet_aux==0.0.10
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow readme-images clean-venv
+.PHONY: setup demo test test-slow gpu-check wheel readme-images clean-venv
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+# Everything that needs a CUDA device, in under 8 minutes; on a CPU machine it says so and exits 0.
+# On a GPU machine build the venv with the CUDA torch: `make TORCH=torch gpu-check`.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
+
+# A wheel for the plain-pip route (README, "Without make"): dist/controlnet_lora_workbench-*.whl
+wheel: setup
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
 
 # The README's pictures: the demo grid, and each notebook's main figure as the test run drew it.
 readme-images: setup

@@ -48,3 +48,15 @@ def test_lora_layout_probe_smoke_reports_both_layouts(tmp_path):
     assert "(toy)" in table and "(sd15)" in table and table.count("| rank 8 |") == 4
     for layout in ("toy", "sd15"):
         assert (tmp_path / "outputs" / f"lora_layout_{layout}.png").exists()
+
+
+def test_gpu_check_says_there_is_no_gpu_and_succeeds():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: `make gpu-check` runs the real thing")
+    assert "no CUDA device on this machine" in run_benchmark("gpu_check.py")
+
+
+def test_import_time_benchmark_compares_lazy_and_eager():
+    report = run_benchmark("import_time.py", "--repeats", "1")
+    assert "import workbench (lazy, now)" in report and "Eager / lazy: import" in report

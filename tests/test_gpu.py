@@ -1,0 +1,83 @@
+"""What only a CUDA device can check: fp16 VAE decode, bf16 default, compile, the auto batch size.
+
+Marked `gpu`: `make test` leaves them out, `make gpu-check` runs them; on a machine without
+CUDA they are skipped with that reason.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from tolerance import assert_images_close
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run make gpu-check there)")]
+CAPTION = "a red circle on a blue background"
+
+
+@pytest.fixture(scope="module")
+def sd15_half():
+    """SD1.5's architecture, random weights, fp16 on the GPU, with load_pipeline's GPU settings."""
+    from workbench.sd15_random import build_sd15_random
+    from workbench.speed import optimize_for_gpu
+    pipe = build_sd15_random(dtype=torch.float16).to("cuda")
+    optimize_for_gpu(pipe)
+    return pipe
+
+
+def test_auto_dtype_is_bf16_or_fp16_on_cuda():
+    from workbench import pick_dtype
+    assert pick_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
+
+
+def test_fp16_pipeline_decodes_in_fp32_and_gives_finite_images(sd15_half):
+    from workbench.sweep import control_for, image_flag
+    assert sd15_half.vae.dtype == torch.float32 and sd15_half.unet.dtype == torch.float16
+    control = control_for(f"toy:{CAPTION}", 512, 100, 200)
+    images = sd15_half([CAPTION] * 2, image=control, num_inference_steps=2, output_type="np",
+                       generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
+    assert images.shape == (2, 512, 512, 3) and [image_flag(i) for i in images] == ["", ""]
+
+
+def test_fp32_decode_of_half_latents_matches_a_float_vae(sd15_half):
+    latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0)).to("cuda", torch.float16)
+    with torch.no_grad():
+        upcast = sd15_half.vae.decode(latents / sd15_half.vae.config.scaling_factor).sample
+        reference = sd15_half.vae.float().decode(latents.float() / sd15_half.vae.config.scaling_factor).sample
+    torch.testing.assert_close(upcast, reference, atol=1e-3, rtol=1e-3)
+
+
+def test_auto_batch_size_fills_free_memory(sd15_half):
+    from workbench.speed import MEMORY_HEADROOM, auto_batch_size, image_memory
+    batch = auto_batch_size(sd15_half, 512)
+    per_image = image_memory(sd15_half, 512)
+    free, _ = torch.cuda.mem_get_info()
+    assert 1 <= batch <= 64 and per_image > 0
+    assert batch == 64 or batch * per_image <= 1.05 * MEMORY_HEADROOM * free  # what fits, capped at 64
+
+
+def test_sweep_with_auto_batch_logs_it_and_matches_lone_images(tmp_path):
+    from workbench import generate, load_pipeline, run_sweep
+    from workbench.spec import spec_from_dict
+    from workbench.sweep import control_for
+    pipe = load_pipeline("toy", device="cuda")
+    messages = []
+    spec = spec_from_dict({"model": "toy", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 4,
+                           "conditioning_scale": [1.0], "seed": [0, 1, 2]})
+    table = run_sweep(pipe, spec, tmp_path, log=messages.append)
+    assert (table.state == "COMPLETE").all() and any("from free GPU memory" in m for m in messages)
+    control = control_for(f"toy:{CAPTION}", 64, 100, 200)
+    [alone] = generate(pipe, CAPTION, control, seeds=[1], steps=4, guidance=5.0)
+    assert_images_close(alone, table[table.seed == 1].image_path.iloc[0], "GPU batch of 3 against alone")
+
+
+def test_compiled_matches_eager_on_cuda():
+    from workbench import generate, load_pipeline
+    from workbench.speed import compile_pipeline
+    from workbench.sweep import control_for
+    pipe = load_pipeline("toy", device="cuda", dtype="fp32")
+    control = control_for(f"toy:{CAPTION}", 64, 100, 200)
+    eager = generate(pipe, CAPTION, control, seeds=[0, 1], steps=4, output_type="np")
+    compile_pipeline(pipe)
+    compiled = generate(pipe, CAPTION, control, seeds=[0, 1], steps=4, output_type="np")
+    np.testing.assert_allclose(np.asarray(compiled), np.asarray(eager), atol=2e-3)
