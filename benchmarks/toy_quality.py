@@ -66,7 +66,9 @@ def main() -> int:
         text = card.read_text()
         block = f"<!-- quality:start -->\n{markdown}\n<!-- quality:end -->"
         card.write_text(re.sub(r"<!-- quality:start -->.*<!-- quality:end -->", block, text, flags=re.S))
-        print(f"updated {card}")
+        from card_facts import update_readme
+        update_readme()  # the README quotes the card's figures, never its own copies
+        print(f"updated {card} and the README's sentence of its figures")
     return 0
 
 

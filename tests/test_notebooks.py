@@ -87,6 +87,13 @@ def test_lora_notebook_at_full_length(path, full_length_workdir):
     save_largest_figure(notebook, path.stem)
 
 
+def test_figures_show_when_mplbackend_is_agg(workdir, monkeypatch):
+    """Docker images often set MPLBACKEND=Agg, and kernels inherit it: the figures must still show."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook, seconds = execute(NOTEBOOKS[0], workdir)
+    check_executed(notebook, NOTEBOOKS[0], seconds)
+
+
 def test_sd15_fails_with_the_clear_offline_message(workdir):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     with pytest.raises(CellExecutionError) as caught:

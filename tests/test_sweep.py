@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -264,3 +265,30 @@ def test_changed_weights_redo_the_trials_and_return_only_the_new_rows(tmp_path):
     assert len(second) == len(first) and second.model_fingerprint.nunique() == 1
     assert set(second.trial_id).isdisjoint(first.trial_id)  # nothing reused from the old model
     assert len(load_results(tmp_path)) == 2 * len(first)  # the folder keeps both, as history
+
+
+def test_only_the_first_batch_of_a_run_is_warm_up(tiny_pipe, tmp_path):
+    """Its `seconds` include one-time costs; plot_metric(y="seconds") leaves those rows out."""
+    from workbench import plot_metric
+    table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, log=lambda m: None)  # 2 cells
+    first = table[table.guidance == table.guidance.iloc[0]]
+    assert len(table) == 8 and table.warmup.sum() == 4 and first.warmup.all()
+    table.loc[table.warmup, "seconds"] = 99.0
+    ax = plot_metric(table, x="guidance", y="seconds", hue=None).axes[0]
+    assert max(ax.lines[0].get_ydata()) < 99
+
+
+def test_cli_progress_rate_counts_only_new_images(tmp_path, capsys):
+    """A resumed sweep's bar starts at the finished count, so its first rates are not absurd."""
+    from workbench.__main__ import main
+    spec_path = tmp_path / "spec.yaml"
+    small_spec(seed=[0, 1, 2], guidance=[3.0, 5.0]).save(spec_path)
+    assert main(["sweep", str(spec_path), "--run-dir", str(tmp_path / "run")]) == 0
+    log = tmp_path / "run" / "results.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:6]))  # 6 of 12 trials kept
+    capsys.readouterr()
+    assert main(["sweep", str(spec_path), "--run-dir", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert " 6/12 " in err and "12/12" in err, err
+    rates = [float(r) for r in re.findall(r"([\d.]+)img/s", err)]
+    assert rates and max(rates) < 1000, err  # was 125203.10img/s: finished trials counted at time zero

@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 
 def batch_size(text: str):
@@ -75,16 +76,18 @@ def cmd_sweep(args) -> None:
         tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, on_interrupt)
-    bars = []  # made at the first batch, so nothing is drawn before the spec and model are checked
+    bars, started = [], time.time()  # the bar is made at the first batch: nothing drawn before the checks
 
     def on_progress(progress):
         if not bars:
-            bars.append(tqdm(unit="img", desc="sweep"))
+            # It starts at the trials finished by earlier runs (tqdm's `initial`), so its rate
+            # counts only this run's images, timed from the start of the sweep.
+            bars.append(tqdm(total=progress.skipped + progress.total, initial=progress.skipped, unit="img",
+                             desc="sweep"))
+            bars[0].start_t = started
         bar = bars[0]
-        bar.total = progress.total
-        bar.n = progress.done
-        bar.set_postfix(failed=progress.failed, skipped=progress.skipped)
-        bar.refresh()
+        bar.set_postfix(failed=progress.failed, skipped=progress.skipped, refresh=False)
+        bar.update(progress.skipped + progress.done - bar.n)
 
     # Under `accelerate launch` (or torchrun) each process takes its own share of the cells.
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -109,7 +112,11 @@ def summarise(table, run_dir) -> None:
     axes = [a for a in AXES if a in table and table[a].astype(str).nunique() > 1 and a != "seed"]
     metrics = [m for m in ("edge_f1", "edge_ssim", "lora_effect", "seconds") if m in table]
     if axes and metrics:
-        print(table.groupby([table[a].astype(str) for a in axes])[metrics].mean().round(3).to_string())
+        means = table.groupby([table[a].astype(str) for a in axes])[metrics].mean()
+        if "seconds" in metrics and "warmup" in table:  # seconds of steady batches only
+            steady = table[table["warmup"] != True]  # noqa: E712 (old rows have no flag: NaN, kept)
+            means["seconds"] = steady.groupby([steady[a].astype(str) for a in axes])["seconds"].mean()
+        print(means.round(3).to_string())
     failed = table[table.state == "FAILED"]
     for row in failed.head(5).itertuples():
         print(f"FAILED {row.trial_id}: {row.error}")

@@ -19,6 +19,27 @@ MAX_CELLS = 400   # one figure with more cells is unreadable; page it (`page=`) 
 PAGE_ROWS = 12    # rows per page when a grid is paged
 
 
+def show_in_notebooks() -> None:
+    """Inside a Jupyter kernel, draw figures inline whatever MPLBACKEND says.
+
+    Docker images and headless servers often set MPLBACKEND=Agg; kernels inherit it, and
+    then a notebook shows no figure at all. Switching to the inline backend fixes that.
+    """
+    from IPython import get_ipython
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return  # a script or a plain terminal: the backend is the user's choice
+    backend = plt.get_backend().lower()
+    if not any(name in backend for name in ("inline", "ipympl", "widget", "nbagg")):
+        shell.run_line_magic("matplotlib", "inline")
+
+
+def new_figure(*args, **kwargs):
+    """`plt.subplots`, shown in notebooks whatever the backend."""
+    show_in_notebooks()
+    return plt.subplots(*args, **kwargs)
+
+
 def check_columns(df: pd.DataFrame, *names: str) -> None:
     for name in names:
         if name is not None and name not in df.columns:
@@ -91,7 +112,7 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
             raise ValueError(f"page {page} is past the last page")
     strip = 1 if seeds == "first" else df["seed"].nunique() if seeds == "all" else seeds
     extra = 1 if control is not None else 0
-    fig, axes = plt.subplots(len(rows), len(cols) + extra, squeeze=False,
+    fig, axes = new_figure(len(rows), len(cols) + extra, squeeze=False,
                              figsize=(cell_inches * (len(cols) * min(strip, 4) + extra), cell_inches * len(rows)))
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
@@ -130,13 +151,16 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
     spread: "minmax" (the range over seeds) or "ci" (mean +- 1.96 standard errors).
     Effect size against rank at a fixed weight is the same call:
     plot_metric(df[df.lora_weight == 1], x="lora_rank", y="lora_effect", hue=None).
+    For y="seconds", warm-up rows (a process's first batch) are left out.
     """
     check_columns(df, x, y, hue)
     if spread not in ("minmax", "ci"):
         raise ValueError(f"`spread` must be 'minmax' or 'ci', got {spread!r}")
     done = df[df["state"] == "COMPLETE"] if "state" in df else df
+    if y == "seconds" and "warmup" in done:  # a process's first batch also pays one-time start-up costs
+        done = done[done["warmup"] != True]  # noqa: E712 (old rows have no flag: NaN, kept)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        _, ax = new_figure(figsize=(5, 3.5))
     groups = [(None, done)] if hue is None else [(v, done[done[hue] == v]) for v in ordered_values(done[hue])]
     for value, group in groups:
         stats = group.groupby(x)[y].agg(["mean", "min", "max", "std", "count"])
@@ -159,7 +183,7 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
 def plot_images(images, titles=None, cell_inches: float = 1.8):
     """A row of images with optional titles (control maps, before/after pairs)."""
     titles = titles or [""] * len(images)
-    fig, axes = plt.subplots(1, len(images), squeeze=False, figsize=(cell_inches * len(images), cell_inches + 0.3))
+    fig, axes = new_figure(1, len(images), squeeze=False, figsize=(cell_inches * len(images), cell_inches + 0.3))
     for ax, image, title in zip(axes[0], images, titles):
         ax.imshow(np.asarray(image), interpolation="nearest")
         ax.set_title(title, fontsize=8)
@@ -174,7 +198,7 @@ def plot_spectra(spectra: dict, ax=None):
     `spectra` maps adapter names to `lora_delta_spectrum` tables.
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        _, ax = new_figure(figsize=(5, 3.5))
     for name, table in spectra.items():
         means = table.groupby("index").singular_value.mean()
         ax.plot(means.index + 1, means.values, marker="o", label=name)

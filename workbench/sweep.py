@@ -360,10 +360,13 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
                 images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
             seconds = (time.perf_counter() - started) / len(batch)
-            if batch is batches[0] and is_compiled(pipe):
+            # This process's first batch also pays one-time costs (first kernel calls, Canny's
+            # import, torch.compile): its rows say so, so `seconds` compares like with like.
+            warmup = batch is batches[0]
+            if warmup and is_compiled(pipe):
                 log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
             adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
-            batch_context = {**context, "lora_rank": adapter.r if adapter else None,
+            batch_context = {**context, "warmup": warmup, "lora_rank": adapter.r if adapter else None,
                              "lora_alpha": adapter.lora_alpha if adapter else None}
             if pending:
                 report(finish_writing(pending, progress))

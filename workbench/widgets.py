@@ -21,7 +21,7 @@ import pandas as pd
 from IPython.display import display
 from PIL import Image
 
-from .plots import plot_grid
+from .plots import new_figure, plot_grid
 from .results import load_results
 from .spec import AXES, spec_from_dict
 from .sweep import run_sweep
@@ -197,7 +197,7 @@ def compare(df: pd.DataFrame, a: int, b: int):
     """Two rows of a results table side by side, with the parameters that differ as titles."""
     first, second = df.loc[a], df.loc[b]
     differ = [c for c in AXES if c in df and first[c] != second[c]]
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
+    fig, axes = new_figure(1, 2, figsize=(6, 3.4))
     for ax, row in zip(axes, (first, second)):
         if row.get("image_path"):
             ax.imshow(np.asarray(Image.open(row["image_path"]).convert("RGB")), interpolation="nearest")
