@@ -27,3 +27,10 @@ def square_control():
     pixels = np.zeros((32, 32, 3), np.uint8)
     pixels[8:24, 8:24] = 255
     return make_canny(Image.fromarray(pixels), resolution=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_pipe():
+    """A 32 px random-weight SDXL + ControlNet pipeline (two text encoders, pooled text, size ids)."""
+    from workbench.families import sdxl
+    return sdxl.build_tiny(seed=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from .families import family_of
 from .pipeline import trained_size
 
 
@@ -21,11 +22,11 @@ def controlnet_residuals(pipe, prompt: str = "") -> pd.DataFrame:
     latent = size // pipe.vae_scale_factor
     device, dtype = pipe.device, pipe.unet.dtype
     sample = torch.zeros(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
-    tokens = pipe.tokenizer([prompt], padding="max_length", truncation=True, return_tensors="pt").input_ids
-    context = pipe.text_encoder(tokens.to(device))[0].to(dtype)
+    family = family_of(pipe)
+    context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
     control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    down, mid = pipe.controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context,
-                                controlnet_cond=control, return_dict=False)
+    down, mid = pipe.controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
+                                controlnet_cond=control, return_dict=False, **extra)
     convs = list(pipe.controlnet.controlnet_down_blocks) + [pipe.controlnet.controlnet_mid_block]
     rows = []
     for i, (residual, conv) in enumerate(zip([*down, mid], convs)):

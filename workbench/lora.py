@@ -26,6 +26,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
+from .families import family_of
 from .fingerprint import module_fingerprint
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -137,8 +138,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     with torch.no_grad():  # the frozen parts run once: latents and text embeddings
         latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(device, pipe.vae.dtype)).latent_dist.mean
                              for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
-        tokens = pipe.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
-        context = torch.cat([pipe.text_encoder(tokens[i:i + 64].to(device))[0] for i in range(0, len(tokens), 64)])
+        context, extra = text_conditioning(pipe, captions)
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
                         use_rslora=use_rslora)
     training_name = f"{adapter_name}-training"
@@ -167,7 +167,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
             noisy = scheduler.add_noise(latents[idx], noise, t)
-            loss = F.mse_loss(unet(noisy, t, context[idx]).sample.float(), noise.float())
+            loss = F.mse_loss(unet(noisy, t, context[idx], **select_rows(extra, idx)).sample.float(), noise.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -193,19 +193,39 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     return path
 
 
+def text_conditioning(pipe, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, dict]:
+    """Text embeddings of every caption, and the family's extra UNet keywords (SDXL: pooled text, size ids)."""
+    family = family_of(pipe)
+    tokens = family.tokenize(pipe, captions)
+    parts = [family.text_context(pipe, [t[i:i + chunk] for t in tokens]) for i in range(0, len(captions), chunk)]
+    return torch.cat([context for context, _ in parts]), concatenate_keywords([extra for _, extra in parts])
+
+
+def concatenate_keywords(parts: list[dict]) -> dict:
+    """Chunks of nested keyword dicts of tensors, joined along the batch dimension."""
+    if not parts or not parts[0]:
+        return {}
+    return {key: concatenate_keywords([p[key] for p in parts]) if isinstance(parts[0][key], dict)
+            else torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def select_rows(keywords: dict, idx: torch.Tensor) -> dict:
+    """The rows `idx` of every tensor in a nested keyword dict."""
+    return {key: select_rows(value, idx) if isinstance(value, dict) else value[idx] for key, value in keywords.items()}
+
+
 def save_lora(pipe, adapter_name: str, config: LoraConfig, path: Path, metadata: dict) -> None:
     """Write an adapter in diffusers' LoRA format, with peft's config and our training record.
 
     Without the config, diffusers reloads alpha as r: an r16/alpha8 adapter would come back
     twice as strong. The training record goes into the same safetensors header.
     """
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from safetensors.torch import load_file, save_file
     state = get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name)
     state = {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
     config_dict = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.to_dict().items()}
-    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,
+    family_of(pipe).lora_loader().save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,
                                               unet_lora_adapter_metadata=config_dict)
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
@@ -291,7 +311,7 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
     try:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
     except (RuntimeError, ValueError) as err:
-        message = describe_mismatch(path, str(err))
+        message = describe_mismatch(path, str(err), family_of(pipe).NAME)
         if message is None:
             raise
         raise ValueError(message) from None
@@ -304,7 +324,7 @@ SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape
                            r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
 
 
-def describe_mismatch(path: Path, error: str) -> str | None:
+def describe_mismatch(path: Path, error: str, family: str) -> str | None:
     """One line for a LoRA made for another base: the first mismatched module, both shapes, the likely cause."""
     found = SIZE_MISMATCH.findall(error)
     if not found:
@@ -316,7 +336,7 @@ def describe_mismatch(path: Path, error: str) -> str | None:
                   for a, b in zip(theirs, ours) if a != b), "its shapes differ from this model's")
     return (f"LoRA file {path.name} does not fit this base model: {len(found)} of its tensors have other shapes, "
             f"the first in {module} (file {theirs}, model {ours}): {cause}. Use a LoRA trained for this base "
-            "model, or load the base it was made for")
+            f"model, or load the base it was made for (this pipeline is {family})")
 
 
 def lora_delta_spectrum(pipe, adapter: str):

@@ -18,21 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+from diffusers import ControlNetModel
 
 from .devices import pick_device, pick_dtype
+from .families import FAMILIES, family_of_index, preset_family
+from .families.sd15 import SD15_CANNY_ID, SD15_ID
 from .speed import compile_pipeline, optimize_for_gpu
 from .errors import model_not_available
 
-SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-SD15_CANNY_ID = "lllyasviel/sd-controlnet-canny"
 # runwayml took its SD1.5 repository off the hub in 2024; this is the community mirror.
 RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
 
 TOY_DIR = Path(__file__).parent / "assets" / "toy"
 DEFAULT_MODEL = "toy"
-# Preset names: (base, controlnet). "tiny" is random weights from a config, for tests.
-PRESETS = {"toy": ("toy", "toy"), "tiny": ("tiny", "tiny"), "sd15": (SD15_ID, SD15_CANNY_ID)}
+# Preset names: (base, controlnet), from every family. "tiny" and "tiny-sdxl" are random
+# weights from configs, for tests; "toy" is embedded.
+PRESETS = {name: pair for family in FAMILIES.values() for name, pair in family.PRESETS.items()}
+TINY_PRESETS = ("tiny", "tiny-sdxl")
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -50,8 +52,8 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
                          f"got {name!r} ({type(name).__name__})")
     name = os.fspath(name)
     if name in PRESETS:
-        if name == "tiny":
-            return ModelSource("tiny", "tiny")
+        if name in TINY_PRESETS:
+            return ModelSource("tiny", name)
         preset = PRESETS[name][0 if role == "base" else 1]
         if name == "toy":
             folder = TOY_DIR if role == "base" else TOY_DIR / "controlnet"
@@ -123,14 +125,39 @@ def _from_pretrained(cls, source: ModelSource, role: str, **kwargs):
         raise model_not_available(source.location, f"{role} model", type(err).__name__) from None
 
 
+def read_model_index(source: ModelSource) -> dict:
+    """A model's model_index.json (which says its family): from the folder, the hub cache, or the hub."""
+    if source.kind in ("embedded", "local"):
+        path = Path(source.location) / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+        try:
+            path = hf_hub_download(source.location, "model_index.json", local_files_only=hub_is_offline())
+        except Exception:  # not cached and unreachable: the load below raises the clear error
+            return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def model_family(base: str, source: ModelSource):
+    """The family module of a base model: by preset name, else from its model_index.json."""
+    return preset_family(base) or family_of_index(read_model_index(source))
+
+
 def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, device: str = "auto",
-                  dtype: str | torch.dtype = "auto", compile: bool = False) -> StableDiffusionControlNetPipeline:
-    """Load a Stable Diffusion pipeline with a Canny ControlNet, ready on `device`.
+                  dtype: str | torch.dtype = "auto", compile: bool = False):
+    """Load a Stable Diffusion (1.5 or XL) pipeline with a Canny ControlNet, ready on `device`.
+
+    The family (SD1.5 or SDXL, `workbench.families`) comes from the preset, or from the
+    folder's model_index.json: an SDXL folder (two text encoders) loads as an SDXL pipeline.
 
     Args:
         base: a hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5"), a local folder in
             diffusers layout, or a preset: "toy" (embedded, trained by this project), "sd15"
-            (SD1.5 + lllyasviel/sd-controlnet-canny), "tiny" (random weights, for tests).
+            (SD1.5 + lllyasviel/sd-controlnet-canny), "sdxl" (SDXL base 1.0 +
+            diffusers/controlnet-canny-sdxl-1.0), "tiny" and "tiny-sdxl" (random weights, for tests).
         controlnet: the same kinds of name; None takes the preset's ControlNet, or the base
             folder's own `controlnet/` if it has one.
         device: "auto" (cuda > mps > cpu), or a torch device string.
@@ -144,11 +171,11 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
     base_source = resolve_model(base, "base")
     if controlnet is None:
         controlnet = base if base in PRESETS else None
-    if base_source.kind == "tiny" or controlnet == "tiny":
-        if not (base_source.kind == "tiny" and controlnet == "tiny"):
-            raise ValueError(f"the 'tiny' test model only pairs with itself; got base={base!r}, controlnet={controlnet!r}")
-        from .tiny import build_tiny_pipeline
-        pipe = build_tiny_pipeline()  # built in fp32
+    if base_source.kind == "tiny" or controlnet in TINY_PRESETS:
+        if not (base_source.kind == "tiny" and controlnet == base):
+            raise ValueError(f"the {base!r} test model only pairs with itself; got base={base!r}, "
+                             f"controlnet={controlnet!r}")
+        pipe = preset_family(base).build_tiny()  # built in fp32
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
     else:
@@ -156,11 +183,8 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
         if controlnet is not None:
             kwargs["controlnet"] = _from_pretrained(ControlNetModel, resolve_model(controlnet, "controlnet"),
                                                     "controlnet", dtype=dtype)
-        # The safety checker is off on purpose: it needs extra hub weights, and it blacks out
-        # images, which would corrupt sweep metrics. Filter images yourself before publishing.
-        pipe = _from_pretrained(StableDiffusionControlNetPipeline, base_source, "base",
-                                safety_checker=None, feature_extractor=None,
-                                requires_safety_checker=False, **kwargs)
+        family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
+        pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
     pipe = pipe.to(device)
     if device.type == "cuda":

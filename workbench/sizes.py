@@ -18,7 +18,7 @@ MAX_FACTOR = 4   # at most 4x the trained side: SD1.5 2048 px, the toy 256 px; p
 MIN_FACTOR = 4   # at least 1/4 of it: below, the UNet's deepest feature maps shrink to a pixel or two
 
 # The trained side of each preset, in px (`pipeline.trained_size` reads the same from a loaded model).
-PRESET_TRAINED = {"toy": 64, "tiny": 32, "sd15": 512}
+PRESET_TRAINED = {"toy": 64, "tiny": 32, "sd15": 512, "sdxl": 1024, "tiny-sdxl": 32}
 SD15_TRAINED = 512  # hub ids and folders without a readable config are taken to be SD1.x
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .families import family_of
+
 CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this gains nothing
 MEMORY_HEADROOM = 0.8   # use at most this share of the free GPU memory
 
@@ -92,10 +94,13 @@ def denoising_step(pipe, size: int, images: int):
     control = torch.zeros(rows, 3, size, size, device=device, dtype=dtype)
     t = torch.full((rows,), 500, device=device)
 
+    extra = family_of(pipe).unet_conditioning(pipe, context, rows)  # SDXL: pooled text and size ids
+
     @torch.no_grad()
     def step():
-        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
-        pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=control,
+                                    return_dict=False, **extra)
+        pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
 
     return step, sample
 

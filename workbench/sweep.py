@@ -32,6 +32,7 @@ from PIL import Image
 from .control import make_canny
 from .generation import per_sample_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
+from .families import family_of
 from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
 from .metrics import image_metrics
@@ -138,7 +139,7 @@ def load_adapters(pipe, adapters: dict) -> None:
 
 def model_fingerprint(pipe, adapters: dict) -> str:
     """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
-    parts = [module_fingerprint(getattr(pipe, name)) for name in ("unet", "controlnet", "vae", "text_encoder")]
+    parts = [module_fingerprint(getattr(pipe, name)) for name in family_of(pipe).components]
     parts += [f"{name}={file_sha256(Path(path))[:16]}" for name, path in sorted(adapters.items())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -200,11 +201,10 @@ def activate_lora(pipe, adapter: str | None, weight: float) -> None:
         pipe.set_adapters([adapter], adapter_weights=[weight])
 
 
-def encode(pipe, prompt: str, negative: str, cache: dict):
-    """Prompt embeddings, computed once per (prompt, negative prompt) and kept."""
+def encode(pipe, prompt: str, negative: str, cache: dict) -> dict:
+    """Prompt embeddings as pipeline keywords, computed once per (prompt, negative prompt) and kept."""
     if (prompt, negative) not in cache:
-        with torch.no_grad():
-            cache[(prompt, negative)] = pipe.encode_prompt(prompt, pipe.device, 1, True, negative)
+        cache[(prompt, negative)] = family_of(pipe).encode(pipe, prompt, negative)
     return cache[(prompt, negative)]
 
 
@@ -213,12 +213,9 @@ def generate_cell(pipe, params: dict, trials: list[Trial], control: Image.Image,
 
     Each image has its own generator (its seed) and its own conditioning scale.
     """
-    positive, negative = embeddings
-    n = len(trials)
     generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
     with torch.no_grad(), per_sample_scales(pipe.controlnet, [t.params["conditioning_scale"] for t in trials]):
-        return pipe(prompt_embeds=positive.repeat(n, 1, 1), negative_prompt_embeds=negative.repeat(n, 1, 1),
-                    image=control, num_inference_steps=params["steps"], guidance_scale=params["guidance"],
+        return pipe(**family_of(pipe).repeat(embeddings, len(trials)), image=control, num_inference_steps=params["steps"], guidance_scale=params["guidance"],
                     controlnet_conditioning_scale=1.0,  # the hook applies each image's own scale
                     control_guidance_start=params["control_guidance_start"],
                     control_guidance_end=params["control_guidance_end"], generator=generators,

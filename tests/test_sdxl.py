@@ -1,0 +1,92 @@
+"""SDXL through the same code as SD1.5: load, detect, sweep, per-image scales, LoRA, clear errors."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import ModelNotAvailableError, load_pipeline, run_sweep, train_lora
+from workbench.families import family_of
+from workbench.spec import spec_from_dict
+from workbench.toy.data import make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTION = "a red circle on a blue background"
+
+
+def spec(**overrides):
+    data = {"model": "tiny-sdxl", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2,
+            "conditioning_scale": [0.0, 1.0], "seed": [0, 1]}
+    return spec_from_dict({**data, **overrides})
+
+
+def test_tiny_sdxl_preset_is_an_sdxl_pipeline():
+    pipe = load_pipeline("tiny-sdxl", device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLControlNetPipeline" and family_of(pipe).NAME == "sdxl"
+    assert pipe.unet.config.addition_embed_type == "text_time"
+
+
+def test_an_sdxl_folder_loads_as_sdxl_not_as_sd15(tiny_sdxl_pipe, tmp_path):
+    """Before the family layer, such a folder loaded silently as SD1.5, without its second text encoder."""
+    tiny_sdxl_pipe.save_pretrained(tmp_path / "base", safe_serialization=True)
+    tiny_sdxl_pipe.controlnet.save_pretrained(tmp_path / "controlnet", safe_serialization=True)
+    pipe = load_pipeline(str(tmp_path / "base"), controlnet=str(tmp_path / "controlnet"), device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLControlNetPipeline"
+    assert family_of(pipe).NAME == "sdxl" and pipe.unet.config.projection_class_embeddings_input_dim == 80
+
+
+def test_scale_by_seed_sweep(tiny_sdxl_pipe, tmp_path):
+    table = run_sweep(tiny_sdxl_pipe, spec(), tmp_path, log=lambda m: None)
+    assert len(table) == 4 and (table.state == "COMPLETE").all() and table.image_sha256.nunique() == 4
+    assert table.edge_f1.notna().all()
+
+
+def test_per_image_scales_in_one_batch_equal_lone_calls(tiny_sdxl_pipe, square_control):
+    import workbench.sweep as sweep_module
+    from workbench.spec import Trial
+    trials = [Trial(str(i), i, {"seed": seed, "conditioning_scale": scale})
+              for i, (scale, seed) in enumerate([(0.0, 0), (1.5, 0), (1.0, 1)])]
+    params = {"steps": 2, "guidance": 5.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0}
+    embeddings = sweep_module.encode(tiny_sdxl_pipe, CAPTION, "", {})
+    batched = sweep_module.generate_cell(tiny_sdxl_pipe, params, trials, square_control, embeddings)
+    for trial, image in zip(trials, batched):
+        alone = tiny_sdxl_pipe(CAPTION, image=square_control, num_inference_steps=2, guidance_scale=5.0,
+                               controlnet_conditioning_scale=trial.params["conditioning_scale"], output_type="np",
+                               generator=torch.Generator().manual_seed(trial.params["seed"])).images[0]
+        assert np.abs(image - alone).max() < 1e-4, trial.params
+    assert np.abs(batched[0] - batched[1]).mean() > 1e-3  # scale 0 and 1.5 really differ
+
+
+def test_lora_trains_loads_and_sweeps_by_weight(tiny_sdxl_pipe, tmp_path):
+    from workbench.lora import lora_delta_spectrum, lora_summary
+    path = train_lora(tiny_sdxl_pipe, make_dataset(8, size=32), rank=2, steps=3, out_dir=tmp_path,
+                      adapter_name="xl2")
+    assert lora_summary(tiny_sdxl_pipe).set_index("adapter").loc["xl2", "rank"] == 2
+    assert lora_delta_spectrum(tiny_sdxl_pipe, "xl2").groupby("layer").size().max() == 2
+    table = run_sweep(tiny_sdxl_pipe, spec(adapters={"xl2": str(path)}, adapter=["xl2"], lora_weight=[0.0, 1.0],
+                                           conditioning_scale=[1.0], seed=[0]), tmp_path / "run", log=lambda m: None)
+    effect = table.set_index("lora_weight").lora_effect
+    assert (table.state == "COMPLETE").all() and effect[0.0] == 0 and effect[1.0] > 0
+
+
+def test_an_sd15_lora_on_sdxl_gets_one_clear_error(tiny_pipe, tiny_sdxl_pipe, tmp_path):
+    from workbench.lora import load_lora
+    sd15_file = train_lora(tiny_pipe, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
+    with pytest.raises(ValueError) as caught:
+        load_lora(tiny_sdxl_pipe, sd15_file, "wrong-family")
+    message = str(caught.value)
+    assert "\n" not in message and "does not fit this base model" in message and "this pipeline is sdxl" in message
+
+
+def test_sdxl_preset_offline_names_the_model():
+    with pytest.raises(ModelNotAvailableError, match="diffusers/controlnet-canny-sdxl-1.0"):
+        load_pipeline("sdxl", device="cpu")
+
+
+def test_only_the_sdxl_family_module_knows_sdxl_names():
+    """The design's check: the sweep, LoRA, metrics and widgets never branch on the family."""
+    found = subprocess.run(["grep", "-rln", r"text_encoder_2\|add_time_ids", "workbench/"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.split()
+    assert [f for f in found if not f.endswith(".pyc")] == ["workbench/families/sdxl.py"]

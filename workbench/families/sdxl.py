@@ -1,0 +1,126 @@
+"""Stable Diffusion XL: two CLIP text encoders, pooled text and size "time ids" beside the prompt, 1024 px.
+
+The UNet (and its ControlNet) takes, besides the concatenated hidden states of both text
+encoders, `added_cond_kwargs`: `text_embeds` (the second encoder's pooled, projected output)
+and `time_ids` (original size, crop corner and target size: six numbers an image, embedded
+like timesteps). Everything that knows this lives in this module.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NAME = "sdxl"
+PIPELINE_CLASS = "StableDiffusionXLControlNetPipeline"
+TRAINED_SIZE = 1024
+SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_CANNY_ID = "diffusers/controlnet-canny-sdxl-1.0"
+PRESETS = {"sdxl": (SDXL_ID, SDXL_CANNY_ID), "tiny-sdxl": ("tiny-sdxl", "tiny-sdxl")}
+components = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
+# No invisible watermark: it changes pixels, which would blur the sweep's metrics.
+LOAD_KWARGS = {"add_watermarker": False}
+
+
+def owns_index(model_index: dict) -> bool:
+    return "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
+
+
+def owns(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def encode(pipe, prompt: str, negative: str) -> dict:
+    """Both encoders' embeddings and the pooled ones, positive and negative, for one image.
+
+    An empty negative prompt is passed as None, as a plain pipeline call does: SDXL then uses
+    zeros for it (`force_zeros_for_empty_prompt`), not the encoding of "".
+    """
+    with torch.no_grad():
+        positive, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=True,
+            negative_prompt=negative or None)
+    return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
+            "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
+
+
+def repeat(embeddings: dict, n: int) -> dict:
+    """The embeddings of one prompt, for a batch of n images."""
+    return {name: tensor.repeat(n, *([1] * (tensor.dim() - 1))) for name, tensor in embeddings.items()}
+
+
+def add_time_ids(pipe, size: int, rows: int) -> torch.Tensor:
+    """(rows, 6): original size, crop top-left (0, 0), target size, as the pipeline sets them."""
+    ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=pipe.unet.dtype, device=pipe.device)
+    return ids.repeat(rows, 1)
+
+
+def unet_conditioning(pipe, context: torch.Tensor, rows: int) -> dict:
+    """Stand-in pooled text and size ids for a bare UNet or ControlNet call on `rows` rows."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    pooled = torch.zeros(rows, pipe.text_encoder_2.config.projection_dim, dtype=context.dtype, device=context.device)
+    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": add_time_ids(pipe, size, rows)}}
+
+
+def tokenize(pipe, captions: list[str]) -> list[torch.Tensor]:
+    return [tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
+            for tokenizer in (pipe.tokenizer, pipe.tokenizer_2)]
+
+
+def text_context(pipe, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """(both encoders' penultimate hidden states, concatenated; pooled text and size ids) for training."""
+    first = pipe.text_encoder(tokens[0].to(pipe.device), output_hidden_states=True)
+    second = pipe.text_encoder_2(tokens[1].to(pipe.device), output_hidden_states=True)
+    context = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    rows = len(tokens[0])
+    return context, {"added_cond_kwargs": {"text_embeds": second.text_embeds,
+                                           "time_ids": add_time_ids(pipe, size, rows)}}
+
+
+def lora_loader():
+    from diffusers import StableDiffusionXLPipeline
+    return StableDiffusionXLPipeline
+
+
+def pipeline_class():
+    import diffusers
+    return getattr(diffusers, PIPELINE_CLASS)
+
+
+def build_tiny(seed: int = 0):
+    """A random-weight SDXL + ControlNet pipeline, 32 px: the shapes of diffusers' own SDXL tests.
+
+    The UNet adds a "text_time" embedding: projection_class_embeddings_input_dim is
+    6 time ids x addition_time_embed_dim (8) + the pooled text width (32) = 80, and its
+    cross-attention reads both encoders' hidden states side by side (32 + 32 = 64).
+    """
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..tiny import TINY_CORPUS, ModelConfig, build_scheduler, build_tokenizer, build_vae, wake_zero_convs
+    cfg = ModelConfig()
+    tokenizer = build_tokenizer(TINY_CORPUS, max_length=cfg.max_length)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=cfg.max_length, projection_dim=32,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    shared = dict(block_out_channels=(32, 64), layers_per_block=1, in_channels=4, attention_head_dim=(2, 4),
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), use_linear_projection=True,
+                  addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+                  projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text))
+    torch.manual_seed(seed)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
+    torch.manual_seed(seed)
+    vae = build_vae(cfg)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=cfg.latent_size, out_channels=4,
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **shared)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    wake_zero_convs(controlnet, seed=seed)
+    pipe = pipeline_class()(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                            tokenizer_2=tokenizer, unet=unet, controlnet=controlnet, scheduler=build_scheduler(),
+                            force_zeros_for_empty_prompt=True, **LOAD_KWARGS)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
