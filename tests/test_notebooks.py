@@ -33,7 +33,7 @@ def workdir(tmp_path_factory):
 
 # The default suite must not depend on a quiet machine: the LoRA notebooks train fewer steps
 # and ranks there (a minute, not four); the full length runs under `slow` and draws the README.
-QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [2, 8]}, "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
+QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [2, 4, 8]}, "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
 
 
 @pytest.fixture(scope="module")
