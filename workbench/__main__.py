@@ -66,7 +66,8 @@ def cmd_sweep(args) -> None:
         import torch
         if torch.cuda.is_available():
             device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch
-    pipe = load_pipeline(spec.model, device=device, dtype=args.dtype, compile=args.compile)
+    controlnets = [unit.controlnet for unit in spec.units] if spec.controls else None  # one per control unit
+    pipe = load_pipeline(spec.model, controlnet=controlnets, device=device, dtype=args.dtype, compile=args.compile)
     stop = {"asked": False}
 
     def on_interrupt(signum, frame):
@@ -105,12 +106,15 @@ def summarise(table, run_dir) -> None:
     """Print counts per state and the mean metrics per axis value."""
     from .results import export_results
     from .spec import AXES
+    from .units import is_unit_key
     if table.empty:
         print(f"{run_dir}: no rows yet")
         return
     print(f"{run_dir}: {len(table)} rows, " + ", ".join(f"{n} {s}" for s, n in table.state.value_counts().items()))
-    axes = [a for a in AXES if a in table and table[a].astype(str).nunique() > 1 and a != "seed"]
-    metrics = [m for m in ("edge_f1", "edge_ssim", "lora_effect", "seconds") if m in table]
+    parameters = [*AXES, *(c for c in table.columns if is_unit_key(c))]
+    axes = [a for a in parameters if a in table and table[a].astype(str).nunique() > 1 and a != "seed"]
+    metrics = [m for m in table.columns if m.split(".")[-1] in ("edge_f1", "mask_iou")]
+    metrics += [m for m in ("edge_ssim", "lora_effect", "seconds") if m in table]
     if axes and metrics:
         means = table.groupby([table[a].astype(str) for a in axes])[metrics].mean()
         if "seconds" in metrics and "warmup" in table:  # seconds of steady batches only

@@ -159,3 +159,19 @@ def load_detector(name: str):
         return getattr(module, HUB_DETECTORS[name]).from_pretrained(ANNOTATORS_ID)
     except OSError as err:
         raise model_not_available(ANNOTATORS_ID, f"detector {name!r} weights", type(err).__name__) from None
+
+
+def make_control(image, preprocess: str = "canny", low: float = 100, high: float = 200,
+                 resolution: int = 512) -> Image.Image:
+    """A ControlNet's input from an image: its Canny edges, the image itself (`none`), or a detector's map.
+
+    The result's short side is `resolution` and both sides are multiples of 8, as for `make_canny`.
+    """
+    if preprocess == "canny":
+        return make_canny(image, low, high, resolution=resolution)
+    rgb = load_image(image)
+    if preprocess != "none":  # a controlnet_aux detector: hub weights, a clear error when missing
+        rgb = load_image(load_detector(preprocess)(rgb, detect_resolution=max(MIN_DETECT_SIZE, resolution),
+                                                   image_resolution=max(MIN_DETECT_SIZE, resolution)))
+    return rgb.resize(fit_size(rgb.width, rgb.height, resolution), Image.LANCZOS)
+

@@ -10,7 +10,7 @@ from .pipeline import trained_size
 
 
 @torch.no_grad()
-def controlnet_residuals(pipe, prompt: str = "") -> pd.DataFrame:
+def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
     """One row per zero convolution: the residual it adds into the UNet, its shape and weight norm.
 
     A ControlNet is a trainable copy of the UNet's encoder that reads the control image.
@@ -25,9 +25,10 @@ def controlnet_residuals(pipe, prompt: str = "") -> pd.DataFrame:
     family = family_of(pipe)
     context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
     control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    down, mid = pipe.controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
+    controlnet = getattr(pipe.controlnet, "nets", [pipe.controlnet])[unit]  # with several units, the unit-th
+    down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
                                 controlnet_cond=control, return_dict=False, **extra)
-    convs = list(pipe.controlnet.controlnet_down_blocks) + [pipe.controlnet.controlnet_mid_block]
+    convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
     rows = []
     for i, (residual, conv) in enumerate(zip([*down, mid], convs)):
         is_mid = i == len(down)

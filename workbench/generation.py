@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 import re
 import warnings
 
@@ -85,6 +85,22 @@ def per_sample_scales(controlnet, scales: list[float]):
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def per_unit_scales(controlnet, scales_by_unit: list[list[float]]):
+    """`per_sample_scales` on each ControlNet of a pipeline: scales_by_unit[u][i] for unit u, image i.
+
+    With several units the pipeline holds a MultiControlNetModel, which calls each of its
+    `nets` and sums their residuals; a hook on each net scales its own share, per image.
+    """
+    nets = list(getattr(controlnet, "nets", [controlnet]))
+    if len(nets) != len(scales_by_unit):
+        raise ValueError(f"{len(scales_by_unit)} units' scales for {len(nets)} ControlNets")
+    with ExitStack() as stack:
+        for net, scales in zip(nets, scales_by_unit):
+            stack.enter_context(per_sample_scales(net, scales))
+        yield
 
 
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,

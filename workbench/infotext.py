@@ -15,6 +15,8 @@ import re
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .units import LEGACY_KEYS
+
 SAMPLER_NAMES = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpm++2m": "DPM++ 2M",
                  "pndm": "PLMS", "lms": "LMS"}
 LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)>")
@@ -37,12 +39,20 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     prompt = params["prompt"]
     if params.get("adapter"):
         prompt += f" <lora:{params['adapter']}:{params['lora_weight']}>"
-    controlnet = (f"Module: canny, Model: {model}, Weight: {params['conditioning_scale']}, "
-                  f"Guidance Start: {params['control_guidance_start']}, Guidance End: {params['control_guidance_end']}, "
-                  f"Threshold A: {params['canny_low']}, Threshold B: {params['canny_high']}")
     pairs = {"Steps": params["steps"], "Sampler": SAMPLER_NAMES[params["scheduler"]], "CFG scale": params["guidance"],
-             "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model, "ControlNet 0": controlnet,
-             "Control image": params.get("control_image", ""), "Workbench trial": trial_id}
+             "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model}
+    names = unit_names(params)
+    for i, name in enumerate(names):  # one entry per ControlNet, as sd-webui-controlnet writes them
+        key = (lambda param: LEGACY_KEYS[param]) if not name else (lambda param, name=name: f"{name}.{param}")
+        entry = {"Module": params.get(f"{name}.preprocess", "canny") if name else "canny",
+                 "Model": params.get(f"{name}.controlnet", model) if name else model,
+                 "Weight": params[key("scale")], "Guidance Start": params[key("start")],
+                 "Guidance End": params[key("end")], "Threshold A": params[key("low")],
+                 "Threshold B": params[key("high")]}
+        if name:  # workbench's own fields: sd-webui-controlnet ignores keys it does not know
+            entry.update({"Unit": name, "Image": params[f"{name}.image"]})
+        pairs[f"ControlNet {i}"] = ", ".join(f"{k}: {quote(v)}" for k, v in entry.items())
+    pairs.update({"Control image": params.get("control_image", ""), "Workbench trial": trial_id})
     tail = ", ".join(f"{key}: {quote(value)}" for key, value in pairs.items() if value != "")
     lines = [prompt]
     if params.get("negative_prompt"):
@@ -86,13 +96,29 @@ def parse_infotext(text: str) -> dict:
         params["control_image"] = pairs["Control image"]
     if "Workbench trial" in pairs:
         params["trial_id"] = pairs["Workbench trial"]
-    controlnet = parse_pairs(pairs.get("ControlNet 0", ""))
-    for key, name, cast in (("Weight", "conditioning_scale", float), ("Guidance Start", "control_guidance_start", float),
-                            ("Guidance End", "control_guidance_end", float), ("Threshold A", "canny_low", int),
-                            ("Threshold B", "canny_high", int)):
-        if key in controlnet:
-            params[name] = cast(controlnet[key])
+    for i in range(len(pairs)):
+        if f"ControlNet {i}" not in pairs:
+            break
+        entry = parse_pairs(pairs[f"ControlNet {i}"])
+        unit = entry.get("Unit", "")
+        for key, param, cast in UNIT_ENTRY:
+            if key in entry:
+                params[f"{unit}.{param}" if unit else LEGACY_KEYS[param]] = cast(entry[key])
+        if unit:
+            params.update({f"{unit}.image": entry.get("Image", ""), f"{unit}.controlnet": entry.get("Model", ""),
+                           f"{unit}.preprocess": entry.get("Module", "canny")})
     return params
+
+
+# The fields of a "ControlNet <i>" entry that are sweep parameters: (infotext key, unit parameter, type).
+UNIT_ENTRY = (("Weight", "scale", float), ("Guidance Start", "start", float), ("Guidance End", "end", float),
+              ("Threshold A", "low", int), ("Threshold B", "high", int))
+
+
+def unit_names(params: dict) -> list[str]:
+    """The control units of a trial's parameters: their names, or [""] for an old-style one-unit trial."""
+    names = [key[:-len(".image")] for key in params if key.endswith(".image")]
+    return names or [""]
 
 
 def png_info(text: str) -> PngInfo:

@@ -101,7 +101,9 @@ def add_lora_effect(table):
     import json
 
     from .spec import AXES
-    key_columns = [c for c in (*AXES, "control_image", "resolution") if c in table and c not in ("adapter", "lora_weight")]
+    from .units import is_unit_column
+    parameters = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
+    key_columns = [c for c in parameters if c in table and c not in ("adapter", "lora_weight")]
     records = table.to_dict("records")
 
     def key(record):
@@ -111,3 +113,25 @@ def add_lora_effect(table):
     effects = [pixel_distance(r["image_path"], base[key(r)]) if r["state"] == "COMPLETE" and key(r) in base
                else np.nan for r in records]
     return table.assign(lora_effect=effects)
+
+
+def foreground_mask(image, threshold: float = 60.0) -> np.ndarray:
+    """Pixels whose colour is far from the border's median colour: the shape on a flat background."""
+    pixels = np.asarray(image.convert("RGB"), np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > threshold
+
+
+def unit_metrics(unit, control: Image.Image, generated: Image.Image, params: dict) -> dict:
+    """One control unit's scores, in columns named after it: edges for Canny units, IoU for masks.
+
+    A Canny unit's image is scored as `image_metrics` does (`canny.edge_f1`, ...); a unit whose
+    control is given as is (`preprocess: none`, a silhouette) by the IoU of the generated
+    shape (`foreground_mask`) with the control's white area (`mask.mask_iou`).
+    """
+    if unit.metric == "edge":
+        scores = image_metrics(control, generated, params[unit.key("low")], params[unit.key("high")])
+    else:
+        scores = {"mask_iou": mask_iou(edge_mask(control), foreground_mask(generated))}
+    return {unit.column(name): value for name, value in scores.items()}
+

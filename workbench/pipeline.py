@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
 from .families import FAMILIES, family_of_index, preset_family
@@ -35,6 +36,8 @@ DEFAULT_MODEL = "toy"
 # weights from configs, for tests; "toy" is embedded.
 PRESETS = {name: pair for family in FAMILIES.values() for name, pair in family.PRESETS.items()}
 TINY_PRESETS = ("tiny", "tiny-sdxl")
+# ControlNets that are presets on their own: the toy model's second one reads silhouettes.
+CONTROLNET_PRESETS = {"toy-mask": TOY_DIR / "controlnet-mask"}
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -51,6 +54,8 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
         raise ValueError(f"`{role}` must be a hub id, a local folder or one of {sorted(PRESETS)}, "
                          f"got {name!r} ({type(name).__name__})")
     name = os.fspath(name)
+    if role == "controlnet" and name in CONTROLNET_PRESETS:
+        return ModelSource("embedded", str(CONTROLNET_PRESETS[name]))
     if name in PRESETS:
         if name in TINY_PRESETS:
             return ModelSource("tiny", name)
@@ -146,7 +151,7 @@ def model_family(base: str, source: ModelSource):
     return preset_family(base) or family_of_index(read_model_index(source))
 
 
-def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, device: str = "auto",
+def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None = None, device: str = "auto",
                   dtype: str | torch.dtype = "auto", compile: bool = False):
     """Load a Stable Diffusion (1.5 or XL) pipeline with a Canny ControlNet, ready on `device`.
 
@@ -158,8 +163,9 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
             diffusers layout, or a preset: "toy" (embedded, trained by this project), "sd15"
             (SD1.5 + lllyasviel/sd-controlnet-canny), "sdxl" (SDXL base 1.0 +
             diffusers/controlnet-canny-sdxl-1.0), "tiny" and "tiny-sdxl" (random weights, for tests).
-        controlnet: the same kinds of name; None takes the preset's ControlNet, or the base
-            folder's own `controlnet/` if it has one.
+        controlnet: the same kinds of name, or "toy-mask" (the toy's silhouette ControlNet); None
+            takes the preset's ControlNet, or the base folder's own `controlnet/` if it has one.
+            A list loads one ControlNet per control unit (diffusers' MultiControlNetModel).
         device: "auto" (cuda > mps > cpu), or a torch device string.
         dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
         compile: torch.compile the UNet and ControlNet; the first batch of each shape then
@@ -171,18 +177,25 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
     base_source = resolve_model(base, "base")
     if controlnet is None:
         controlnet = base if base in PRESETS else None
-    if base_source.kind == "tiny" or controlnet in TINY_PRESETS:
-        if not (base_source.kind == "tiny" and controlnet == base):
+    controlnets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
+    if not controlnets:
+        raise ValueError("`controlnet` is an empty list; give one ControlNet name per control unit")
+    if base_source.kind == "tiny" or any(c in TINY_PRESETS for c in controlnets):
+        if not (base_source.kind == "tiny" and all(c == base for c in controlnets)):
             raise ValueError(f"the {base!r} test model only pairs with itself; got base={base!r}, "
                              f"controlnet={controlnet!r}")
         pipe = preset_family(base).build_tiny()  # built in fp32
+        if len(controlnets) > 1:
+            pipe.controlnet = MultiControlNetModel([pipe.controlnet, *(tiny_controlnet(pipe, seed) for seed in
+                                                                     range(1, len(controlnets)))])
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
     else:
         kwargs = {"dtype": dtype}
-        if controlnet is not None:
-            kwargs["controlnet"] = _from_pretrained(ControlNetModel, resolve_model(controlnet, "controlnet"),
-                                                    "controlnet", dtype=dtype)
+        if controlnets != [None]:  # several ControlNets: diffusers wraps them in a MultiControlNetModel
+            loaded = [_from_pretrained(ControlNetModel, resolve_model(name, "controlnet"), "controlnet", dtype=dtype)
+                      for name in controlnets]
+            kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else loaded
         family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
         pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
@@ -192,6 +205,16 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | None = None, devi
     elif compile:
         compile_pipeline(pipe)
     return pipe
+
+
+def tiny_controlnet(pipe, seed: int) -> ControlNetModel:
+    """Another random ControlNet for a tiny test pipeline, copied from its UNet (a second control unit)."""
+    from .tiny import wake_zero_convs
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(
+        pipe.controlnet.config.conditioning_embedding_out_channels))
+    wake_zero_convs(net, seed=seed)
+    return net
 
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",

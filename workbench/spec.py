@@ -22,10 +22,14 @@ from pathlib import Path
 import yaml
 
 from .sizes import size_range
+from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_key, spec_units,
+                    split_unit_key)
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
 AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
         "adapter", "lora_weight", "guidance", "steps", "scheduler", "canny_low", "canny_high", "seed")
+# The top-level keys that belong to the one unnamed ControlNet unit of a spec without `controls`.
+UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high")
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++2m", "pndm", "lms")
 MODES = ("product", "zip")
 
@@ -53,14 +57,39 @@ class SweepSpec:
     mode: str = "product"
     max_trials: int = 10_000       # a guard against typos that expand to millions of images
     metrics: bool = True           # edge precision/recall/F1/SSIM per row
+    controls: dict = field(default_factory=dict)   # unit name -> {controlnet, image, preprocess} (units.py)
+    unit_axes: dict = field(default_factory=dict)  # "canny.scale" -> values; YAML has them as top-level keys
+
+    @property
+    def units(self) -> list[Unit]:
+        """The spec's ControlNet units (one unnamed unit when there is no `controls`)."""
+        return spec_units(self.controls, self.model, self.control_image)
+
+    def parameters(self) -> dict:
+        """Every trial parameter with its values, in row order: the axes, then each unit's (`canny.scale`, ...)."""
+        if not self.controls:
+            return {name: getattr(self, name) for name in AXES}
+        values = {name: getattr(self, name) for name in AXES if name not in UNIT_LEGACY_AXES}
+        for unit in self.units:
+            for param, default in UNIT_AXES.items():
+                values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
+        return values
 
     @property
     def axes(self) -> dict:
         """The parameters with more than one value."""
-        return {name: getattr(self, name) for name in AXES if len(getattr(self, name)) > 1}
+        return {name: values for name, values in self.parameters().items() if len(values) > 1}
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The spec as its YAML reads: per-unit axes as top-level keys, no empty `controls`."""
+        data = dataclasses.asdict(self)
+        data.update(data.pop("unit_axes"))
+        if not data["controls"]:
+            del data["controls"]
+        else:  # each unit has its own image and axes: the one-unit keys would be refused on reading
+            for name in (*UNIT_LEGACY_AXES, "control_image"):
+                del data[name]
+        return data
 
     def save(self, path: str | Path) -> None:
         """Write the spec as YAML (or JSON if the name ends in .json)."""
@@ -74,14 +103,29 @@ def spec_from_dict(data: dict) -> SweepSpec:
     """Build and validate a spec; single values become one-element lists; unknown keys are errors."""
     if not isinstance(data, dict):
         raise ValueError(f"a sweep spec must be a mapping of parameter names to values, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(SweepSpec)}
+    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes"}
+    controls = data.get("controls") or {}
+    check_controls(controls, reserved=known | set(AXES))
+    unit_axes = {}
     for key in data:
-        if key not in known:
+        if is_unit_key(key) and str(key).partition(".")[0] in controls:
+            unit_axes[key] = data[key] if isinstance(data[key], (list, tuple)) else [data[key]]
+        elif is_unit_key(key):
+            raise ValueError(f"{key!r} names control unit {str(key).partition('.')[0]!r}, which `controls` does not "
+                             f"define; units: {sorted(controls) or 'none'}")
+        elif key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             raise ValueError(f"Unknown spec key: {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                              + f"; known keys: {sorted(known)}")
-    data = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) if k in AXES else v for k, v in data.items()}
-    spec = SweepSpec(**data)
+    if controls:
+        legacy = sorted(k for k in data if k in UNIT_LEGACY_AXES or k == "control_image")
+        if legacy:
+            unit = next(iter(controls))
+            raise ValueError(f"with `controls`, each unit has its own image and axes: use `{unit}.scale`, "
+                             f"`{unit}.start`, ... instead of {legacy}")
+    data = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) if k in AXES else v for k, v in data.items()
+            if k not in unit_axes}
+    spec = SweepSpec(**data, unit_axes={k: list(v) for k, v in unit_axes.items()})
     check_spec(spec)
     return spec
 
@@ -104,26 +148,30 @@ def _is_number(value) -> bool:
 
 def check_spec(spec: SweepSpec) -> None:
     """Raise ValueError naming the parameter and value for anything that cannot run."""
-    for name in AXES:
-        values = getattr(spec, name)
+    if not isinstance(spec.controls, dict) or not isinstance(spec.unit_axes, dict):
+        raise ValueError("`controls` must map unit names to {controlnet, image, preprocess}")
+    parameters = spec.parameters()
+    for name, values in parameters.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"axis `{name}` is empty; give at least one value")
-    for name in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
-        for value in getattr(spec, name):
-            if not _is_number(value):
-                raise ValueError(f"`{name}` values must be numbers, got {value!r} ({type(value).__name__})")
-    for name in ("conditioning_scale", "guidance"):
-        for value in getattr(spec, name):
-            if value < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value}")
-    for name in ("control_guidance_start", "control_guidance_end"):
-        for value in getattr(spec, name):
-            if not 0 <= value <= 1:
-                raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
-    for name, low in (("seed", 0), ("steps", 1), ("canny_low", 0), ("canny_high", 0)):
-        for value in getattr(spec, name):
+    for name, values in parameters.items():
+        kind = kind_of(name)
+        if kind in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
+            for value in values:
+                if not _is_number(value):
+                    raise ValueError(f"`{name}` values must be numbers, got {value!r} ({type(value).__name__})")
+                if kind in ("conditioning_scale", "guidance") and value < 0:
+                    raise ValueError(f"`{name}` must be >= 0, got {value}")
+                if kind in ("control_guidance_start", "control_guidance_end") and not 0 <= value <= 1:
+                    raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
+        low = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}.get(kind)
+        for value in values if low is not None else []:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"`{name}` values must be integers >= {low}, got {value!r} ({type(value).__name__})")
+    for unit in spec.units:  # detector names beyond these are checked when the control is made
+        if not isinstance(unit.preprocess, str) or not unit.preprocess:
+            raise ValueError(f"control unit {unit.name!r}: `preprocess` is one of {list(PREPROCESSORS)} or a "
+                             f"controlnet_aux detector name, got {unit.preprocess!r}")
     for value in spec.prompt + spec.negative_prompt:
         if not isinstance(value, str):
             raise ValueError(f"prompts must be strings, got {value!r} ({type(value).__name__})")
@@ -161,16 +209,16 @@ def check_spec(spec: SweepSpec) -> None:
     check_combinations(spec)
 
 
-# Pairs of parameters that must hold together in every trial: (first, second, test, what is required).
-PAIRED = (("control_guidance_start", "control_guidance_end", lambda start, end: start < end,
+# Pairs of unit parameters that must hold together in every trial: (first, second, test, what is required).
+PAIRED = (("start", "end", lambda start, end: start < end,
            "the ControlNet must start acting before it stops: start < end"),
-          ("canny_low", "canny_high", lambda low, high: low <= high,
-           "Canny's hysteresis needs low <= high"))
+          ("low", "high", lambda low, high: low <= high, "Canny's hysteresis needs low <= high"))
 
 
 def combinations(spec: SweepSpec, names: tuple[str, ...]) -> list[tuple]:
     """The distinct value tuples of `names` that the expansion will produce, without expanding."""
-    columns = [getattr(spec, name) for name in names]
+    parameters = spec.parameters()
+    columns = [parameters[name] for name in names]
     if spec.mode == "zip":
         n = count_trials(spec)
         rows = [tuple(c[i] if len(c) > 1 else c[0] for c in columns) for i in range(n)]
@@ -181,7 +229,8 @@ def combinations(spec: SweepSpec, names: tuple[str, ...]) -> list[tuple]:
 
 def check_combinations(spec: SweepSpec) -> None:
     """Raise ValueError naming the first trial whose parameters cannot go together."""
-    for first, second, holds, rule in PAIRED:
+    for unit, (first_param, second_param, holds, rule) in itertools.product(spec.units, PAIRED):
+        first, second = unit.key(first_param), unit.key(second_param)
         for a, b in combinations(spec, (first, second)):
             if not holds(a, b):
                 raise ValueError(f"`{first}` {a} with `{second}` {b} cannot run ({rule}); with mode "
@@ -191,8 +240,8 @@ def check_combinations(spec: SweepSpec) -> None:
 
 def warn_duplicates(spec: SweepSpec) -> None:
     """Warn about repeated values on an axis: they make the same trial, which runs once."""
-    for name in AXES:
-        values = [coerce(name, v) for v in getattr(spec, name)]
+    for name, values in spec.parameters().items():
+        values = [coerce(name, v) for v in values]
         repeated = sorted({repr(v) for v in values if values.count(v) > 1})
         if repeated:
             warnings.warn(f"axis `{name}` repeats {', '.join(repeated)}: each repeated value makes the same "
@@ -204,14 +253,20 @@ def count_trials(spec: SweepSpec) -> int:
     """How many images the spec makes, without expanding it."""
     if spec.mode == "zip":
         return max([len(v) for v in spec.axes.values()], default=1)
-    return math.prod(len(getattr(spec, name)) for name in AXES)
+    return math.prod(len(values) for values in spec.parameters().values())
+
+
+def kind_of(name: str) -> str:
+    """The top-level parameter a name behaves like: "canny.scale" -> "conditioning_scale"."""
+    return LEGACY_KEYS[split_unit_key(name)[1]] if is_unit_key(name) else name
 
 
 def coerce(name: str, value):
     """The type diffusers wants: floats for scales (a single ControlNet rejects an int), ints for counts."""
-    if name in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
+    kind = kind_of(name)
+    if kind in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
         return float(value)
-    if name in ("seed", "steps", "canny_low", "canny_high"):
+    if kind in ("seed", "steps", "canny_low", "canny_high"):
         return int(value)
     return value
 
@@ -233,7 +288,10 @@ class Trial:
 def expand(spec: SweepSpec, fingerprint: str = "") -> list[Trial]:
     """Expand a spec into trials (a pure function: no model, no files)."""
     check_spec(spec)
-    values = [[coerce(name, v) for v in getattr(spec, name)] for name in AXES]
+    parameters = spec.parameters()
+    names, values = list(parameters), [[coerce(name, v) for v in vs] for name, vs in parameters.items()]
+    fixed = {"control_image": spec.control_image} if not spec.controls else {
+        f"{unit.name}.{field}": getattr(unit, field) for unit in spec.units for field in UNIT_FIELDS}
     if spec.mode == "zip":
         n = count_trials(spec)
         combos = [[vs[i] if len(vs) > 1 else vs[0] for vs in values] for i in range(n)]
@@ -241,6 +299,6 @@ def expand(spec: SweepSpec, fingerprint: str = "") -> list[Trial]:
         combos = itertools.product(*values)
     trials = []
     for index, combo in enumerate(combos):
-        params = dict(zip(AXES, combo), control_image=spec.control_image, resolution=spec.resolution)
+        params = dict(zip(names, combo), **fixed, resolution=spec.resolution)
         trials.append(Trial(trial_id(params, fingerprint), index, params))
     return trials

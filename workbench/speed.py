@@ -26,7 +26,7 @@ MEMORY_HEADROOM = 0.8   # use at most this share of the free GPU memory
 def use_sdpa(pipe) -> None:
     """Make every attention layer of the UNet and ControlNet use SDPA (a no-op when they do)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
-    for model in (pipe.unet, pipe.controlnet):
+    for model in (pipe.unet, *getattr(pipe.controlnet, "nets", [pipe.controlnet])):
         if any(not isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values()):
             model.set_attn_processor(AttnProcessor2_0())
 
@@ -96,10 +96,13 @@ def denoising_step(pipe, size: int, images: int):
 
     extra = family_of(pipe).unet_conditioning(pipe, context, rows)  # SDXL: pooled text and size ids
 
+    units = len(getattr(pipe.controlnet, "nets", [None]))  # several ControlNets take a list of controls
+    controls = dict(controlnet_cond=control) if units == 1 else dict(controlnet_cond=[control] * units,
+                                                                     conditioning_scale=[1.0] * units)
+
     @torch.no_grad()
     def step():
-        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, controlnet_cond=control,
-                                    return_dict=False, **extra)
+        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, return_dict=False, **controls, **extra)
         pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
 
     return step, sample

@@ -29,17 +29,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .control import make_canny
-from .generation import per_sample_scales, warn_long_prompt, warn_unknown_words
+from .control import make_control
+from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
 from .families import family_of
 from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
-from .metrics import image_metrics
+from .metrics import unit_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
 from .sizes import SizeRange
 from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
+from .units import Unit
 from .speed import auto_batch_size, is_compiled
 
 
@@ -139,25 +140,29 @@ def load_adapters(pipe, adapters: dict) -> None:
 
 def model_fingerprint(pipe, adapters: dict) -> str:
     """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
-    parts = [module_fingerprint(getattr(pipe, name)) for name in family_of(pipe).components]
+    modules = [getattr(pipe, name) for name in family_of(pipe).components]
+    modules = [net for module in modules for net in getattr(module, "nets", [module])]  # each unit's ControlNet
+    parts = [module_fingerprint(module) for module in modules]
     parts += [f"{name}={file_sha256(Path(path))[:16]}" for name, path in sorted(adapters.items())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 # ---- 3. cells ---------------------------------------------------------------------------------
 
-BATCHED = ("seed", "conditioning_scale")  # trials differing only in these share one pipeline call
+def batched_keys(units: list[Unit]) -> tuple[str, ...]:
+    """Trials differing only in these share one pipeline call: the seed and every unit's scale."""
+    return ("seed", *(unit.key("scale") for unit in units))
 
 
-def cell_key(trial: Trial) -> tuple:
-    return tuple((k, v) for k, v in trial.params.items() if k not in BATCHED)
+def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
+    return tuple((k, v) for k, v in trial.params.items() if k not in batched)
 
 
-def order_cells(trials: list[Trial]) -> list[list[Trial]]:
-    """Group trials that differ only in seed and scale; order groups by adapter, weight, scheduler, index."""
+def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
+    """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
     cells: dict[tuple, list[Trial]] = {}
     for trial in trials:
-        cells.setdefault(cell_key(trial), []).append(trial)
+        cells.setdefault(cell_key(trial, batched), []).append(trial)
 
     def switch_cost(cell):
         p = cell[0].params
@@ -168,26 +173,56 @@ def order_cells(trials: list[Trial]) -> list[list[Trial]]:
 
 # ---- 4. one batch -----------------------------------------------------------------------------
 
-def control_for(spec_control: str, size: int, low: int, high: int) -> Image.Image:
-    """The Canny control for a spec's `control_image`: a file, or "toy:<caption>" drawn by the toy world."""
-    if spec_control.startswith("toy:"):
-        from .toy.world import render_scene, scene_from_caption
-        source = render_scene(scene_from_caption(spec_control[4:]), size)
-    else:
-        source = spec_control
-    return make_canny(source, low, high, resolution=size)
+def source_image(source: str, size: int):
+    """A control's source: a file, "toy:<caption>" (the toy scene) or "toy-mask:<caption>" (its silhouette)."""
+    if source.startswith(("toy:", "toy-mask:")):
+        from .toy.world import render_mask, render_scene, scene_from_caption
+        kind, caption = source.split(":", 1)
+        scene = scene_from_caption(caption)
+        return render_scene(scene, size) if kind == "toy" else render_mask(scene, size).convert("RGB")
+    return source
 
 
-def check_control_image(control_image: str) -> None:
+def control_for(source: str, size: int, low: int = 100, high: int = 200, preprocess: str = "canny") -> Image.Image:
+    """The control image of a unit: its source (see `source_image`) made into the ControlNet's input."""
+    return make_control(source_image(source, size), preprocess, low, high, resolution=size)
+
+
+def unit_controls(units: list[Unit], params: dict, size: int, cache: dict) -> list[Image.Image]:
+    """Each unit's control for one trial's parameters, made once per (unit, thresholds) and kept."""
+    controls = []
+    for unit in units:
+        key = (unit.name, unit.image, unit.preprocess, params[unit.key("low")], params[unit.key("high")])
+        if key not in cache:
+            cache[key] = control_for(unit.image, size, key[3], key[4], unit.preprocess)
+        controls.append(cache[key])
+    if len({c.size for c in controls}) > 1:
+        raise ValueError(f"the control images have different sizes {[c.size for c in controls]} at resolution {size}: "
+                         "give every unit an image of the same aspect ratio")
+    return controls
+
+
+def check_control_image(control_image: str, unit: str = "") -> None:
     """Refuse a missing or unreadable control image, or a toy caption the toy world cannot draw."""
+    name = f"control unit {unit!r} `image`" if unit else "`control_image`"
     if not isinstance(control_image, str) or not control_image:
-        raise ValueError(f"`control_image` must be a file path or 'toy:<caption>', got {control_image!r}")
-    if control_image.startswith("toy:"):
+        raise ValueError(f"{name} must be a file path or 'toy:<caption>', got {control_image!r}")
+    if control_image.startswith(("toy:", "toy-mask:")):
         from .toy.world import scene_from_caption
-        scene_from_caption(control_image[4:])
+        scene_from_caption(control_image.split(":", 1)[1])
     else:
         from .control import load_image
         load_image(control_image)
+
+
+def check_controlnets(pipe, units: list[Unit]) -> None:
+    """Refuse a pipeline whose number of ControlNets differs from the spec's units."""
+    have = len(getattr(pipe.controlnet, "nets", [pipe.controlnet]))
+    if have != len(units):
+        names = [u.controlnet for u in units]
+        raise ValueError(f"the spec has {len(units)} control unit(s) ({', '.join(u.name or 'control' for u in units)}) "
+                         f"but the pipeline has {have} ControlNet(s); load it with "
+                         f"load_pipeline(model, controlnet={names!r})")
 
 
 def activate_lora(pipe, adapter: str | None, weight: float) -> None:
@@ -208,18 +243,32 @@ def encode(pipe, prompt: str, negative: str, cache: dict) -> dict:
     return cache[(prompt, negative)]
 
 
-def generate_cell(pipe, params: dict, trials: list[Trial], control: Image.Image, embeddings) -> np.ndarray:
+LEGACY_UNIT = Unit("", "", "")  # the one unnamed unit of a spec without `controls`
+
+
+def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
+                  units: list[Unit] = (LEGACY_UNIT,)) -> np.ndarray:
     """One pipeline call for a batch of trials: (B, H, W, 3) floats in [0, 1], NaN left visible.
 
-    Each image has its own generator (its seed) and its own conditioning scale.
+    Each image has its own generator (its seed) and its own conditioning scale per unit;
+    `controls` is one image per unit (or a single image for a single unit).
     """
+    controls = controls if isinstance(controls, list) else [controls]
+    one = len(units) == 1
+
+    def per_unit(param: str):  # what diffusers takes: a value for one ControlNet, a list for several
+        values = [params[unit.key(param)] for unit in units]
+        return values[0] if one else values
+
     generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
-    with torch.no_grad(), per_sample_scales(pipe.controlnet, [t.params["conditioning_scale"] for t in trials]):
-        return pipe(**family_of(pipe).repeat(embeddings, len(trials)), image=control, num_inference_steps=params["steps"], guidance_scale=params["guidance"],
-                    controlnet_conditioning_scale=1.0,  # the hook applies each image's own scale
-                    control_guidance_start=params["control_guidance_start"],
-                    control_guidance_end=params["control_guidance_end"], generator=generators,
-                    width=control.width, height=control.height, output_type="np").images
+    scales = [[t.params[unit.key("scale")] for t in trials] for unit in units]
+    with torch.no_grad(), per_unit_scales(pipe.controlnet, scales):
+        return pipe(**family_of(pipe).repeat(embeddings, len(trials)), image=controls[0] if one else controls,
+                    num_inference_steps=params["steps"], guidance_scale=params["guidance"],
+                    controlnet_conditioning_scale=1.0 if one else [1.0] * len(units),  # the hooks scale each image
+                    control_guidance_start=per_unit("start"), control_guidance_end=per_unit("end"),
+                    generator=generators, width=controls[0].width, height=controls[0].height,
+                    output_type="np").images
 
 
 class BatchLimit:
@@ -229,13 +278,14 @@ class BatchLimit:
         self.size = size
 
 
-def generate_with_backoff(pipe, params, trials, control, embeddings, limit: BatchLimit, log=print) -> list:
+def generate_with_backoff(pipe, params, trials, controls, embeddings, limit: BatchLimit, log=print,
+                          units: list[Unit] = (LEGACY_UNIT,)) -> list:
     """Generate `trials` in calls of at most `limit.size` images; on out-of-memory, halve it and go on."""
     images = []
     while len(images) < len(trials):
         chunk = trials[len(images):len(images) + limit.size]
         try:
-            images += list(generate_cell(pipe, params, chunk, control, embeddings))
+            images += list(generate_cell(pipe, params, chunk, controls, embeddings, units))
         except torch.OutOfMemoryError:
             if len(chunk) == 1:
                 raise
@@ -284,7 +334,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
     warn_duplicates(spec)                                                              # 1
-    check_control_image(spec.control_image)
+    for unit in spec.units:
+        check_control_image(unit.image, unit.name)
+    check_controlnets(pipe, spec.units)
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir = prepare_run_dir(run_dir, spec)
@@ -308,10 +360,12 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             log(f"batch size {max_batch}, from free GPU memory")
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
-    cells = [[t for t in cell if t.trial_id not in finished] for cell in order_cells(trials)[rank::world_size]]
-    on_cpu = pipe.device.type == "cpu"
+    units = spec.units if spec.controls else [LEGACY_UNIT]
+    cells = [[t for t in cell if t.trial_id not in finished]
+             for cell in order_cells(trials, batched_keys(units))[rank::world_size]]
+    on_cpu, controls = pipe.device.type == "cpu", {}
     if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
-        width, height = control_for(spec.control_image, size, spec.canny_low[0], spec.canny_high[0]).size
+        width, height = unit_controls(spec.units, trials[0].params, size, controls)[0].size
         max_batch = fit_batch(pipe, width, height, max_batch, log)
     batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
@@ -320,7 +374,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         warn_unknown_words(pipe, prompt)
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
                "model": spec.model, "model_fingerprint": fingerprint, **versions()}
-    controls, embeddings, limit = {}, {}, BatchLimit(max_batch)
+    embeddings, limit = {}, BatchLimit(max_batch)
     progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
 
     def report(rows: list) -> None:
@@ -342,17 +396,16 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 break
             params = batch[0].params
             started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-            key = (params["control_image"], params["canny_low"], params["canny_high"])
+            batch_controls = None
             try:                                                                      # 4
-                if key not in controls:
-                    controls[key] = control_for(params["control_image"], size, params["canny_low"], params["canny_high"])
+                batch_controls = unit_controls(spec.units, params, size, controls)
                 if on_cpu:  # other programs may have taken memory since the last batch
-                    limit.size = fit_batch(pipe, *controls[key].size, limit.size, log)
+                    limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"])
                 set_scheduler(pipe, params["scheduler"])
-                images = generate_with_backoff(pipe, params, batch, controls[key],
+                images = generate_with_backoff(pipe, params, batch, batch_controls,
                                                encode(pipe, params["prompt"], params["negative_prompt"], embeddings),
-                                               limit, log)
+                                               limit, log, units)
                 error = ""
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
                 images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
@@ -367,7 +420,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                              "lora_alpha": adapter.lora_alpha if adapter else None}
             if pending:
                 report(finish_writing(pending, progress))
-            pending = writer.submit(write_batch, results, run_dir, spec, batch, images, controls.get(key), error,
+            pending = writer.submit(write_batch, results, run_dir, spec, batch, images, batch_controls, error,
                                     started_at, seconds, batch_context)
         if pending:
             report(finish_writing(pending, progress))
@@ -390,13 +443,13 @@ def finish_writing(pending, progress: Progress) -> list:
         raise
 
 
-def write_batch(results: ResultsLog, run_dir: Path, spec: SweepSpec, batch: list, images: list, control,
+def write_batch(results: ResultsLog, run_dir: Path, spec: SweepSpec, batch: list, images: list, controls,
                 error: str, started_at: str, seconds: float, context: dict) -> list:
     """Write each image of a batch and then its row (stage 5); return the rows. Runs on the writer thread."""
     rows = []
     for trial, pixels in zip(batch, images):                                           # 5
         try:
-            row = record_trial(run_dir, spec, trial, pixels, control, error, started_at, seconds, context)
+            row = record_trial(run_dir, spec, trial, pixels, controls, error, started_at, seconds, context)
         except OSError as err:
             err.rows_written = len(rows)
             raise
@@ -407,9 +460,9 @@ def write_batch(results: ResultsLog, run_dir: Path, spec: SweepSpec, batch: list
     return rows
 
 
-def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, control, error: str,
+def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls, error: str,
                  started_at: str, seconds: float, context: dict) -> dict:
-    """Write one trial's image (atomically, with infotext) and return its row."""
+    """Write one trial's image (atomically, with infotext) and return its row, scored against each unit's control."""
     row = {"trial_id": trial.trial_id, "index": trial.index, "state": FAILED, **trial.params,
            "image_path": "", "image_sha256": "", "started_at": started_at, "seconds": round(seconds, 4),
            **context, "flag": "", "error": error}
@@ -421,6 +474,7 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, control, 
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
     row.update(image_path=str(path), width=image.width, height=image.height, state=COMPLETE)
-    if spec.metrics and control is not None:
-        row.update(image_metrics(control, image, trial.params["canny_low"], trial.params["canny_high"]))
+    if spec.metrics and controls is not None:
+        for unit, control in zip(spec.units, controls):
+            row.update(unit_metrics(unit, control, image, trial.params))
     return row

@@ -226,8 +226,13 @@ def train_unet(cfg, unet, text_encoder, scheduler, latents, ids, empty) -> tuple
     return ema["unet"], ema["text_encoder"]
 
 
-def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, controls, ids, empty) -> None:
-    """Stage 5: only the ControlNet learns; UNet and text encoder stay frozen."""
+def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, controls, ids, empty,
+                     name: str = "controlnet") -> None:
+    """Stage 5: only the ControlNet learns; UNet and text encoder stay frozen.
+
+    `controls` are (N, 1, H, W) uint8 maps, white on black: Canny edges here, silhouettes
+    for the mask ControlNet (`workbench.toy.train_mask`).
+    """
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.controlnet_lr)
@@ -243,7 +248,7 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
         control = controls[idx].to(latents.device).float().div(255).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
         return diffusion_loss(cfg, scheduler, predict, latents[idx], generator, context=context, control=control)
 
-    Stage("controlnet", cfg, cfg.controlnet_steps, {"controlnet": controlnet}, optimizer, cfg.seed + 5).run(
+    Stage(name, cfg, cfg.controlnet_steps, {"controlnet": controlnet}, optimizer, cfg.seed + 5).run(
         step, cfg.controlnet_lr)
 
 

@@ -1,0 +1,97 @@
+"""Control units: the ControlNets of a spec, each with its own image, preprocessing and axes. No torch here.
+
+    controls:
+      canny: {controlnet: toy, image: "photos/star.png"}              # preprocess defaults to canny
+      mask:  {controlnet: toy-mask, image: "masks/circle.png", preprocess: none}
+    canny.scale: [0.0, 1.0]     # per-unit axes: <unit>.scale, .start, .end, .low, .high
+    mask.scale: [0.0, 1.0]
+
+A spec without `controls` has one unnamed unit whose parameters are the old top-level keys
+(`control_image`, `conditioning_scale`, `control_guidance_start`/`end`, `canny_low`/`high`),
+so its trials, rows and ids are exactly what they always were. `Unit.key` hides the
+difference: the sweep asks a unit for the row column of its scale and gets
+`conditioning_scale` or `canny.scale`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Per-unit axes and their defaults (the same as the top-level keys of a one-unit spec).
+UNIT_AXES = {"scale": 1.0, "start": 0.0, "end": 1.0, "low": 100, "high": 200}
+UNIT_FIELDS = ("controlnet", "image", "preprocess")
+# The top-level key that holds each parameter of the unnamed unit of an old-style spec.
+LEGACY_KEYS = {"scale": "conditioning_scale", "start": "control_guidance_start", "end": "control_guidance_end",
+               "low": "canny_low", "high": "canny_high", "image": "control_image"}
+PREPROCESSORS = ("canny", "none")  # or a controlnet_aux detector name (`control.load_detector`)
+UNIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One ControlNet of a sweep: which, reading what, prepared how; `name` is "" for an old-style spec."""
+    name: str
+    controlnet: str
+    image: str
+    preprocess: str = "canny"
+
+    def key(self, param: str) -> str:
+        """The row column (and trial parameter) of this unit's `param`: "scale" -> "canny.scale"."""
+        return LEGACY_KEYS[param] if not self.name else f"{self.name}.{param}"
+
+    @property
+    def metric(self) -> str:
+        """What its images are scored by: edges for Canny units, silhouette IoU for given maps."""
+        return "edge" if self.preprocess == "canny" else "mask"
+
+    def column(self, metric: str) -> str:
+        """A metric's column for this unit: "edge_f1" alone, or "canny.edge_f1"."""
+        return metric if not self.name else f"{self.name}.{metric}"
+
+
+def is_unit_key(key: str) -> bool:
+    """True for a dotted per-unit axis such as "canny.scale"."""
+    name, _, param = str(key).partition(".")
+    return bool(name) and param in UNIT_AXES
+
+
+def is_unit_column(key: str) -> bool:
+    """True for any per-unit trial parameter: an axis ("canny.scale") or a field ("canny.image")."""
+    name, _, param = str(key).partition(".")
+    return bool(name) and (param in UNIT_AXES or param in UNIT_FIELDS)
+
+
+def split_unit_key(key: str) -> tuple[str, str]:
+    name, _, param = key.partition(".")
+    return name, param
+
+
+def check_controls(controls: dict, reserved: set) -> None:
+    """Raise ValueError naming the unit and field for anything a `controls` mapping cannot mean."""
+    if not isinstance(controls, dict):
+        raise ValueError(f"`controls` maps unit names to {{controlnet, image, preprocess}}, got {controls!r}")
+    for name, unit in controls.items():
+        if not isinstance(name, str) or not UNIT_NAME.match(name) or name in reserved:
+            raise ValueError(f"control unit name {name!r} must be lower-case letters, digits and _, starting with a "
+                             f"letter, and not a spec key")
+        if not isinstance(unit, dict):
+            raise ValueError(f"control unit {name!r} must be a mapping with `image` (and `controlnet`, "
+                             f"`preprocess`), got {unit!r}")
+        unknown = sorted(set(unit) - set(UNIT_FIELDS))
+        if unknown:
+            raise ValueError(f"control unit {name!r} has unknown field {unknown[0]!r}; fields: {list(UNIT_FIELDS)} "
+                             f"(axes go at the top level: {name}.scale, {name}.start, ...)")
+        if not isinstance(unit.get("image"), str) or not unit["image"]:
+            raise ValueError(f"control unit {name!r} needs `image`: a file or 'toy:<caption>'")
+        for field in ("controlnet", "preprocess"):
+            if field in unit and not isinstance(unit[field], str):
+                raise ValueError(f"control unit {name!r}: `{field}` must be a string, got {unit[field]!r}")
+
+
+def spec_units(controls: dict, model: str, control_image: str) -> list[Unit]:
+    """The units of a spec: one per `controls` entry, or the unnamed unit of an old-style spec."""
+    if not controls:
+        return [Unit("", model, control_image, "canny")]
+    return [Unit(name, unit.get("controlnet", model), unit["image"], unit.get("preprocess", "canny"))
+            for name, unit in controls.items()]
