@@ -1,6 +1,7 @@
 """Sweep throughput on a GPU: naive loops, the workbench engine, and the pipeline's own ceiling.
 
     python benchmarks/gpu_sweep.py            # full: SD1.5 architecture, 512 px, fp16, 96 images (a GPU)
+    python benchmarks/gpu_sweep.py --arch sdxl  # the same at 1024 px on the SDXL architecture (a GPU)
     python benchmarks/gpu_sweep.py --model toy  # the full sweep on the toy model (64 px): the CPU's figures
     python benchmarks/gpu_sweep.py --smoke    # the same code paths on the CPU with the toy model, tiny
 
@@ -67,21 +68,28 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="default: sd15 if cached, else SD1.5 with random weights")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet; "
                         "the warm-up (first call) is reported on its own")
+    parser.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15",
+                        help="sdxl: SDXL base + Canny ControlNet at 1024 px (random weights unless cached)")
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-sweep-"))
-    if args.smoke:
-        pipe, model, steps = wb.load_pipeline("toy", device="cpu"), "toy", 2
+    if args.smoke:  # the code paths only: the toy model, or the tiny SDXL for --arch sdxl
+        model = "tiny-sdxl" if args.arch == "sdxl" else "toy"
+        pipe, steps = wb.load_pipeline(model, device="cpu"), 2
         scales, weights, seeds, ceiling_batches = [0.5, 1.0], [0.0, 1.0], [0], [1, 2]
     else:
         device, dtype = wb.pick_device("auto"), wb.pick_dtype("fp16", wb.pick_device("auto"))
         try:
-            pipe = wb.load_pipeline(args.model or "sd15", device=str(device), dtype=dtype, compile=args.compile)
-            model = args.model or "sd15"
+            pipe = wb.load_pipeline(args.model or args.arch, device=str(device), dtype=dtype, compile=args.compile)
+            model = args.model or args.arch
         except wb.ModelNotAvailableError:
-            from workbench.sd15_random import build_sd15_random
             from workbench.speed import optimize_for_gpu
-            pipe, model = build_sd15_random(dtype=dtype).to(device), "SD1.5 architecture, random weights"
+            if args.arch == "sdxl":
+                from workbench.families.sdxl import build_random
+                pipe, model = build_random(dtype=dtype, device=str(device)), "SDXL architecture, random weights"
+            else:
+                from workbench.sd15_random import build_sd15_random
+                pipe, model = build_sd15_random(dtype=dtype).to(device), "SD1.5 architecture, random weights"
             optimize_for_gpu(pipe, compile=args.compile)  # what load_pipeline does on CUDA
         steps, scales, weights, seeds, ceiling_batches = 20, [0.25, 0.5, 0.75, 1.0], [0.0, 0.5, 1.0], [0, 1, 2, 3], [1, 4, 8, 16]
     size = trained_size(pipe)

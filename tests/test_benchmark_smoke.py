@@ -27,6 +27,11 @@ def test_gpu_sweep_smoke_runs_every_path():
     assert report["images"] == 8
 
 
+def test_gpu_sweep_smoke_on_the_sdxl_architecture():
+    report = json.loads(run_benchmark("gpu_sweep.py", "--smoke", "--arch", "sdxl").split("\n### ")[0])
+    assert report["model"] == "tiny-sdxl" and report["engine_images_per_s"] > 0 and report["images"] == 8
+
+
 def test_gpu_profile_smoke_attributes_the_time():
     report = json.loads(run_benchmark("gpu_profile.py", "--smoke").split("\n### ")[0])
     parts = report["parts_s"]

@@ -148,8 +148,15 @@ def _is_number(value) -> bool:
 
 def check_spec(spec: SweepSpec) -> None:
     """Raise ValueError naming the parameter and value for anything that cannot run."""
-    if not isinstance(spec.controls, dict) or not isinstance(spec.unit_axes, dict):
-        raise ValueError("`controls` must map unit names to {controlnet, image, preprocess}")
+    check_controls(spec.controls, reserved={f.name for f in dataclasses.fields(SweepSpec)} | set(AXES))
+    if not isinstance(spec.unit_axes, dict):
+        raise ValueError(f"`unit_axes` maps '<unit>.<param>' to values, got {spec.unit_axes!r}")
+    for key, values in spec.unit_axes.items():
+        if not is_unit_key(key) or split_unit_key(key)[0] not in spec.controls:
+            raise ValueError(f"unit axis {key!r} must be '<unit>.<param>' with a unit of `controls` "
+                             f"({sorted(spec.controls) or 'none'}) and a param of {list(UNIT_AXES)}")
+        if not isinstance(values, list):
+            raise ValueError(f"unit axis {key!r} must be a list of values, got {values!r}")
     parameters = spec.parameters()
     for name, values in parameters.items():
         if not isinstance(values, list) or not values:

@@ -124,3 +124,40 @@ def build_tiny(seed: int = 0):
                             force_zeros_for_empty_prompt=True, **LOAD_KWARGS)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_random(seed: int = 0, dtype: torch.dtype = torch.float16, device: str = "cuda"):
+    """SDXL base + Canny ControlNet at full size (2.6B UNet, 1.25B ControlNet) with random weights, on `device`.
+
+    For speed benchmarks where the real weights cannot be downloaded: speed depends on the
+    architecture, not the weights. The configs in `configs/sdxl/` are the published
+    architecture values; the tokenizer is the toy world's, padded to 77 tokens. Built on
+    `device` directly (about 19 GB in fp32 before the cast), so meant for a GPU.
+    """
+    import json
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..tiny import build_scheduler, build_tokenizer
+    from ..toy.world import caption_words
+    folder = Path(__file__).parents[1] / "configs" / "sdxl"
+
+    def config(name: str) -> dict:
+        return {k: v for k, v in json.loads((folder / f"{name}.json").read_text()).items() if not k.startswith("_")}
+
+    tokenizer = build_tokenizer(caption_words(), max_length=77)
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        parts = dict(text_encoder=CLIPTextModel(CLIPTextConfig(**config("text_encoder"), **ids)),
+                     text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"), **ids)),
+                     vae=AutoencoderKL(**config("vae")), unet=UNet2DConditionModel(**config("unet")),
+                     controlnet=ControlNetModel(**config("controlnet")))
+    parts = {name: module.to(dtype) for name, module in parts.items()}
+    pipe = pipeline_class()(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=build_scheduler(), **parts,
+                            force_zeros_for_empty_prompt=True, **LOAD_KWARGS)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
