@@ -59,7 +59,8 @@ def execute(path: Path, workdir: Path, model: str | None = None, parameters: dic
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "01_controlnet.ipynb", "02_lora.ipynb", "03_sweep_lab.ipynb",
+                                          "04_two_controlnets.ipynb"]
 
 
 def check_executed(notebook, path: Path, seconds: float) -> None:

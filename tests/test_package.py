@@ -1,6 +1,7 @@
 """The package itself: its own name on the index, a fast import, every public name, the wheel."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -55,8 +56,14 @@ def test_every_public_name_resolves_to_what_it_names():
 @pytest.mark.slow
 def test_wheel_installs_and_runs_the_demo_without_make(tmp_path):
     """The plain-pip route of the README: build a wheel, install it in a fresh venv, run the demo."""
+    # Built from a copy of the tracked files, so no build/ folder is left in (or read from) the checkout.
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    source = tmp_path / "source"
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=600)
     [wheel] = (tmp_path / "dist").glob("controlnet_lora_workbench-*.whl")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

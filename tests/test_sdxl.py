@@ -90,3 +90,13 @@ def test_only_the_sdxl_family_module_knows_sdxl_names():
     found = subprocess.run(["grep", "-rln", r"text_encoder_2\|add_time_ids", "workbench/"], cwd=ROOT,
                            capture_output=True, text=True).stdout.split()
     assert [f for f in found if not f.endswith(".pyc")] == ["workbench/families/sdxl.py"]
+
+
+def test_sweep_panel_runs_on_sdxl(tiny_sdxl_pipe, tmp_path):
+    from workbench.widgets import SweepPanel
+    panel = SweepPanel(tiny_sdxl_pipe, run_root=tmp_path, model="tiny-sdxl", prompt=CAPTION)
+    panel.steps.value, panel.seeds.value, panel.scale_count.value = 2, "0-1", 2
+    panel.run_button.click()
+    panel.wait(120)
+    assert len(panel.table) == 4 and (panel.table.state == "COMPLETE").all()
+

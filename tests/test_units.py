@@ -112,3 +112,28 @@ def test_infotext_writes_one_entry_per_unit_and_reads_it_back():
     assert "ControlNet 0: " in text and "ControlNet 1: " in text and "Unit: mask" in text
     back = parse_infotext(text)
     assert {k: back[k] for k in trial.params if "." in k} == {k: v for k, v in trial.params.items() if "." in k}
+
+
+def test_toy_star_edges_against_a_circle_mask_from_the_cli(tmp_path):
+    """The lesson of notebook 04, checked: each unit wins where its scale is on and the other's is off."""
+    from workbench.__main__ import main
+    from workbench.toy.world import Scene, render_mask, render_scene
+    render_scene(Scene("star", "red", "blue", cx=0.3, cy=0.5, size=0.25, angle=0), 64).save(tmp_path / "star.png")
+    render_mask(Scene("circle", "red", "blue", cx=0.7, cy=0.5, size=0.25, angle=0), 64).convert("RGB").save(
+        tmp_path / "circle.png")
+    (tmp_path / "spec.yaml").write_text(f"""
+model: toy
+prompt: ["a red star on a blue background"]
+controls:
+  canny: {{controlnet: toy, image: "{tmp_path / 'star.png'}"}}
+  mask:  {{controlnet: toy-mask, image: "{tmp_path / 'circle.png'}", preprocess: none}}
+canny.scale: [0.0, 1.0]
+mask.scale: [0.0, 1.0]
+seed: [0, 1, 2]
+""")
+    assert main(["sweep", str(tmp_path / "spec.yaml"), "--run-dir", str(tmp_path / "run")]) == 0
+    means = load_results(tmp_path / "run").groupby(["canny.scale", "mask.scale"])[["canny.edge_f1", "mask.mask_iou"]].mean()
+    edges_only, mask_only, neither = means.loc[(1.0, 0.0)], means.loc[(0.0, 1.0)], means.loc[(0.0, 0.0)]
+    assert edges_only["canny.edge_f1"] > neither["canny.edge_f1"] + 0.3, means  # the edges follow the star
+    assert mask_only["mask.mask_iou"] > max(neither["mask.mask_iou"], edges_only["mask.mask_iou"]) + 0.3, means
+    assert mask_only["mask.mask_iou"] > 0.6, means  # the shape fills the circle

@@ -3,11 +3,11 @@
 `run_sweep` works in numbered stages:
   1. check the spec and the run folder; write spec.yaml before any image
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
-  3. group trials into cells (everything but seed and conditioning scale), order the cells so
+  3. group trials into cells (everything but the seed and each control unit's scale), order the cells so
      that adapter, weight and scheduler switches happen least often, cut them into batches
      (on the CPU, no larger than free memory allows: `memory.fit_batch`)
   4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
-     scale (a hook on the ControlNet), halving the batch on out-of-memory
+     scale per control unit (a hook on each ControlNet), halving the batch on out-of-memory
   5. per image, on a writer thread while the next batch generates: flag NaN/black, write the
      PNG atomically with its infotext, score it, log its row
 """
