@@ -231,9 +231,11 @@ def test_two_shards_are_disjoint_complete_and_identical_to_one_process(tiny_pipe
     assert sorted(merged.image_sha256) == sorted(single.image_sha256)
 
 
-def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(tiny_pipe, square_control):
-    """The per-sample scale hook gives what one diffusers call per image gives (CPU fp32: within 1e-4)."""
+@pytest.mark.parametrize("family", ["tiny_pipe", "tiny_sdxl_pipe"])
+def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(family, request, square_control):
+    """The per-sample scale hook gives what one diffusers call per image gives (CPU fp32: within 1e-4), SD1.5 and SDXL."""
     from workbench.spec import Trial
+    tiny_pipe = request.getfixturevalue(family)
     scales, seeds = [0.0, 0.5, 1.0, 1.5], [0, 1]
     trials = [Trial(str(i), i, {"seed": seed, "conditioning_scale": scale})
               for i, (scale, seed) in enumerate((s, d) for s in scales for d in seeds)]

@@ -23,7 +23,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
 from .families import FAMILIES, family_of_index, preset_family
-from .families.sd15 import SD15_CANNY_ID, SD15_ID
+from .families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (SD15_CANNY_ID: re-exported, as before)
 from .speed import compile_pipeline, optimize_for_gpu
 from .errors import model_not_available
 

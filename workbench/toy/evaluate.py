@@ -17,7 +17,7 @@ import torch
 
 from ..control import make_canny
 from ..generation import generate
-from ..metrics import control_edge_scores, mask_iou
+from ..metrics import control_edge_scores, foreground_mask, mask_iou
 from .world import OUTLINE_WIDTH, PALETTE, Scene, render_mask, render_scene, rim_shade, stripe_period
 
 COLOUR_NAMES = sorted(PALETTE)
@@ -87,6 +87,23 @@ def measure_control(pipe, scenes: list[Scene], scales=(0.0, 0.25, 0.5, 0.75, 1.0
             rows.append({"caption": scene.caption, "scale": scale, "precision": scores.precision,
                          "recall": scores.recall, "f1": scores.f1,
                          "shape_iou": mask_iou(silhouette, generated_shape_mask(image, scene))})
+    return pd.DataFrame(rows)
+
+
+def measure_mask_control(pipe, scenes: list[Scene], scales=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5), seed: int = 0,
+                         steps: int = 20, guidance: float = 5.0) -> pd.DataFrame:
+    """Shape IoU of each scene at each scale of a mask ControlNet, whose control is the scene's silhouette."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    rows = []
+    for scene in scenes:
+        mask = render_mask(scene, size)
+        silhouette = np.asarray(mask) > 127
+        for scale in scales:
+            [image] = generate(pipe, scene.caption, mask.convert("RGB"), seed, scale=scale, steps=steps,
+                               guidance=guidance)
+            rows.append({"caption": scene.caption, "scale": scale,
+                         "shape_iou": mask_iou(silhouette, generated_shape_mask(image, scene)),
+                         "foreground_iou": mask_iou(silhouette, foreground_mask(image))})
     return pd.DataFrame(rows)
 
 
