@@ -192,10 +192,10 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
             pipe.to(dtype=dtype)
     else:
         kwargs = {"dtype": dtype}
-        if controlnets != [None]:  # several ControlNets: diffusers wraps them in a MultiControlNetModel
+        if controlnets != [None]:  # several ControlNets: one MultiControlNetModel holds them
             loaded = [_from_pretrained(ControlNetModel, resolve_model(name, "controlnet"), "controlnet", dtype=dtype)
                       for name in controlnets]
-            kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else loaded
+            kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
         family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
         pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
