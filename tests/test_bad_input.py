@@ -62,6 +62,13 @@ CASES = [
     ("broken yaml", lambda f: (f.joinpath("bad.yaml").write_text("seed: [1, 2\n"), ["sweep", str(f / "bad.yaml"),
                                "--run-dir", str(f / "r")])[1], "not valid YAML"),
     ("missing spec file", lambda f: ["sweep", str(f / "none.yaml"), "--run-dir", str(f / "r")], "does not exist"),
+    ("unknown preprocess", lambda f: sweep(f, control_image="<drop>", controls={"edges": {"controlnet": "tiny", "image": f"toy:{CAPTION}",
+                                                                  "preprocess": "sobel"}}),
+     "unknown detector 'sobel'; known: .*'canny'"),
+    ("detector without its weights", lambda f: sweep(f, control_image="<drop>", controls={"edges": {"controlnet": "tiny",
+                                                                           "image": f"toy:{CAPTION}",
+                                                                           "preprocess": "hed"}}),
+     "detector 'hed'"),
     # images
     ("missing control image", lambda f: sweep(f, control_image=str(f / "nope.png")), "does not exist"),
     ("control not an image", lambda f: sweep(f, control_image=str(f / "not-an-image.png")), "not an image file"),
