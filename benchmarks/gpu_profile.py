@@ -104,7 +104,7 @@ def main() -> int:
     (work / "images").mkdir()
     with ResultsLog(work / "results.jsonl") as log:
         started = time.perf_counter()
-        write_batch(log, work, spec, trials, list(images), control, "", "", 0.0, {})
+        write_batch(log, work, spec, trials, list(images), [control], "", "", 0.0, {})
         writer_s = time.perf_counter() - started
 
     activities = [torch.profiler.ProfilerActivity.CPU]

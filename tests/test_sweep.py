@@ -113,10 +113,10 @@ def test_run_dir_under_a_file_is_refused(tiny_pipe, tmp_path):
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_pipe, tmp_path, monkeypatch):
     real = sweep_module.generate_cell
 
-    def flaky(pipe, params, trials, control, embeddings):
+    def flaky(pipe, params, trials, *controls_embeddings_units):
         if params["guidance"] == 3.0:
             raise RuntimeError("simulated failure")
-        return real(pipe, params, trials, control, embeddings)
+        return real(pipe, params, trials, *controls_embeddings_units)
 
     monkeypatch.setattr(sweep_module, "generate_cell", flaky)
     spec = small_spec(guidance=[3.0, 5.0])
@@ -134,11 +134,11 @@ def memory_for(images: int, batches: list):
     """A generate_cell that records each batch size and runs out of memory above `images`."""
     real = sweep_module.generate_cell
 
-    def limited(pipe, params, trials, control, embeddings):
+    def limited(pipe, params, trials, *controls_embeddings_units):
         batches.append(len(trials))
         if len(trials) > images:
             raise torch.OutOfMemoryError("simulated")
-        return real(pipe, params, trials, control, embeddings)
+        return real(pipe, params, trials, *controls_embeddings_units)
 
     return limited
 
@@ -168,9 +168,9 @@ def test_bad_max_batch_is_named(tiny_pipe, tmp_path, bad):
 def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypatch):
     real, generated = sweep_module.generate_cell, []
 
-    def recording(pipe, params, trials, control, embeddings):
+    def recording(pipe, params, trials, *controls_embeddings_units):
         generated.extend(t.trial_id for t in trials)
-        return real(pipe, params, trials, control, embeddings)
+        return real(pipe, params, trials, *controls_embeddings_units)
 
     monkeypatch.setattr(sweep_module, "generate_cell", recording)
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, max_batch=1, log=lambda m: None)
