@@ -33,7 +33,8 @@ from report import machine, publish
 from workbench.pipeline import trained_size
 from workbench.results import ResultsLog
 from workbench.spec import expand
-from workbench.sweep import control_for, write_batch
+from workbench.control import control_for
+from workbench.sweep import write_batch
 
 CAPTION = "a yellow star on a blue background"
 

@@ -33,7 +33,7 @@ from report import machine, publish
 from workbench.lora import random_lora
 from workbench.pipeline import trained_size
 from workbench.speed import auto_batch_size, denoising_step
-from workbench.sweep import control_for
+from workbench.control import control_for
 
 CAPTION = "a yellow star on a blue background"
 # Dense bf16/fp16 tensor-core peaks (datasheets), for the fraction-of-peak estimate.

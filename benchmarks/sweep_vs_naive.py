@@ -28,7 +28,7 @@ import workbench as wb
 from report import machine, publish
 from workbench.lora import train_lora
 from workbench.pipeline import trained_size
-from workbench.sweep import control_for
+from workbench.control import control_for
 from workbench.toy.data import make_dataset
 
 CAPTION = "a yellow star on a blue background"

@@ -31,7 +31,8 @@ def test_auto_dtype_is_bf16_or_fp16_on_cuda():
 
 
 def test_fp16_pipeline_decodes_in_fp32_and_gives_finite_images(sd15_half):
-    from workbench.sweep import control_for, image_flag
+    from workbench.control import control_for
+    from workbench.sweep import image_flag
     assert sd15_half.vae.dtype == torch.float32 and sd15_half.unet.dtype == torch.float16
     control = control_for(f"toy:{CAPTION}", 512, 100, 200)
     images = sd15_half([CAPTION] * 2, image=control, num_inference_steps=2, output_type="np",
@@ -59,7 +60,7 @@ def test_auto_batch_size_fills_free_memory(sd15_half):
 def test_sweep_with_auto_batch_logs_it_and_matches_lone_images(tmp_path):
     from workbench import generate, load_pipeline, run_sweep
     from workbench.spec import spec_from_dict
-    from workbench.sweep import control_for
+    from workbench.control import control_for
     pipe = load_pipeline("toy", device="cuda")
     messages = []
     spec = spec_from_dict({"model": "toy", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 4,
@@ -74,7 +75,7 @@ def test_sweep_with_auto_batch_logs_it_and_matches_lone_images(tmp_path):
 def test_compiled_matches_eager_on_cuda():
     from workbench import generate, load_pipeline
     from workbench.speed import compile_pipeline
-    from workbench.sweep import control_for
+    from workbench.control import control_for
     pipe = load_pipeline("toy", device="cuda", dtype="fp32")
     control = control_for(f"toy:{CAPTION}", 64, 100, 200)
     eager = generate(pipe, CAPTION, control, seeds=[0, 1], steps=4, output_type="np")

@@ -76,12 +76,13 @@ def test_two_unit_sweep_has_a_column_per_unit_parameter_and_metric(two_unit_pipe
 def test_units_at_several_scales_in_one_batch_equal_separate_calls(two_unit_pipe):
     """The per-image hook scales each unit's residuals separately: as diffusers' own list of scales does."""
     import workbench.sweep as sweep_module
+    from workbench.control import unit_controls
     from workbench.spec import Trial
     spec = spec_from_dict(yaml.safe_load(TWO_UNITS))
     pairs = [(0.0, 1.0, 0), (1.5, 0.0, 0), (0.5, 2.0, 1)]
     trials = [Trial(str(i), i, {**expand(spec)[0].params, "canny.scale": c, "mask.scale": m, "seed": seed})
               for i, (c, m, seed) in enumerate(pairs)]
-    controls = sweep_module.unit_controls(spec.units, trials[0].params, 32, {})
+    controls = unit_controls(spec.units, trials[0].params, 32, {})
     embeddings = sweep_module.encode(two_unit_pipe, CAPTION, "", {})
     batched = sweep_module.generate_cell(two_unit_pipe, trials[0].params, trials, controls, embeddings, spec.units)
     for (c, m, seed), image in zip(pairs, batched):

@@ -1,4 +1,5 @@
-"""Control images: load any picture as RGB, and turn it into a Canny edge map with controlnet_aux.
+"""Control images: load any picture as RGB, turn it into a Canny edge map with controlnet_aux, and
+make each control unit's image for a sweep (a file, a toy scene, or a toy silhouette).
 
 controlnet_aux is installed without its declared dependencies (see the README): its
 package `__init__` imports every detector, and several need torchvision. The Canny
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import model_not_available
+from .units import Unit
 
 MIN_DETECT_SIZE = 64  # controlnet_aux rounds sizes to multiples of 64; below 64 cv2 crashes
 ANNOTATORS_ID = "lllyasviel/Annotators"  # the hub repo holding HED, PiDiNet, MLSD... weights
@@ -175,3 +177,46 @@ def make_control(image, preprocess: str = "canny", low: float = 100, high: float
                                                    image_resolution=max(MIN_DETECT_SIZE, resolution)))
     return rgb.resize(fit_size(rgb.width, rgb.height, resolution), Image.LANCZOS)
 
+
+# ---- the control images of a sweep's units -------------------------------------------------------
+
+def source_image(source: str, size: int):
+    """A control's source: a file, "toy:<caption>" (the toy scene) or "toy-mask:<caption>" (its silhouette)."""
+    if source.startswith(("toy:", "toy-mask:")):
+        from .toy.world import render_mask, render_scene, scene_from_caption
+        kind, caption = source.split(":", 1)
+        scene = scene_from_caption(caption)
+        return render_scene(scene, size) if kind == "toy" else render_mask(scene, size).convert("RGB")
+    return source
+
+
+def control_for(source: str, size: int, low: int = 100, high: int = 200, preprocess: str = "canny") -> Image.Image:
+    """The control image of a unit: its source (see `source_image`) made into the ControlNet's input."""
+    return make_control(source_image(source, size), preprocess, low, high, resolution=size)
+
+
+def unit_controls(units: list[Unit], params: dict, size: int, cache: dict) -> list[Image.Image]:
+    """Each unit's control for one trial's parameters, made once per (unit, thresholds) and kept."""
+    controls = []
+    for unit in units:
+        key = (unit.name, unit.image, unit.preprocess, params[unit.key("low")], params[unit.key("high")])
+        if key not in cache:
+            cache[key] = control_for(unit.image, size, key[3], key[4], unit.preprocess)
+        controls.append(cache[key])
+    if len({c.size for c in controls}) > 1:
+        raise ValueError(f"the control images have different sizes {[c.size for c in controls]} at resolution {size}: "
+                         "give every unit an image of the same aspect ratio")
+    return controls
+
+
+def check_control_image(control_image: str, unit: str = "") -> None:
+    """Refuse a missing or unreadable control image, or a toy caption the toy world cannot draw."""
+    name = f"control unit {unit!r} `image`" if unit else "`control_image`"
+    if not isinstance(control_image, str) or not control_image:
+        raise ValueError(f"{name} must be a file path or 'toy:<caption>', got {control_image!r}")
+    if control_image.startswith(("toy:", "toy-mask:")):
+        from .toy.world import scene_from_caption
+        scene_from_caption(control_image.split(":", 1)[1])
+    else:
+        from .control import load_image
+        load_image(control_image)

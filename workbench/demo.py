@@ -11,7 +11,8 @@ from .pipeline import DEFAULT_MODEL, load_pipeline, trained_size
 from .plots import plot_grid
 from .results import export_results
 from .spec import SweepSpec
-from .sweep import control_for, run_sweep
+from .control import control_for
+from .sweep import run_sweep
 
 DEMO_CAPTION = "a yellow star on a blue background"
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .control import make_control
+from .control import check_control_image, unit_controls
 from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
 from .families import family_of
@@ -172,48 +172,6 @@ def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "condit
 
 
 # ---- 4. one batch -----------------------------------------------------------------------------
-
-def source_image(source: str, size: int):
-    """A control's source: a file, "toy:<caption>" (the toy scene) or "toy-mask:<caption>" (its silhouette)."""
-    if source.startswith(("toy:", "toy-mask:")):
-        from .toy.world import render_mask, render_scene, scene_from_caption
-        kind, caption = source.split(":", 1)
-        scene = scene_from_caption(caption)
-        return render_scene(scene, size) if kind == "toy" else render_mask(scene, size).convert("RGB")
-    return source
-
-
-def control_for(source: str, size: int, low: int = 100, high: int = 200, preprocess: str = "canny") -> Image.Image:
-    """The control image of a unit: its source (see `source_image`) made into the ControlNet's input."""
-    return make_control(source_image(source, size), preprocess, low, high, resolution=size)
-
-
-def unit_controls(units: list[Unit], params: dict, size: int, cache: dict) -> list[Image.Image]:
-    """Each unit's control for one trial's parameters, made once per (unit, thresholds) and kept."""
-    controls = []
-    for unit in units:
-        key = (unit.name, unit.image, unit.preprocess, params[unit.key("low")], params[unit.key("high")])
-        if key not in cache:
-            cache[key] = control_for(unit.image, size, key[3], key[4], unit.preprocess)
-        controls.append(cache[key])
-    if len({c.size for c in controls}) > 1:
-        raise ValueError(f"the control images have different sizes {[c.size for c in controls]} at resolution {size}: "
-                         "give every unit an image of the same aspect ratio")
-    return controls
-
-
-def check_control_image(control_image: str, unit: str = "") -> None:
-    """Refuse a missing or unreadable control image, or a toy caption the toy world cannot draw."""
-    name = f"control unit {unit!r} `image`" if unit else "`control_image`"
-    if not isinstance(control_image, str) or not control_image:
-        raise ValueError(f"{name} must be a file path or 'toy:<caption>', got {control_image!r}")
-    if control_image.startswith(("toy:", "toy-mask:")):
-        from .toy.world import scene_from_caption
-        scene_from_caption(control_image.split(":", 1)[1])
-    else:
-        from .control import load_image
-        load_image(control_image)
-
 
 def check_controlnets(pipe, units: list[Unit]) -> None:
     """Refuse a pipeline whose number of ControlNets differs from the spec's units."""
@@ -360,7 +318,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             log(f"batch size {max_batch}, from free GPU memory")
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
-    units = spec.units if spec.controls else [LEGACY_UNIT]
+    units = spec.units  # one unnamed unit for a spec without `controls`
     cells = [[t for t in cell if t.trial_id not in finished]
              for cell in order_cells(trials, batched_keys(units))[rank::world_size]]
     on_cpu, controls = pipe.device.type == "cpu", {}
