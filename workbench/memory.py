@@ -37,7 +37,10 @@ def available_memory() -> int | None:
         meminfo = Path("/proc/meminfo").read_text()
     except OSError:
         return None  # not Linux: no estimate, no check
-    free = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    match = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
+    if match is None:
+        return None  # kernels before 3.14 do not report it
+    free = int(match.group(1)) * 1024
     cgroup = Path("/sys/fs/cgroup")
     try:
         limit = (cgroup / "memory.max").read_text().strip()
