@@ -32,7 +32,7 @@ from PIL import Image
 from .control import check_control_image, unit_controls
 from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
 from .infotext import format_infotext, png_info
-from .families import family_of
+from .families import family_of, repeat
 from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
 from .metrics import unit_metrics
@@ -221,7 +221,7 @@ def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
     generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
     scales = [[t.params[unit.key("scale")] for t in trials] for unit in units]
     with torch.no_grad(), per_unit_scales(pipe.controlnet, scales):
-        return pipe(**family_of(pipe).repeat(embeddings, len(trials)), image=controls[0] if one else controls,
+        return pipe(**repeat(embeddings, len(trials)), image=controls[0] if one else controls,
                     num_inference_steps=params["steps"], guidance_scale=params["guidance"],
                     controlnet_conditioning_scale=1.0 if one else [1.0] * len(units),  # the hooks scale each image
                     control_guidance_start=per_unit("start"), control_guidance_end=per_unit("end"),

@@ -4,13 +4,12 @@ A family module (`sd15.py`, `sdxl.py`) answers the same questions, so the sweep,
 generation helper, the metrics, LoRA training and the widgets never ask which family a
 pipeline is:
 
-  PIPELINE_CLASS, TRAINED_SIZE    the diffusers ControlNet pipeline class (its name) and the
-                                  side it was trained at; PRESETS: names -> (base, ControlNet)
-  owns_index(model_index)         is a diffusers folder's model_index.json this family's?
+  PIPELINE_CLASS, PRESETS         the diffusers ControlNet pipeline class (its name); preset
+                                  names -> (base, ControlNet). Trained sizes are in `sizes.py`.
+  owns_index(model_index)         (SDXL) is a diffusers folder's model_index.json SDXL's?
   owns(pipe)                      is a loaded pipeline this family's?
   components                      the weights a fingerprint hashes
   encode(pipe, prompt, negative)  the pipeline-call keywords that carry one prompt's embeddings
-  repeat(embeddings, n)           the same for a batch of n images
   unet_conditioning(pipe, context, rows)
                                   the keywords a bare UNet or ControlNet call needs besides the
                                   text embeddings (SDXL: pooled text and size "time ids")
@@ -19,7 +18,8 @@ pipeline is:
   lora_loader()                   the class whose save_lora_weights writes this family's files
   build_tiny(seed)                a random-weight pipeline from configs, for tests
 
-`family_of(pipe)` and `family_of_index(index)` pick the module.
+`family_of(pipe)` and `family_of_index(index)` pick the module; `repeat` batches any family's
+embeddings.
 """
 
 from __future__ import annotations
@@ -47,3 +47,9 @@ def family_of_index(model_index: dict) -> ModuleType:
 def preset_family(name: str) -> ModuleType | None:
     """The family whose PRESETS name `name`, or None."""
     return next((family for family in FAMILIES.values() if name in family.PRESETS), None)
+
+
+def repeat(embeddings: dict, n: int) -> dict:
+    """One prompt's embeddings (any family's keywords), for a batch of n images."""
+    return {name: tensor.repeat(n, *([1] * (tensor.dim() - 1))) for name, tensor in embeddings.items()}
+

@@ -6,7 +6,6 @@ import torch
 
 NAME = "sd15"
 PIPELINE_CLASS = "StableDiffusionControlNetPipeline"
-TRAINED_SIZE = 512
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD15_CANNY_ID = "lllyasviel/sd-controlnet-canny"
 # Preset names: (base, controlnet). "toy" is embedded; "tiny" is random weights from a config.
@@ -15,10 +14,6 @@ components = ("unet", "controlnet", "vae", "text_encoder")
 # The safety checker is off: it needs extra hub weights and blacks out images, which would
 # corrupt sweep metrics. Filter images yourself before publishing.
 LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-
-
-def owns_index(model_index: dict) -> bool:
-    return "text_encoder" in model_index
 
 
 def owns(pipe) -> bool:
@@ -30,11 +25,6 @@ def encode(pipe, prompt: str, negative: str) -> dict:
     with torch.no_grad():
         positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, True, negative)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
-
-
-def repeat(embeddings: dict, n: int) -> dict:
-    """The embeddings of one prompt, for a batch of n images."""
-    return {name: tensor.repeat(n, *([1] * (tensor.dim() - 1))) for name, tensor in embeddings.items()}
 
 
 def unet_conditioning(pipe, context: torch.Tensor, rows: int) -> dict:

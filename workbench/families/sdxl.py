@@ -12,7 +12,6 @@ import torch
 
 NAME = "sdxl"
 PIPELINE_CLASS = "StableDiffusionXLControlNetPipeline"
-TRAINED_SIZE = 1024
 SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 SDXL_CANNY_ID = "diffusers/controlnet-canny-sdxl-1.0"
 PRESETS = {"sdxl": (SDXL_ID, SDXL_CANNY_ID), "tiny-sdxl": ("tiny-sdxl", "tiny-sdxl")}
@@ -41,11 +40,6 @@ def encode(pipe, prompt: str, negative: str) -> dict:
             negative_prompt=negative or None)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
-
-
-def repeat(embeddings: dict, n: int) -> dict:
-    """The embeddings of one prompt, for a batch of n images."""
-    return {name: tensor.repeat(n, *([1] * (tensor.dim() - 1))) for name, tensor in embeddings.items()}
 
 
 def add_time_ids(pipe, size: int, rows: int) -> torch.Tensor:
