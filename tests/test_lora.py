@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from workbench import generate, load_pipeline, run_sweep
@@ -83,6 +84,18 @@ def test_interrupted_training_resumes_to_the_same_adapter(tmp_path):
     assert all(np.array_equal(first[k], second[k]) for k in first)
     assert not (tmp_path / "b" / "rank2.checkpoint.pt").exists()  # removed once the adapter is saved
     assert len((tmp_path / "b" / "rank2.losses.csv").read_text().splitlines()) == 7  # header + 6 steps
+
+
+def test_training_without_loading_leaves_a_plain_unet_that_saves_and_reloads(tmp_path):
+    """peft's delete_adapters keeps every target wrapped (`to_q.base_layer.weight`); such a UNet reloaded blank."""
+    pipe = load_pipeline("tiny", device="cpu")
+    train_lora(pipe, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path / "lora", load=False)
+    names = [name for name, _ in pipe.unet.named_parameters()]
+    assert not any("base_layer" in n or "lora_" in n for n in names)
+    pipe.save_pretrained(tmp_path / "saved", safe_serialization=True)
+    pipe.controlnet.save_pretrained(tmp_path / "controlnet", safe_serialization=True)
+    again = load_pipeline(str(tmp_path / "saved"), controlnet=str(tmp_path / "controlnet"), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), again.unet.state_dict().values()))
 
 
 @pytest.mark.parametrize("rank,match", [(0, "positive integer"), (-2, "positive integer"), (2.5, "positive integer"),

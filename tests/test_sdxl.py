@@ -53,10 +53,9 @@ def test_lora_trains_loads_and_sweeps_by_weight(tiny_sdxl_pipe, tmp_path):
     assert (table.state == "COMPLETE").all() and effect[0.0] == 0 and effect[1.0] > 0
 
 
-def test_an_sd15_lora_on_sdxl_gets_one_clear_error(tiny_sdxl_pipe, tmp_path):
+def test_an_sd15_lora_on_sdxl_gets_one_clear_error(tiny_pipe, tiny_sdxl_pipe, tmp_path):
     from workbench.lora import load_lora
-    sd15 = load_pipeline("tiny", device="cpu")  # not the shared fixture: training leaves it unfit to save_pretrained
-    sd15_file = train_lora(sd15, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
+    sd15_file = train_lora(tiny_pipe, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
     with pytest.raises(ValueError) as caught:
         load_lora(tiny_sdxl_pipe, sd15_file, "wrong-family")
     message = str(caught.value)

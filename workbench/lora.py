@@ -177,20 +177,31 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             if callback:
                 callback(step, loss.item())
     except BaseException:
-        unet.delete_adapters(training_name)  # an interrupted run leaves the pipeline as it found it
+        remove_adapter(unet, training_name)  # an interrupted run leaves the pipeline as it found it
         raise
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
                 "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint}
     save_lora(pipe, training_name, config, path, metadata)
-    unet.delete_adapters(training_name)
+    remove_adapter(unet, training_name)
     checkpoint.remove()
     with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
     if load:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
     return path
+
+
+def remove_adapter(unet, adapter_name: str) -> None:
+    """Delete one adapter; when it was the last, unwrap peft's layers so the UNet is plain again.
+
+    `delete_adapters` alone leaves every target wrapped (`to_q.base_layer.weight`), and a
+    pipeline saved like that no longer loads as a plain UNet.
+    """
+    unet.delete_adapters(adapter_name)
+    if not getattr(unet, "peft_config", None):
+        unet.unload_lora()
 
 
 def text_conditioning(pipe, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, dict]:
