@@ -62,6 +62,68 @@ def test_an_sd15_lora_on_sdxl_gets_one_clear_error(tiny_pipe, tiny_sdxl_pipe, tm
     assert "\n" not in message and "does not fit this base model" in message and "this pipeline is sdxl" in message
 
 
+TEXT_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+
+
+def sgm_name(diffusers_name: str, layers_per_block: int) -> str:
+    """The original (SGM) UNet name kohya's SDXL trainer writes, e.g. down_blocks.1.attentions.0 -> input_blocks.3.1."""
+    parts = diffusers_name.split(".")
+    if parts[0] == "mid_block":
+        return ".".join(["middle_block", "1", *parts[3:]])
+    block, layer = int(parts[1]), int(parts[3])
+    if parts[0] == "down_blocks":
+        return ".".join(["input_blocks", str(1 + block * (layers_per_block + 1) + layer), "1", *parts[4:]])
+    return ".".join(["output_blocks", str(block * (layers_per_block + 1) + layer), "1", *parts[4:]])
+
+
+def kohya_sdxl_file(pipe, path, rank=2, alpha=1.0, text_layers=TEXT_LAYERS, seed=0):
+    """A kohya SDXL LoRA as sd-scripts writes it (SGM UNet names, lora_te1/lora_te2), and the update it should add."""
+    import torch
+    from safetensors.torch import save_file
+    generator = torch.Generator().manual_seed(seed)
+    state, expected = {}, {}
+    components = [("unet", "lora_unet_", pipe.unet, ("attn1.to_q", "attn2.to_k", "attn2.to_out.0")),
+                  ("text_encoder", "lora_te1_", pipe.text_encoder, text_layers),
+                  ("text_encoder_2", "lora_te2_", pipe.text_encoder_2, text_layers)]
+    for component, prefix, model, targets in components:
+        for name, module in model.named_modules():
+            if not name.endswith(targets):
+                continue
+            out_features, in_features = module.weight.shape
+            down = torch.randn(rank, in_features, generator=generator) * 0.1
+            up = torch.randn(out_features, rank, generator=generator) * 0.1
+            key = prefix + (sgm_name(name, pipe.unet.config.layers_per_block) if component == "unet" else name)
+            key = key.replace(".", "_")
+            state |= {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(alpha)}
+            expected[component, name] = up @ down * (alpha / rank)
+    save_file(state, str(path))
+    return expected
+
+
+def test_kohya_sdxl_file_with_both_text_encoders_loads_every_layer_exactly(tiny_sdxl_pipe, tmp_path):
+    import torch
+    from workbench.lora import load_lora
+    expected = kohya_sdxl_file(tiny_sdxl_pipe, tmp_path / "kohya_xl.safetensors")
+    info = load_lora(tiny_sdxl_pipe, tmp_path / "kohya_xl.safetensors", "kohya-xl")
+    try:
+        assert info["format"] == "kohya" and info["layers"] == len(expected) and info["alphas"] == [1.0]
+        for (component, name), update in expected.items():
+            module = getattr(tiny_sdxl_pipe, component).get_submodule(name)
+            loaded = module.lora_B["kohya-xl"].weight @ module.lora_A["kohya-xl"].weight * module.scaling["kohya-xl"]
+            torch.testing.assert_close(loaded, update, rtol=1e-5, atol=1e-6, msg=f"{component} {name}")
+    finally:
+        tiny_sdxl_pipe.delete_adapters("kohya-xl")
+
+
+def test_a_kohya_file_diffusers_would_half_load_is_refused(tiny_sdxl_pipe, tmp_path):
+    """Text-encoder attention without out_proj: diffusers 0.42 skips those layers without a word."""
+    from workbench.lora import load_lora, loaded_adapters
+    kohya_sdxl_file(tiny_sdxl_pipe, tmp_path / "partial.safetensors", text_layers=("self_attn.q_proj", "mlp.fc1"))
+    with pytest.raises(ValueError, match=r"loaded only \d+ of its \d+ layers.*without out_proj"):
+        load_lora(tiny_sdxl_pipe, tmp_path / "partial.safetensors", "partial")
+    assert "partial" not in loaded_adapters(tiny_sdxl_pipe)
+
+
 def test_sdxl_preset_offline_names_the_model():
     with pytest.raises(ModelNotAvailableError, match="diffusers/controlnet-canny-sdxl-1.0"):
         load_pipeline("sdxl", device="cpu")

@@ -272,6 +272,7 @@ def lora_summary(pipe):
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders
 
 
 def loaded_adapters(pipe) -> list[str]:
@@ -290,7 +291,7 @@ def inspect_lora_file(path: str | Path) -> dict:
         downs = [k for k in keys if k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight"))]
         ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
         alphas = sorted({float(f.get_tensor(k).item()) for k in keys if k.endswith(".alpha")})
-    kind = "kohya" if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys) else "diffusers"
+    kind = "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers"
     meta = read_lora_metadata(path)
     if not alphas and "lora_alpha" in meta:
         alphas = [float(meta["lora_alpha"])]
@@ -315,10 +316,13 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
         pipe.delete_adapters(adapter_name)
     info = inspect_lora_file(path) if path.suffix == ".safetensors" else {"format": "pickle or folder"}
     # diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
-    # raises; its logger is quiet here, and the error below says it in one line.
-    peft_logger = logging.getLogger("diffusers.loaders.peft")
-    level = peft_logger.level
-    peft_logger.setLevel(logging.CRITICAL)
+    # raises, and transformers prints a "LOAD REPORT" calling a text encoder's own weights
+    # missing when only LoRA layers arrive. Both are quiet here: the error below says a
+    # mismatch in one line, and check_all_layers_loaded counts what really arrived.
+    loggers = [logging.getLogger(name) for name in ("diffusers.loaders.peft", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
     except (RuntimeError, ValueError) as err:
@@ -327,8 +331,50 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
             raise
         raise ValueError(message) from None
     finally:
-        peft_logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    check_all_layers_loaded(pipe, path, adapter_name, info)
     return info
+
+
+def adapter_layer_counts(pipe, adapter_name: str) -> dict[str, int]:
+    """How many layers of each pipeline component (unet, text encoders) carry `adapter_name`."""
+    counts = {}
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            found = sum(adapter_name in getattr(module, "lora_A", {}) for module in component.modules())
+            if found:
+                counts[name] = found
+    return counts
+
+
+def kohya_text_attention_without_out_proj(path: Path) -> bool:
+    """Whether a kohya file has text-encoder attention layers but none of their out_proj layers."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        attention = [k for k in f.keys() if k.startswith(KOHYA_PREFIXES[1:]) and "_self_attn_" in k]
+    return bool(attention) and not any("_out_proj." in k for k in attention)
+
+
+def check_all_layers_loaded(pipe, path: Path, adapter_name: str, info: dict) -> None:
+    """Refuse a file of which diffusers loaded only part, instead of sweeping a silently weaker adapter.
+
+    diffusers 0.42 reads kohya text-encoder attention keys (`self_attn_q_proj`) through an old
+    format that it only recognises when `out_proj` layers are also present; without them it
+    skips those layers or fails to guess the format.
+    """
+    expected = info.get("layers")
+    counts = adapter_layer_counts(pipe, adapter_name)
+    if not expected or sum(counts.values()) >= expected:
+        return
+    pipe.delete_adapters(adapter_name)
+    found = ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+    hint = ""
+    if kohya_text_attention_without_out_proj(path):
+        hint = (" Its text-encoder attention layers come without out_proj layers, a kohya subset that "
+                "diffusers 0.42 skips; add zero out_proj layers, or remove the lora_te* keys to use the UNet part.")
+    raise ValueError(f"LoRA file {path.name}: diffusers loaded only {sum(counts.values())} of its {expected} "
+                     f"layers (by component: {found}), so the adapter would be silently weaker.{hint}")
 
 
 SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
