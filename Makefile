@@ -10,19 +10,22 @@ TORCH  ?= torch==2.13.0
 # controlnet_aux without its dependencies: they pull torchvision and timm, which means a CUDA
 # torch here, and only its Canny detector is used offline (README, "Installing controlnet_aux").
 CONTROLNET_AUX ?= controlnet_aux==0.0.10
+# open-clip-torch, also without dependencies: only its CLIP byte-pair merges are read, by the
+# test that rehearses the real SD1.5 hub cache offline (tests/hub_cache.py).
+OPEN_CLIP ?= open-clip-torch==3.3.0
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-slow gpu-check wheel readme-images clean-venv
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	# Earlier versions installed this project under the distribution name `workbench`; drop it.
 	$(BIN)/python -m pip uninstall --quiet --yes workbench 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(CONTROLNET_AUX)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(CONTROLNET_AUX) $(OPEN_CLIP)
 	touch $@
 
 demo: setup

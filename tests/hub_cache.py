@@ -1,0 +1,141 @@
+"""A Hugging Face hub cache written offline: the layout `huggingface-cli download` leaves, random weights.
+
+`from_pretrained(hub_id)` reads `$HF_HOME/hub/models--<org>--<name>/`: `refs/main` holds a
+commit hash, `snapshots/<hash>/<path>` are symlinks into `blobs/<sha256>`. Written here with
+the real SD1.5 configs and random weights, it rehearses a user's real loading path without
+the network. The CLIP tokenizer is rebuilt from the byte-pair merges open-clip-torch ships.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+CLIP_MERGES = 48_894  # lines 1..48,894 of bpe_simple_vocab_16e6.txt.gz; line 0 is a header
+SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map of the 256 bytes to printable characters, which CLIP's BPE uses."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes)))
+
+
+def open_clip_merges() -> list[str]:
+    """CLIP's merges, read from the open_clip package's data file (installed with --no-deps)."""
+    spec = importlib.util.find_spec("open_clip")  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("open-clip-torch is not installed; `make setup` installs it with --no-deps")
+    path = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    return lines[1:CLIP_MERGES + 1]
+
+
+def write_clip_tokenizer(folder: Path, max_length: int = 77) -> None:
+    """SD1.5's tokenizer files: 256 byte symbols, the same with </w>, one token per merge, 2 specials."""
+    merges = open_clip_merges()
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + list(SPECIALS)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[1], "unk_token": SPECIALS[1]}))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "do_lower_case": True,
+         "bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[1], "unk_token": SPECIALS[1]}))
+
+
+def write_snapshot(hf_home: Path, repo_id: str, folder: Path, commit: str = "0" * 40) -> Path:
+    """Move a folder's files into the hub cache as `repo_id` at `commit`; return the snapshot folder."""
+    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        blob = repo / "blobs" / digest
+        shutil.move(file, blob)
+        link = snapshot / file.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def write_sd15_cache(hf_home: Path, base_id: str, controlnet_id: str, work: Path) -> None:
+    """SD1.5 and its Canny ControlNet as hub-cache snapshots: real configs, random fp16 weights.
+
+    The base snapshot has the real model_index.json (safety checker and feature extractor
+    listed) but not their weights, as `huggingface-cli download --include` can leave it.
+    """
+    from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from workbench.sd15_random import load_config
+    base, controlnet = work / "base", work / "controlnet"
+    write_clip_tokenizer(base / "tokenizer")
+    torch.manual_seed(0)
+    # the published config's token ids (0, 2, 1) are a known quirk; CLIP then pools at the argmax id
+    text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder"), bos_token_id=0, eos_token_id=2,
+                                                pad_token_id=1))
+    text_encoder.to(torch.float16).save_pretrained(base / "text_encoder", safe_serialization=True)
+    del text_encoder
+    AutoencoderKL(**load_config("vae")).to(torch.float16).save_pretrained(base / "vae", safe_serialization=True)
+    unet = UNet2DConditionModel(**load_config("unet"))
+    ControlNetModel.from_unet(unet).to(torch.float16).save_pretrained(controlnet, safe_serialization=True)
+    unet.to(torch.float16).save_pretrained(base / "unet", safe_serialization=True)
+    del unet
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                  steps_offset=1).save_pretrained(base / "scheduler")
+    (base / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.6.0",
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    write_snapshot(hf_home, base_id, base)
+    write_snapshot(hf_home, controlnet_id, controlnet)
+
+
+def kohya_sd15_file(path: Path, rank: int = 4, alpha: float = 1.0, seed: int = 0) -> dict[str, int]:
+    """A kohya/A1111 SD1.5 LoRA with UNet attention and every text-encoder layer; layer counts by component."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from workbench.sd15_random import load_config
+    with torch.device("meta"):  # names and shapes only: nothing is allocated
+        unet = UNet2DConditionModel(**load_config("unet"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder")))
+    generator = torch.Generator().manual_seed(seed)
+    state, counts = {}, {"unet": 0, "text_encoder": 0}
+    targets = [("unet", "lora_unet_", unet, ("to_q", "to_k", "to_v", "to_out.0")),
+               ("text_encoder", "lora_te_", text_encoder,
+                ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"))]
+    for component, prefix, model, suffixes in targets:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(suffixes):
+                key = (prefix + name).replace(".", "_")
+                out_features, in_features = module.weight.shape
+                state[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator) * 0.05
+                state[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) * 0.05
+                state[f"{key}.alpha"] = torch.tensor(alpha)
+                counts[component] += 1
+    save_file({k: v.half() for k, v in state.items()}, str(path))
+    return counts
