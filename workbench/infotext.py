@@ -19,7 +19,8 @@ from .units import LEGACY_KEYS
 
 SAMPLER_NAMES = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpm++2m": "DPM++ 2M",
                  "pndm": "PLMS", "lms": "LMS"}
-LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)>")
+# <lora:name:weight> or, with block weights, <lora:name:weight:lbw=up-only> (the LBW extension's key)
+LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)(?::lbw=([^>]+))?>")
 PAIR = re.compile(r'\s*([\w][\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
@@ -38,7 +39,8 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     """The A1111 text of one trial's parameters (see the module docstring for the layout)."""
     prompt = params["prompt"]
     if params.get("adapter"):
-        prompt += f" <lora:{params['adapter']}:{params['lora_weight']}>"
+        blocks = f":lbw={params['lora_blocks']}" if params.get("lora_blocks") else ""
+        prompt += f" <lora:{params['adapter']}:{params['lora_weight']}{blocks}>"
     pairs = {"Steps": params["steps"], "Sampler": SAMPLER_NAMES[params["scheduler"]], "CFG scale": params["guidance"],
              "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model}
     names = unit_names(params)
@@ -79,6 +81,8 @@ def parse_infotext(text: str) -> dict:
     lora = LORA_TAG.search(prompt)
     if lora:
         params["adapter"], params["lora_weight"] = lora.group(1), float(lora.group(2))
+        if lora.group(3):
+            params["lora_blocks"] = lora.group(3)
         prompt = LORA_TAG.sub("", prompt)
     params["prompt"] = prompt
     readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int)}

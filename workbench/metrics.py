@@ -103,7 +103,7 @@ def add_lora_effect(table):
     from .spec import AXES
     from .units import is_unit_column
     parameters = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
-    key_columns = [c for c in parameters if c in table and c not in ("adapter", "lora_weight")]
+    key_columns = [c for c in parameters if c in table and c not in ("adapter", "lora_weight", "lora_blocks")]
     records = table.to_dict("records")
 
     def key(record):
@@ -135,3 +135,18 @@ def unit_metrics(unit, control: Image.Image, generated: Image.Image, params: dic
         scores = {"mask_iou": mask_iou(edge_mask(control), foreground_mask(generated))}
     return {unit.column(name): value for name, value in scores.items()}
 
+
+
+def toy_metrics(model: str, units, params: dict, generated: Image.Image) -> dict:
+    """Style and content columns (style_strength, colour_fidelity, shape_iou) for toy-model rows.
+
+    They apply when the model is the toy and a unit's control is a toy scene (`toy:<caption>`
+    or `toy-mask:<caption>`); see `workbench.toy.evaluate.scene_scores`.
+    """
+    if model != "toy":
+        return {}
+    source = next((u.image for u in units if u.image.startswith(("toy:", "toy-mask:"))), None)
+    if source is None:
+        return {}
+    from .toy.evaluate import scene_scores
+    return scene_scores(generated, params["prompt"], source)

@@ -208,3 +208,65 @@ def plot_spectra(spectra: dict, ax=None):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax.figure
+
+
+def plot_norm_kept(table: pd.DataFrame, ax=None):
+    """Share of a LoRA's update kept against rank k, one line per layer group (`ladder.norm_kept_table`).
+
+    Where a line reaches about 1, more rank adds nothing: that is how many directions the
+    adapter really uses in those layers.
+    """
+    check_columns(table, "group", "rank", "norm_kept")
+    if ax is None:
+        _, ax = new_figure(figsize=(5, 3.5))
+    for group in ordered_values(table["group"]):
+        part = table[table["group"] == group].sort_values("rank")
+        ax.plot(part["rank"], part["norm_kept"], marker="o", label=group,
+                linewidth=2.5 if group == "all" else 1.2, color="black" if group == "all" else None)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rank k of the cut")
+    ax.set_ylabel("norm kept  ||dW_k|| / ||dW||")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = None, parameters: dict | None = None,
+                    weight: float = 1.0):
+    """Two panels against rank at LoRA weight `weight`: style strength, and colour fidelity (content kept).
+
+    Each shows the mean over training seeds with a band from the worst to the best seed; the
+    style panel adds the best adapter cut to each rank by SVD (dashed), and a second axis
+    gives an adapter's trainable parameters per rank (grey).
+    """
+    from .rank_study import rank_curve
+    check_columns(table, "lora_rank", "train_seed", "lora_weight", "style_strength", "colour_fidelity")
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
+    for ax, column, label in ((axes[0], "style_strength", "style strength"),
+                              (axes[1], "colour_fidelity", "colour fidelity (share of images)")):
+        curve = rank_curve(table, column, weight)
+        ax.plot(curve.index, curve["mean"], marker="o", color="C0", label="trained at rank r (mean of seeds)")
+        ax.fill_between(curve.index, curve["min"], curve["max"], color="C0", alpha=0.2, label="seed band (min-max)")
+        if ladder_table is not None and len(ladder_table) and column in ladder_table:
+            cut = ladder_table.groupby("lora_rank")[column].mean()
+            ax.plot(cut.index, cut.values, marker="s", linestyle="--", color="C3",
+                    label=f"{ladder_table.source.iloc[0]} cut to rank r (SVD)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(curve.index), [str(r) for r in curve.index])
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        if parameters:
+            twin = ax.twinx()
+            ranks = sorted(parameters)
+            twin.plot(ranks, [parameters[r] for r in ranks], color="grey", linestyle=":", marker=".")
+            twin.set_yscale("log")
+            twin.set_ylabel("trainable parameters", color="grey")
+            twin.tick_params(axis="y", colors="grey")
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].set_title(f"style at weight {weight:g}", fontsize=10)
+    axes[1].set_title(f"content at weight {weight:g}", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -22,12 +22,14 @@ from pathlib import Path
 import yaml
 
 from .sizes import size_range
+from .blocks import block_label, block_scales
 from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_key, spec_units,
                     split_unit_key)
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
 AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
-        "adapter", "lora_weight", "guidance", "steps", "scheduler", "canny_low", "canny_high", "seed")
+        "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "canny_low", "canny_high", "seed")
+OPTIONAL_AXES = ("lora_blocks",)  # parameters of a trial only where the spec sets them
 # The top-level keys that belong to the one unnamed ControlNet unit of a spec without `controls`.
 UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high")
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++2m", "pndm", "lms")
@@ -44,6 +46,7 @@ class SweepSpec:
     control_guidance_end: list = field(default_factory=lambda: [1.0])
     adapter: list = field(default_factory=lambda: [None])  # LoRA adapter names; None = no LoRA
     lora_weight: list = field(default_factory=lambda: [0.0])  # multiplies the adapter's B @ A
+    lora_blocks: list = field(default_factory=lambda: [None])  # block weight presets or dicts (blocks.py)
     guidance: list = field(default_factory=lambda: [5.0])   # CFG scale; the toy model likes 3-7.5
     steps: list = field(default_factory=lambda: [20])
     scheduler: list = field(default_factory=lambda: ["ddim"])
@@ -66,10 +69,15 @@ class SweepSpec:
         return spec_units(self.controls, self.model, self.control_image)
 
     def parameters(self) -> dict:
-        """Every trial parameter with its values, in row order: the axes, then each unit's (`canny.scale`, ...)."""
+        """Every trial parameter with its values, in row order: the axes, then each unit's (`canny.scale`, ...).
+
+        An optional axis (`lora_blocks`) is a parameter only when the spec sets it, so older
+        specs keep their trial ids.
+        """
+        names = [name for name in AXES if name not in OPTIONAL_AXES or getattr(self, name) != [None]]
         if not self.controls:
-            return {name: getattr(self, name) for name in AXES}
-        values = {name: getattr(self, name) for name in AXES if name not in UNIT_LEGACY_AXES}
+            return {name: getattr(self, name) for name in names}
+        values = {name: getattr(self, name) for name in names if name not in UNIT_LEGACY_AXES}
         for unit in self.units:
             for param, default in UNIT_AXES.items():
                 values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
@@ -200,6 +208,11 @@ def check_spec(spec: SweepSpec) -> None:
                              "Add it there as name: path/to/lora.safetensors")
     if any(w != 0 for w in spec.lora_weight) and spec.adapter == [None]:
         raise ValueError(f"`lora_weight` {spec.lora_weight} needs an adapter: set `adapter` (and `adapters`)")
+    if spec.lora_blocks != [None]:
+        if spec.adapter == [None]:
+            raise ValueError(f"`lora_blocks` {spec.lora_blocks} weighs an adapter's blocks: set `adapter` (and `adapters`)")
+        for value in spec.lora_blocks:
+            block_scales(value)
     if spec.mode not in MODES:
         raise ValueError(f"`mode` must be one of {list(MODES)}, got {spec.mode!r}")
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
@@ -275,6 +288,8 @@ def coerce(name: str, value):
         return float(value)
     if kind in ("seed", "steps", "canny_low", "canny_high"):
         return int(value)
+    if kind == "lora_blocks":
+        return block_label(value)
     return value
 
 

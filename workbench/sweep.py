@@ -35,7 +35,8 @@ from .infotext import format_infotext, png_info
 from .families import family_of, repeat
 from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
-from .metrics import unit_metrics
+from .blocks import adapter_weights
+from .metrics import toy_metrics, unit_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
 from .sizes import SizeRange
@@ -166,7 +167,7 @@ def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "condit
 
     def switch_cost(cell):
         p = cell[0].params
-        return (p["adapter"] or "", p["lora_weight"], p["scheduler"], cell[0].index)
+        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], cell[0].index)
 
     return sorted(cells.values(), key=switch_cost)
 
@@ -183,15 +184,16 @@ def check_controlnets(pipe, units: list[Unit]) -> None:
                          f"load_pipeline(model, controlnet={names!r})")
 
 
-def activate_lora(pipe, adapter: str | None, weight: float) -> None:
-    """Switch adapters without reloading: `set_adapters` with a weight, or none at all."""
+def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None = None) -> None:
+    """Switch adapters without reloading: `set_adapters` with a weight (per block with `blocks`), or none."""
     if not getattr(pipe.unet, "peft_config", None):
         return
     if adapter is None:
         pipe.disable_lora()
     else:
         pipe.enable_lora()
-        pipe.set_adapters([adapter], adapter_weights=[weight])
+        pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
+                                                      adapter_weights(pipe, adapter, weight, blocks)])
 
 
 def encode(pipe, prompt: str, negative: str, cache: dict) -> dict:
@@ -359,7 +361,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 batch_controls = unit_controls(spec.units, params, size, controls)
                 if on_cpu:  # other programs may have taken memory since the last batch
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
-                activate_lora(pipe, params["adapter"], params["lora_weight"])
+                activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
                 images = generate_with_backoff(pipe, params, batch, batch_controls,
                                                encode(pipe, params["prompt"], params["negative_prompt"], embeddings),
@@ -435,4 +437,5 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
     if spec.metrics and controls is not None:
         for unit, control in zip(spec.units, controls):
             row.update(unit_metrics(unit, control, image, trial.params))
+        row.update(toy_metrics(spec.model, spec.units, trial.params, image))
     return row

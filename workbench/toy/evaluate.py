@@ -234,3 +234,33 @@ def style_strength(image, scene: Scene) -> float:
     if scene.style not in STYLE_STRENGTH:
         raise ValueError(f"scene style {scene.style!r} has no strength score; styles: {sorted(STYLE_STRENGTH)}")
     return STYLE_STRENGTH[scene.style](image, scene)
+
+
+def scene_scores(image, prompt: str, control_source: str) -> dict:
+    """Style and content of one toy image, as results-table columns (empty when they don't apply).
+
+    The shape's place comes from the control (`toy:<caption>` or `toy-mask:<caption>`, a
+    centred scene); its colours and style from the prompt, which must be a toy caption.
+      style_strength: the prompt's style (outline rim or zebra stripes), 0 none to about 1;
+        NaN where the prompt names no style.
+      colour_fidelity: 1.0 when both the shape's and the background's colours are the
+        prompt's, else 0.0 (its mean over rows is the share of images that keep both).
+      shape_iou: the generated shape (pixels nearer the shape's colour than the
+        background's) against the control scene's silhouette.
+    """
+    from .world import scene_from_caption
+    if not control_source.startswith(("toy:", "toy-mask:")):
+        return {}
+    try:
+        asked = scene_from_caption(prompt.strip())
+    except ValueError:
+        return {}
+    placed = scene_from_caption(control_source.split(":", 1)[1])
+    scene = replace(placed, color=asked.color, background=asked.background, style=asked.style)
+    image = image.convert("RGB")
+    inside, outside = shape_regions(scene, image.size[0])
+    kept = region_colour(image, inside) == scene.color and region_colour(image, outside) == scene.background
+    silhouette = np.asarray(render_mask(scene, image.size[0])) > 127
+    silhouette = silhouette[:, :, 0] if silhouette.ndim == 3 else silhouette
+    return {"style_strength": style_strength(image, scene) if scene.style else float("nan"),
+            "colour_fidelity": float(kept), "shape_iou": mask_iou(generated_shape_mask(image, scene), silhouette)}

@@ -1,0 +1,43 @@
+"""The rank study's plumbing at toy size: adapters per (rank, seed), cached; held-out sweeps; ladder; figure."""
+
+import pytest
+
+from workbench import load_pipeline, rank_study
+from workbench.rank_study import alpha_for, held_out_captions, rank_curve
+from workbench.toy.data import make_dataset
+
+
+def test_alpha_policies():
+    assert alpha_for("r", 8, 1) == (8.0, False)
+    assert alpha_for("fixed", 8, 2) == (2.0, False)      # s = 2/8: the LoRA paper's fixed alpha
+    assert alpha_for("rslora", 8, 2) == (2.0, True)      # s = 2/sqrt(8)
+    assert alpha_for(16, 8, 2) == (16.0, False)
+    with pytest.raises(ValueError, match="alpha policy"):
+        alpha_for("sqrt", 8, 1)
+
+
+def test_held_out_captions_are_distinct_and_styled():
+    captions = held_out_captions(6, "outlined")
+    assert len(set(captions)) == 6 and all(c.endswith(" in outlined style") for c in captions)
+    assert held_out_captions(6, "outlined") == captions  # the same scenes every time
+
+
+def test_small_rank_study_runs_caches_and_plots(tmp_path):
+    pipe = load_pipeline("toy", device="cpu")
+    data = make_dataset(8, seed=3, size=64, style="outlined")
+    settings = dict(ranks=[1, 2], seeds=[0, 1], steps=2, scenes=1, weights=[0.0, 1.0], sample_steps=2,
+                    run_dir=tmp_path / "study", cache_dir=tmp_path / "cache", log=lambda m: None)
+    study = rank_study(pipe, data, **settings)
+    table = study.table
+    assert len(table) == 2 * 2 * 2 and (table.state == "COMPLETE").all()  # ranks x seeds x weights, one scene
+    assert set(table.adapter) == {"r1-s0", "r1-s1", "r2-s0", "r2-s1"} and set(table.train_seed) == {0, 1}
+    assert table.style_strength.between(0, 1).all() and table.colour_fidelity.isin([0.0, 1.0]).all()
+    curve = rank_curve(table, "style_strength")
+    assert list(curve.index) == [1, 2] and (curve["min"] <= curve["mean"]).all() and (curve["mean"] <= curve["max"]).all()
+    assert set(study.ladder_table.lora_rank) == {1, 2}  # the best rank-2 adapter cut to 1, and itself
+    assert study.parameters[2] == 2 * study.parameters[1]
+    assert len(study.figure.axes) == 4  # two panels, each with its parameter axis
+    stamps = {name: path.stat().st_mtime_ns for name, path in study.adapters.items()}
+    again = rank_study(pipe, data, **settings)  # cached adapters, resumed sweeps
+    assert {name: path.stat().st_mtime_ns for name, path in again.adapters.items()} == stamps
+    assert again.table.image_sha256.tolist() == table.image_sha256.tolist()

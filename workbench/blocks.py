@@ -1,0 +1,96 @@
+"""LoRA block weights: how much of an adapter acts in the UNet's down, mid and up blocks and the text encoder.
+
+The `lora_blocks` axis of a spec takes named presets or explicit dicts:
+
+    lora_blocks: [all, down-only, up-only]
+    lora_blocks: [{down: 0, mid: 1, up: {block_1: 1}}]
+
+Missing parts default to 1. The row's `lora_weight` w multiplies everything, so the UNet's
+down blocks get w * down * (alpha/r) * B @ A. diffusers' `set_adapters` applies the scales
+(its per-block form, which replaces A1111's LoRA Block Weight extension); block scales act
+on the attention layers of each block, which is where LoRA adapters usually sit.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+
+PARTS = ("down", "mid", "up", "text_encoder")
+BLOCK_PRESETS = {
+    "all": {"down": 1, "mid": 1, "up": 1, "text_encoder": 1},
+    "down-only": {"down": 1, "mid": 0, "up": 0, "text_encoder": 1},
+    "mid-only": {"down": 0, "mid": 1, "up": 0, "text_encoder": 1},
+    "up-only": {"down": 0, "mid": 0, "up": 1, "text_encoder": 1},
+    "no-text-encoder": {"down": 1, "mid": 1, "up": 1, "text_encoder": 0},
+}
+
+
+def check_scale(value, where: str) -> None:
+    """A block scale is a finite number, a list of them (one per layer), or {"block_i": ...}."""
+    if isinstance(value, bool):
+        raise ValueError(f"`lora_blocks` {where} must be a number, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return
+    if isinstance(value, list):
+        for item in value:
+            check_scale(item, where)
+        return
+    if isinstance(value, dict) and where in ("down", "up"):
+        for key, item in value.items():
+            if not (isinstance(key, str) and key.startswith("block_") and key[6:].isdigit()):
+                raise ValueError(f"`lora_blocks` {where} keys are 'block_<i>', got {key!r}")
+            check_scale(item, f"{where}.{key}")
+        return
+    raise ValueError(f"`lora_blocks` {where} must be a number, a list or (down/up) {{'block_<i>': ...}}, "
+                     f"got {value!r}")
+
+
+def block_scales(value) -> dict:
+    """The scales a `lora_blocks` value stands for: a preset name, a dict, or a row's JSON label."""
+    if isinstance(value, str) and value.startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, str):
+        if value not in BLOCK_PRESETS:
+            raise ValueError(f"unknown `lora_blocks` preset {value!r}; presets: {sorted(BLOCK_PRESETS)}, "
+                             f"or a dict with keys {list(PARTS)}")
+        return dict(BLOCK_PRESETS[value])
+    if not isinstance(value, dict):
+        raise ValueError(f"`lora_blocks` values are preset names or dicts, got {value!r}")
+    unknown = sorted(set(value) - set(PARTS))
+    if unknown:
+        raise ValueError(f"`lora_blocks` keys are {list(PARTS)}, got {unknown}")
+    for part, scale in value.items():
+        if part == "text_encoder" and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+            raise ValueError(f"`lora_blocks` text_encoder must be a number, got {scale!r}")
+        check_scale(scale, part)
+    return {**{part: 1 for part in PARTS}, **value}
+
+
+def block_label(value) -> str | None:
+    """What a row records: the preset's name, or the dict as compact JSON (None stays None)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(block_scales(value), sort_keys=True, separators=(",", ":"))
+
+
+def times(value, weight: float):
+    """A scale (number, list or nested dict) multiplied by `weight`."""
+    if isinstance(value, dict):
+        return {key: times(item, weight) for key, item in value.items()}
+    if isinstance(value, list):
+        return [times(item, weight) for item in value]
+    return float(value) * weight
+
+
+def adapter_weights(pipe, adapter: str, weight: float, blocks) -> dict:
+    """`set_adapters` weights for one adapter: its UNet block scales and its text encoders', times `weight`."""
+    scales = block_scales(blocks)
+    carried_by = [part for part, names in pipe.get_list_adapters().items() if adapter in names]
+    weights = {}
+    for component in carried_by:
+        if component == "unet":
+            weights["unet"] = times({part: scales[part] for part in ("down", "mid", "up")}, weight)
+        else:  # every text encoder of the family
+            weights[component] = times(scales["text_encoder"], weight)
+    return weights
