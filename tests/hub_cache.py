@@ -111,31 +111,3 @@ def write_sd15_cache(hf_home: Path, base_id: str, controlnet_id: str, work: Path
         "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
     write_snapshot(hf_home, base_id, base)
     write_snapshot(hf_home, controlnet_id, controlnet)
-
-
-def kohya_sd15_file(path: Path, rank: int = 4, alpha: float = 1.0, seed: int = 0) -> dict[str, int]:
-    """A kohya/A1111 SD1.5 LoRA with UNet attention and every text-encoder layer; layer counts by component."""
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from workbench.sd15_random import load_config
-    with torch.device("meta"):  # names and shapes only: nothing is allocated
-        unet = UNet2DConditionModel(**load_config("unet"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder")))
-    generator = torch.Generator().manual_seed(seed)
-    state, counts = {}, {"unet": 0, "text_encoder": 0}
-    targets = [("unet", "lora_unet_", unet, ("to_q", "to_k", "to_v", "to_out.0")),
-               ("text_encoder", "lora_te_", text_encoder,
-                ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"))]
-    for component, prefix, model, suffixes in targets:
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and name.endswith(suffixes):
-                key = (prefix + name).replace(".", "_")
-                out_features, in_features = module.weight.shape
-                state[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator) * 0.05
-                state[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) * 0.05
-                state[f"{key}.alpha"] = torch.tensor(alpha)
-                counts[component] += 1
-    save_file({k: v.half() for k, v in state.items()}, str(path))
-    return counts

@@ -106,12 +106,12 @@ def test_there_are_at_least_25_cases():
     assert len(CASES) >= 25
 
 
-def test_other_sweep_in_the_same_run_dir(tmp_path, capsys):
+def test_a_sweep_of_another_model_in_the_same_run_dir(tmp_path, capsys):
     make_files(tmp_path)
     assert main(sweep(tmp_path)) == 0
     capsys.readouterr()
-    assert main(sweep(tmp_path, seed=[5])) == 2
-    assert "belongs to a different sweep" in capsys.readouterr().err
+    assert main(sweep(tmp_path, model="toy", resolution="<drop>")) == 2
+    assert "a sweep grows only on its own model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["sweep", "spec.yaml"], ["frobnicate"], []])

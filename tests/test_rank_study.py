@@ -3,7 +3,7 @@
 import pytest
 
 from workbench import load_pipeline, rank_study
-from workbench.rank_study import alpha_for, held_out_captions, rank_curve
+from workbench.ranks import alpha_for, held_out_captions, rank_curve
 from workbench.toy.data import make_dataset
 
 

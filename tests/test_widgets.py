@@ -38,6 +38,18 @@ def test_rerun_resumes_in_the_same_folder(tiny_pipe, tmp_path):
     assert panel.run_dir == first and len(panel.table) == 4
 
 
+def test_a_changed_grid_grows_the_same_folder(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.run_button.click()
+    panel.wait(120)
+    first, old = panel.run_dir, set(panel.table.image_sha256)
+    panel.seeds.value, panel.scale_count.value = "0-2", 3  # 2 x 2 -> 3 x 3: 5 new images
+    panel.run_button.click()
+    panel.wait(120)
+    assert panel.run_dir == first and len(panel.table) == 9 and old <= set(panel.table.image_sha256)
+    assert len(list((first / "images").glob("*.png"))) == 9 and "9 images" in panel.message.value
+
+
 def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path, monkeypatch):
     panel = make_panel(tiny_pipe, tmp_path)
     panel.scale_count.value = 10  # 20 images: a batch of 16, then 4

@@ -31,14 +31,14 @@ _EXPORTS = {
     "generate": "generation",
     "load_lora": "lora", "lora_delta_spectrum": "lora", "lora_summary": "lora", "train_lora": "lora",
     "train_lora_ranks": "lora",
-    "lora_rank_ladder": "ladder", "norm_kept_table": "ladder", "rank_study": "rank_study",
+    "lora_rank_ladder": "ladder", "norm_kept_table": "ladder", "rank_study": "ranks",
     "DEFAULT_MODEL": "pipeline", "load_pipeline": "pipeline",
     "controlnet_residuals": "explain",
     "plot_grid": "plots", "plot_images": "plots", "plot_metric": "plots", "plot_spectra": "plots",
-    "plot_norm_kept": "plots", "plot_rank_study": "plots",
+    "plot_norm_kept": "plots", "plot_rank_study": "plots", "plot_search": "plots",
     "export_results": "results", "load_results": "results",
     "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
-    "run_sweep": "sweep",
+    "run_sweep": "sweep", "search": "adaptive",
     "SweepPanel": "widgets", "compare": "widgets",
 }
 __all__ = sorted(_EXPORTS)

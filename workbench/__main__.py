@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most images per pipeline call: a number, or 'auto' (from free GPU memory; 16 on CPU)")
     sweep.add_argument("--compile", action="store_true",
                        help="torch.compile the UNet and ControlNet (the first batch pays a warm-up)")
+    search = commands.add_parser("search", help="find a target in few images: a spec whose axes may be ranges "
+                                 "({low: 0, high: 1.5}), searched by bisection or optuna")
+    search.add_argument("spec", help="spec file (YAML or JSON) with range axes")
+    search.add_argument("--run-dir", required=True, help="run folder; the same command again resumes the search")
+    search.add_argument("--target", action="append", default=[], help="e.g. 'edge_f1>=0.9' (repeatable)")
+    search.add_argument("--minimize", action="append", default=[], help="a range parameter or a column (repeatable)")
+    search.add_argument("--maximize", action="append", default=[], help="a range parameter or a column (repeatable)")
+    search.add_argument("--budget", type=int, default=40, help="the most images to draw (default 40)")
+    search.add_argument("--stat", default="mean", choices=["mean", "median", "min", "max"],
+                        help="how a candidate's seeds are summarised (default mean)")
+    search.add_argument("--device", default="auto")
+    search.add_argument("--dtype", default="auto")
     results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
     results.add_argument("run_dir")
     return parser
@@ -128,6 +140,21 @@ def summarise(table, run_dir) -> None:
     print(f"wrote {parquet} and {csv}")
 
 
+def cmd_search(args) -> None:
+    import yaml
+
+    from .adaptive import search, split_ranges
+    from .pipeline import load_pipeline
+    from .spec import spec_from_dict
+    data = yaml.safe_load(open(args.spec)) or {}
+    fixed, _ = split_ranges(data)
+    spec = spec_from_dict(fixed)  # validate before loading any model
+    controlnets = [unit.controlnet for unit in spec.units] if spec.controls else None
+    pipe = load_pipeline(spec.model, controlnet=controlnets, device=args.device, dtype=args.dtype)
+    search(pipe, data, args.run_dir, target=args.target, minimize=args.minimize, maximize=args.maximize,
+           budget=args.budget, stat=args.stat, log=lambda m: print(m, flush=True))
+
+
 def cmd_results(args) -> None:
     from .results import load_results
     summarise(load_results(args.run_dir), args.run_dir)
@@ -137,7 +164,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import ModelNotAvailableError
     try:
-        {"demo": cmd_demo, "sweep": cmd_sweep, "results": cmd_results}[args.command](args)
+        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "results": cmd_results}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
         return 2

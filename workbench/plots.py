@@ -240,7 +240,7 @@ def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = Non
     style panel adds the best adapter cut to each rank by SVD (dashed), and a second axis
     gives an adapter's trainable parameters per rank (grey).
     """
-    from .rank_study import rank_curve
+    from .ranks import rank_curve
     check_columns(table, "lora_rank", "train_seed", "lora_weight", "style_strength", "colour_fidelity")
     fig, axes = new_figure(1, 2, figsize=(10, 3.8))
     for ax, column, label in ((axes[0], "style_strength", "style strength"),
@@ -270,3 +270,29 @@ def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = Non
     axes[1].set_title(f"content at weight {weight:g}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_search(table: pd.DataFrame, parameter: str, column: str, target: float | None = None, stat: str = "mean",
+                ax=None):
+    """A search's candidates: `column` (summarised over seeds) against `parameter`, numbered in the order tried.
+
+    Each point is one candidate (a cell of all seeds, `search_trial` in the table); the dotted
+    path joins them in order, and the dashed line is the target.
+    """
+    check_columns(table, "search_trial", parameter, column)
+    done = table[table["state"] == "COMPLETE"] if "state" in table else table
+    cells = done.groupby("search_trial").agg(x=(parameter, "first"), y=(column, stat)).sort_index()
+    if ax is None:
+        _, ax = new_figure(figsize=(5.5, 3.6))
+    ax.plot(cells.x, cells.y, ":", color="grey", linewidth=1)
+    points = ax.scatter(cells.x, cells.y, c=range(len(cells)), cmap="viridis", zorder=3, s=36)
+    for order, (x, y) in enumerate(zip(cells.x, cells.y), start=1):
+        ax.annotate(str(order), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if target is not None:
+        ax.axhline(target, color="C3", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.figure.colorbar(points, ax=ax, label="order tried")
+    ax.set_xlabel(parameter)
+    ax.set_ylabel(f"{column} ({stat} over seeds)")
+    ax.grid(alpha=0.3)
+    return ax.figure

@@ -136,12 +136,15 @@ def finished_trial_ids(run_dir: str | Path) -> set[str]:
             if row["state"] == COMPLETE and row.get("image_path") and Path(row["image_path"]).is_file()}
 
 
-def load_results(run_dir: str | Path, lora_effect: bool = True) -> pd.DataFrame:
+def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd.DataFrame:
     """The sweep's table: one row per trial, newest attempt, sorted by trial index.
 
     Damaged log lines are reported with a warning and left out; intact rows are kept.
     With `lora_effect`, adds `lora_effect`: the mean absolute pixel difference (0-1) of each
     image from the same trial at LoRA weight 0, where the sweep has one.
+    A folder that grew (several specs, `growth.py`) holds every spec's rows; `spec` keeps one
+    spec's: a SweepSpec, a dict, a spec file, or n for the folder's `specs/<n>.yaml`. Its
+    grid then shows exactly its cells, the ones an earlier spec made included.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -150,6 +153,8 @@ def load_results(run_dir: str | Path, lora_effect: bool = True) -> pd.DataFrame:
     for problem in problems:
         warnings.warn(f"skipped damaged line {problem.line} of {problem.path}: {problem.reason}", stacklevel=2)
     table = pd.DataFrame(rows)
+    if spec is not None and not table.empty:
+        table = rows_of_spec(table, run_dir, spec)
     if table.empty:
         return table
     table = table.sort_values("index", kind="stable").reset_index(drop=True)
@@ -157,6 +162,15 @@ def load_results(run_dir: str | Path, lora_effect: bool = True) -> pd.DataFrame:
         from .metrics import add_lora_effect
         table = add_lora_effect(table)
     return table
+
+
+def rows_of_spec(table: pd.DataFrame, run_dir: Path, spec) -> pd.DataFrame:
+    """The rows whose trial ids one spec expands to, under each model fingerprint the folder holds."""
+    from .growth import spec_of
+    from .spec import expand
+    spec = spec_of(run_dir, spec)
+    ids = {t.trial_id for fingerprint in table.model_fingerprint.dropna().unique() for t in expand(spec, fingerprint)}
+    return table[table.trial_id.isin(ids)]
 
 
 def export_results(table: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path]:

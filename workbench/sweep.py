@@ -36,9 +36,11 @@ from .families import family_of, repeat
 from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
 from .blocks import adapter_weights
+from .growth import check_same_fingerprint, check_same_model, is_known, record_spec
 from .metrics import toy_metrics, unit_metrics
 from .pipeline import set_scheduler, trained_size
-from .results import COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, write_png_atomic
+from .results import (COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, read_rows,
+                      write_png_atomic)
 from .sizes import SizeRange
 from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
 from .units import Unit
@@ -101,8 +103,8 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
-    """Create `run_dir`, check it is writable and belongs to this sweep, and write spec.yaml."""
+def prepare_run_dir(run_dir: str | Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
+    """Create `run_dir`, check it is writable and holds this model's sweeps, and write spec.yaml (with `keep_spec`)."""
     run_dir = Path(run_dir)
     try:
         (run_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -116,12 +118,9 @@ def prepare_run_dir(run_dir: str | Path, spec: SweepSpec) -> Path:
             leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
     spec_path = run_dir / "spec.yaml"
     if spec_path.exists():
-        existing = load_spec(spec_path)
-        if existing.to_dict() != spec.to_dict():
-            changed = sorted(k for k, v in spec.to_dict().items() if existing.to_dict().get(k) != v)
-            raise ValueError(f"{spec_path} belongs to a different sweep (differs in {changed}); "
-                             "use a new run folder, or the same spec to resume")
-    else:
+        if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
+            check_same_model(run_dir, spec)
+    elif keep_spec:
         temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
         spec.save(temporary)
         temporary.replace(spec_path)
@@ -277,7 +276,7 @@ def versions() -> dict:
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
               rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
-              max_batch: int | str = "auto"):
+              max_batch: int | str = "auto", columns: dict | None = None, keep_spec: bool = True):
     """Run every unfinished trial of `spec` into `run_dir`; return its rows (this model's trials).
 
     Args:
@@ -289,6 +288,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
         max_batch: the most images in one pipeline call (a cell's seeds and scales are batched);
             "auto" measures what fits in free GPU memory (16 on the CPU).
+        columns: extra values written into each new row (the search writes its trial number).
+        keep_spec: False leaves spec.yaml and specs/ alone (the search's cells; search.yaml
+            holds its spec); a folder's spec.yaml still fixes its model.
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
@@ -299,19 +301,26 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     check_controlnets(pipe, spec.units)
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
-    run_dir = prepare_run_dir(run_dir, spec)
+    run_dir = prepare_run_dir(run_dir, spec, keep_spec)
     lock = lock_run_dir(run_dir, rank)
     try:
-        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch)
+        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
+                           columns or {}, keep_spec)
     finally:
         lock.close()
 
 
-def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch):
+def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec):
     """Stages 2-5 of `run_sweep`, with the run folder locked."""
     load_adapters(pipe, spec.adapters)                                                # 2
     fingerprint = model_fingerprint(pipe, spec.adapters)
     trials = expand(spec, fingerprint)
+    if keep_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
+        rows, _ = read_rows(run_dir)
+        check_same_fingerprint(run_dir, {r["model_fingerprint"] for r in rows if r.get("model_fingerprint")},
+                               fingerprint)
+        n = record_spec(run_dir, spec)
+        log(f"growing the sweep in {run_dir}: spec {n}; finished trials are reused")
     finished = finished_trial_ids(run_dir)
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
@@ -333,7 +342,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-               "model": spec.model, "model_fingerprint": fingerprint, **versions()}
+               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns}
     embeddings, limit = {}, BatchLimit(max_batch)
     progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
 

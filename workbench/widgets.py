@@ -74,6 +74,7 @@ class SweepPanel:
         self.control_image = control_image
         self.table = pd.DataFrame()
         self.run_dir: Path | None = None
+        self._spec = None  # the spec of the last Run: the grid shows its rows
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.prompt = w.Text(prompt, description="prompt", layout=w.Layout(width="420px"))
@@ -132,8 +133,10 @@ class SweepPanel:
         except (ValueError, FileNotFoundError) as err:
             self.show_message(str(err), error=True)
             return
-        key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-        self.run_dir = self.run_root / key
+        # One folder per model and adapters: a changed grid grows it, reusing every image it has (growth.py).
+        key = hashlib.sha256(json.dumps([spec.model, spec.adapters], sort_keys=True, default=str).encode()).hexdigest()
+        self.run_dir = self.run_root / key[:12]
+        self._spec = spec
         self._stop.clear()
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.show_message(f"running into {self.run_dir}")
@@ -167,7 +170,8 @@ class SweepPanel:
         self.progress.max = max(1, progress.total)
         self.progress.value = progress.done
         self.progress.description = f"{progress.done} / {progress.total}"
-        self.table = load_results(self.run_dir, lora_effect=False)  # the grid needs no re-read of every image
+        # this spec's rows (a grown folder holds others too); the grid needs no re-read of every image
+        self.table = load_results(self.run_dir, lora_effect=False, spec=self._spec)
         self.redraw()
 
     def show_message(self, text: str, error: bool = False) -> None:
