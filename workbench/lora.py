@@ -319,7 +319,7 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
     # raises, and transformers prints a "LOAD REPORT" calling a text encoder's own weights
     # missing when only LoRA layers arrive. Both are quiet here: the error below says a
     # mismatch in one line, and check_all_layers_loaded counts what really arrived.
-    loggers = [logging.getLogger(name) for name in ("diffusers.loaders.peft", "transformers")]
+    loggers = [logging.getLogger(name) for name in ("diffusers.loaders", "transformers")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)

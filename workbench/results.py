@@ -153,6 +153,9 @@ def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd
     for problem in problems:
         warnings.warn(f"skipped damaged line {problem.line} of {problem.path}: {problem.reason}", stacklevel=2)
     table = pd.DataFrame(rows)
+    if not table.empty:
+        from .metric_registry import merge_scores
+        table = merge_scores(table, run_dir)  # model-based metrics, scored after the sweep
     if spec is not None and not table.empty:
         table = rows_of_spec(table, run_dir, spec)
     if table.empty:

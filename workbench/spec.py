@@ -23,6 +23,7 @@ import yaml
 
 from .sizes import size_range
 from .blocks import block_label, block_scales
+from .metric_registry import metric_names
 from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_key, spec_units,
                     split_unit_key)
 
@@ -59,7 +60,8 @@ class SweepSpec:
     adapters: dict = field(default_factory=dict)  # adapter name -> LoRA file, each loaded once
     mode: str = "product"
     max_trials: int = 10_000       # a guard against typos that expand to millions of images
-    metrics: bool = True           # edge precision/recall/F1/SSIM per row
+    metrics: bool | list = True    # metric names (metric_registry.py); true = [edge, toy], false = none
+    metric_models: dict = field(default_factory=dict)  # metric name -> hub id or folder, e.g. {clip_score: ...}
     controls: dict = field(default_factory=dict)   # unit name -> {controlnet, image, preprocess} (units.py)
     unit_axes: dict = field(default_factory=dict)  # "canny.scale" -> values; YAML has them as top-level keys
 
@@ -190,9 +192,11 @@ def check_spec(spec: SweepSpec) -> None:
     for value in spec.prompt + spec.negative_prompt:
         if not isinstance(value, str):
             raise ValueError(f"prompts must be strings, got {value!r} ({type(value).__name__})")
-    for name, kind in (("adapters", dict), ("control_image", str), ("model", str), ("metrics", bool), ("mode", str)):
+    for name, kind in (("adapters", dict), ("control_image", str), ("model", str), ("mode", str),
+                       ("metric_models", dict)):
         if not isinstance(getattr(spec, name), kind):
             raise ValueError(f"`{name}` must be a {kind.__name__}, got {getattr(spec, name)!r}")
+    metric_names(spec.metrics)  # true, false, or known names
     for name, path in spec.adapters.items():
         if not isinstance(name, str) or not isinstance(path, str):
             raise ValueError(f"`adapters` maps names to LoRA files (strings), got {name!r}: {path!r}")

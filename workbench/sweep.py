@@ -37,6 +37,7 @@ from .fingerprint import file_sha256, module_fingerprint
 from .memory import fit_batch
 from .blocks import adapter_weights
 from .growth import check_same_fingerprint, check_same_model, is_known, record_spec
+from .metric_registry import check_weights, metric_names, score_with_models
 from .metrics import toy_metrics, unit_metrics
 from .pipeline import set_scheduler, trained_size
 from .results import (COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, read_rows,
@@ -299,6 +300,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     for unit in spec.units:
         check_control_image(unit.image, unit.name)
     check_controlnets(pipe, spec.units)
+    check_weights(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir = prepare_run_dir(run_dir, spec, keep_spec)
@@ -395,9 +397,14 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             report(finish_writing(pending, progress))
         if stopped:
             log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
+    ids = {t.trial_id for t in trials}
+    if not stopped and rank == 0:  # model-based metrics, batched on the device, for rows that lack them
+        scored = score_with_models(run_dir, metric_names(spec.metrics), pipe.device, spec.metric_models, ids)
+        if scored:
+            log(f"scored {scored} images with {', '.join(n for n in metric_names(spec.metrics) if n not in ('edge', 'toy'))}")
     # The folder may also hold rows of an earlier model (another fingerprint): return this spec's only.
     table = load_results(run_dir)
-    return table[table.trial_id.isin({t.trial_id for t in trials})].reset_index(drop=True)
+    return table[table.trial_id.isin(ids)].reset_index(drop=True)
 
 
 def finish_writing(pending, progress: Progress) -> list:
@@ -443,8 +450,10 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
     row.update(image_path=str(path), width=image.width, height=image.height, state=COMPLETE)
-    if spec.metrics and controls is not None:
+    names = metric_names(spec.metrics)
+    if "edge" in names and controls is not None:
         for unit, control in zip(spec.units, controls):
             row.update(unit_metrics(unit, control, image, trial.params))
+    if "toy" in names:
         row.update(toy_metrics(spec.model, spec.units, trial.params, image))
     return row
