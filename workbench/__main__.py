@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how a candidate's seeds are summarised (default mean)")
     search.add_argument("--device", default="auto")
     search.add_argument("--dtype", default="auto")
+    export = commands.add_parser("export", help="log a run folder to an experiment tracker (MLflow)")
+    export.add_argument("run_dir")
+    export.add_argument("--to", default="mlflow", choices=["mlflow"])
+    export.add_argument("--tracking-uri", default=None,
+                        help="default: sqlite:///RUN_DIR/mlflow.db, artifacts in RUN_DIR/mlflow-artifacts")
+    export.add_argument("--experiment", default=None, help="default: the run folder's name")
     results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
     results.add_argument("run_dir")
     return parser
@@ -155,6 +161,11 @@ def cmd_search(args) -> None:
            budget=args.budget, stat=args.stat, log=lambda m: print(m, flush=True))
 
 
+def cmd_export(args) -> None:
+    from .export import export_mlflow
+    export_mlflow(args.run_dir, tracking_uri=args.tracking_uri, experiment=args.experiment)
+
+
 def cmd_results(args) -> None:
     from .results import load_results
     summarise(load_results(args.run_dir), args.run_dir)
@@ -164,7 +175,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import ModelNotAvailableError
     try:
-        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "results": cmd_results}[args.command](args)
+        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export,
+         "results": cmd_results}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
         return 2
