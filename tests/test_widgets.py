@@ -87,3 +87,21 @@ def test_compare_titles_the_differences(tiny_pipe, tmp_path):
     panel.wait(120)
     fig = compare(panel.table, 0, 3)
     assert "conditioning_scale" in fig.axes[0].get_title() and "seed" in fig.axes[1].get_title()
+
+
+def test_search_mode_finds_a_scale_and_plots_it_live(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.mode.value, panel.target.value, panel.budget.value = "Search", "edge_recall>=0.0", 4
+    panel.run_button.click()
+    panel.wait(120)
+    result = panel.search_result
+    assert result is not None and result.best == {"conditioning_scale": 0.0} and result.images == 4
+    assert panel.grid_image.value[:8] == b"\x89PNG\r\n\x1a\n" and panel.message.value.count("best conditioning_scale")
+    assert (panel.run_dir / "search.json").exists() and panel.run_dir.name.startswith("search-")
+
+
+def test_search_mode_shows_a_bad_target(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.mode.value, panel.target.value = "Search", "edge_f1 about 0.9"
+    panel.run_button.click()
+    assert "a target reads 'column&gt;=value'" in panel.message.value and panel._thread is None

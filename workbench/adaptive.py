@@ -112,8 +112,8 @@ def split_ranges(data: dict) -> tuple[dict, list[Range]]:
     """A search spec's axes that are ranges ({low, high, log?, step?}), and the spec with each at its low end."""
     fixed, ranges = dict(data), []
     for name, value in data.items():
-        if not isinstance(value, dict) or name == "controls" or name == "adapters":
-            continue
+        if not isinstance(value, dict) or not (name in AXES or is_unit_key(name)):
+            continue  # controls, adapters, metric_models: mappings, not ranges
         axis = name.split(".")[-1] if is_unit_key(name) else name
         if not (name in NUMERIC_AXES or (is_unit_key(name) and axis in ("scale", "start", "end", "low", "high"))):
             raise ValueError(f"`{name}` is a range, but only numeric axes can be searched: {list(NUMERIC_AXES)} "

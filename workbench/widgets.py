@@ -75,6 +75,7 @@ class SweepPanel:
         self.table = pd.DataFrame()
         self.run_dir: Path | None = None
         self._spec = None  # the spec of the last Run: the grid shows its rows
+        self.search_result = None  # what the last Search found (adaptive.SearchResult)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.prompt = w.Text(prompt, description="prompt", layout=w.Layout(width="420px"))
@@ -88,6 +89,11 @@ class SweepPanel:
         self.seeds = w.Text("0-1", description="seeds")
         self.steps = w.BoundedIntText(20, min=1, max=500, description="steps")
         self.guidance = w.BoundedFloatText(5.0, min=0, max=30, description="guidance")
+        # Search mode: the smallest scale in [scale from, to] whose seeds meet the target (adaptive.py)
+        self.mode = w.ToggleButtons(options=["Grid", "Search"], value="Grid", description="mode")
+        self.target = w.Text("edge_f1>=0.9", description="target")
+        self.budget = w.BoundedIntText(40, min=2, max=2000, description="budget (images)",
+                                       style={"description_width": "initial"})
         self.run_button = w.Button(description="Run", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="0 / 0")
@@ -104,7 +110,8 @@ class SweepPanel:
         controls = [self.prompt, w.HBox([self.scale_start, self.scale_stop, self.scale_count]), self.lora_weights]
         if self.adapters:
             controls.append(self.adapter_select)
-        controls += [w.HBox([self.seeds, self.steps, self.guidance]), w.HBox([self.run_button, self.stop_button,
+        controls += [w.HBox([self.seeds, self.steps, self.guidance]), w.HBox([self.mode, self.target, self.budget]),
+                     w.HBox([self.run_button, self.stop_button,
                      self.progress]), self.message, w.HBox([self.row_picker, self.col_picker])]
         self.widget = w.VBox(controls + [self.grid_image, self.table_html])
 
@@ -125,13 +132,16 @@ class SweepPanel:
             "control_image": self.control_image or f"toy:{self.prompt.value}"})
 
     def run(self, _button=None) -> None:
-        """Start the sweep the controls describe, in a background thread."""
+        """Start the sweep (or, in Search mode, the search) the controls describe, in a background thread."""
         if self._thread and self._thread.is_alive():
             return
         try:
             spec = self.spec()
         except (ValueError, FileNotFoundError) as err:
             self.show_message(str(err), error=True)
+            return
+        if self.mode.value == "Search":
+            self._start_search(spec)
             return
         # One folder per model and adapters: a changed grid grows it, reusing every image it has (growth.py).
         key = hashlib.sha256(json.dumps([spec.model, spec.adapters], sort_keys=True, default=str).encode()).hexdigest()
@@ -155,6 +165,52 @@ class SweepPanel:
             self.show_message(f"{type(err).__name__}: {err}", error=True)
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def search_spec(self, spec) -> dict:
+        """The search the controls describe: the grid's spec with the scale as a range from `scale from` to `to`."""
+        data = spec.to_dict()
+        data["conditioning_scale"] = {"low": self.scale_start.value, "high": self.scale_stop.value}
+        return data
+
+    def _start_search(self, spec) -> None:
+        from .adaptive import parse_target
+        try:
+            target = parse_target(self.target.value)
+        except ValueError as err:
+            self.show_message(str(err), error=True)
+            return
+        data = self.search_spec(spec)
+        key = hashlib.sha256(json.dumps([data, str(target), self.budget.value], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:12]
+        self.run_dir, self._spec = self.run_root / f"search-{key}", None
+        self.run_button.disabled = True
+        self.show_message(f"searching into {self.run_dir}")
+        self._thread = threading.Thread(target=self._search_work, args=(data, target), daemon=True)
+        self._thread.start()
+
+    def _search_work(self, data: dict, target) -> None:
+        from .adaptive import search
+        try:
+            result = search(self.pipe, data, self.run_dir, target=str(target), minimize="conditioning_scale",
+                            budget=self.budget.value, log=lambda m: self._on_search_step(m, target))
+            self.search_result = result
+        except Exception as err:  # shown in the panel, never a traceback wall
+            self.show_message(f"{type(err).__name__}: {err}", error=True)
+        finally:
+            self.run_button.disabled = False
+
+    def _on_search_step(self, message: str, target) -> None:
+        """After each candidate: the message, and the live plot of the objective against the scale."""
+        from .plots import plot_search
+        self.show_message(message)
+        self.table = load_results(self.run_dir, lora_effect=False)
+        if self.table.empty or "search_trial" not in self.table:
+            return
+        fig = plot_search(self.table, "conditioning_scale", target.column, target=target.value)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.grid_image.value = buffer.getvalue()
 
     def stop(self, _button=None) -> None:
         """Ask the sweep to stop after the current batch."""
