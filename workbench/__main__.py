@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tracking-uri", default=None,
                         help="default: sqlite:///RUN_DIR/mlflow.db, artifacts in RUN_DIR/mlflow-artifacts")
     export.add_argument("--experiment", default=None, help="default: the run folder's name")
+    report = commands.add_parser("report", help="write RUN_DIR/report.html: the run as one offline page")
+    report.add_argument("run_dir")
+    report.add_argument("--link-images", action="store_true", help="link images relatively instead of embedding")
     results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
     results.add_argument("run_dir")
     return parser
@@ -166,6 +169,12 @@ def cmd_export(args) -> None:
     export_mlflow(args.run_dir, tracking_uri=args.tracking_uri, experiment=args.experiment)
 
 
+def cmd_report(args) -> None:
+    from .report import write_report
+    path = write_report(args.run_dir, embed=False if args.link_images else None)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser, offline")
+
+
 def cmd_results(args) -> None:
     from .results import load_results
     summarise(load_results(args.run_dir), args.run_dir)
@@ -175,7 +184,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import ModelNotAvailableError
     try:
-        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export,
+        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export, "report": cmd_report,
          "results": cmd_results}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback

@@ -1,0 +1,68 @@
+"""`workbench report`: one offline HTML page, driven in the real Chromium: pick axes, hover, click, no errors."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from workbench import run_sweep
+from workbench.spec import spec_from_dict
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
+                                 "(`apt-get install chromium`; .ci/run installs it)")]
+CAPTION = "a red circle on a blue background"
+
+
+@pytest.fixture(scope="module")
+def report(tiny_pipe, tmp_path_factory):
+    from workbench.report import write_report
+    run_dir = tmp_path_factory.mktemp("run")
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2,
+                           "conditioning_scale": [0.0, 0.5, 1.0], "guidance": [3.0, 5.0], "seed": [0, 1]})
+    run_sweep(tiny_pipe, spec, run_dir, log=lambda m: None)
+    return write_report(run_dir)
+
+
+def test_report_is_one_offline_page_with_axes_hover_zoom_and_a_plot(report, tmp_path):
+    from playwright.sync_api import sync_playwright
+    copy = tmp_path / "sent" / "report.html"  # what a student sends: the page alone, away from the run folder
+    copy.parent.mkdir()
+    shutil.copy(report, copy)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, requests = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        try:
+            page.goto(copy.as_uri())
+            page.wait_for_selector("table.grid img")
+            assert page.locator("table.grid img").count() == 6  # 3 scales across, 2 guidances down
+            loaded = page.evaluate("() => [...document.querySelectorAll('table.grid img')].every(i => i.naturalWidth > 0)")
+            assert loaded, "an embedded image did not decode"
+            page.select_option("#col", "guidance")
+            page.select_option("#row", "conditioning_scale")
+            headers = page.locator("table.grid tr").first.inner_text()
+            assert headers.split("\t")[1:] == ["3", "5"] and "conditioning_scale" in headers
+            page.select_option("#seed", "1")
+            first = page.locator("table.grid img").first
+            first.hover()
+            tip = page.locator("#tip")
+            assert tip.is_visible() and "edge_f1 = " in tip.inner_text() and "seed = 1" in tip.inner_text()
+            first.click()
+            assert page.locator("#zoom").is_visible() and "guidance = " in page.locator("#zoom pre").inner_text()
+            page.locator("#zoom").click()
+            assert not page.locator("#zoom").is_visible()
+            page.select_option("#metric", "edge_f1")
+            assert page.locator("#plot svg polyline").count() == 3  # one line per row value
+            assert "conditioning_scale" in page.locator("#specs").inner_text()
+        finally:
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            browser.close()
+    assert not errors, errors
+    assert all(url.startswith(("file:", "data:")) for url in requests), [u for u in requests if "file:" not in u][:3]
