@@ -15,7 +15,7 @@ CONTROLNET_AUX ?= controlnet_aux==0.0.10
 OPEN_CLIP ?= open-clip-torch==3.3.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow gpu-check wheel readme-images clean-venv
+.PHONY: setup demo test test-slow gpu-check wheel readme-images docs clean-venv
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ wheel: setup
 	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
 
 # The README's pictures: the demo grid, and each notebook's main figure as the test run drew it.
+# Executed copies of every notebook (full length) as HTML in docs/notebooks/, and their figures.
+docs: setup
+	WORKBENCH_NOTEBOOK_HTML=docs/notebooks $(BIN)/python -m pytest tests/test_notebooks.py -q -m "slow or not slow" \
+		-k "runs_on_the_toy_model or full_length"
+
 readme-images: setup
 	$(BIN)/python -m workbench demo
 	$(BIN)/python -m pytest tests/test_notebooks.py -q -m "slow or not slow"

@@ -13,6 +13,21 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 600  # a hang guard, not a speed test: benchmarks measure speed
 FIGURES = Path(__file__).resolve().parents[1] / "outputs" / "notebooks"  # `make readme-images` copies them to docs/
+# `make docs` sets this: each executed notebook is also written there as HTML, figures embedded
+HTML_DIR = os.environ.get("WORKBENCH_NOTEBOOK_HTML")
+DOCS_HTML = Path(__file__).resolve().parents[1] / "docs" / "notebooks"
+
+
+def save_html(notebook, name: str, seconds: float) -> None:
+    """Write the executed notebook as one HTML page (for students who cannot run it), when HTML_DIR is set."""
+    if not HTML_DIR:
+        return
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    note = (f"<p style='font:13px sans-serif;color:#555'>Executed by <code>make docs</code> on the toy model, "
+            f"on a 2-core CPU, in {seconds:.0f} s.</p>")
+    Path(HTML_DIR).mkdir(parents=True, exist_ok=True)
+    (Path(HTML_DIR) / f"{name}.html").write_text(body.replace("</body>", note + "</body>", 1))
 
 
 def save_largest_figure(notebook, name: str) -> None:
@@ -77,6 +92,7 @@ def test_notebook_runs_on_the_toy_model(path, workdir):
     check_executed(notebook, path, seconds)
     if path.name not in QUICK:  # a figure of a shortened run is not the notebook's figure
         save_largest_figure(notebook, path.stem)
+        save_html(notebook, path.stem, seconds)
 
 
 @pytest.mark.slow
@@ -86,6 +102,7 @@ def test_lora_notebook_at_full_length(path, full_length_workdir):
     notebook, seconds = execute(path, full_length_workdir)
     check_executed(notebook, path, seconds)
     save_largest_figure(notebook, path.stem)
+    save_html(notebook, path.stem, seconds)
 
 
 def test_figures_show_when_mplbackend_is_agg(workdir, monkeypatch):
@@ -102,6 +119,17 @@ def test_sd15_fails_with_the_clear_offline_message(workdir):
     message = str(caught.value)
     assert "ModelNotAvailableError" in message and "huggingface-cli download" in message
     assert "lllyasviel/sd-controlnet-canny" in message
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_executed_html_copy_is_in_docs_with_its_figures(path):
+    """`make docs` writes docs/notebooks/<name>.html; a student without Python reads the lesson there."""
+    page = DOCS_HTML / f"{path.stem}.html"
+    assert page.exists(), f"{page} is missing: run `make docs`"
+    text = page.read_text()
+    assert text.count("data:image/png;base64") >= 2 and "Executed by <code>make docs</code>" in text
+    markdown = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    assert markdown and markdown[0].source.splitlines()[0].lstrip("# ").split(":")[0][:20] in text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -10,6 +10,8 @@ import warnings
 import torch
 from PIL import Image
 
+from .spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
+
 
 def check_scale(scale, name: str = "controlnet_conditioning_scale") -> float:
     """Return `scale` as a float, or raise if it is not a finite non-negative number."""
@@ -104,7 +106,7 @@ def per_unit_scales(controlnet, scales_by_unit: list[list[float]]):
 
 
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,
-             guidance: float = 7.5, negative_prompt: str = "", width: int | None = None,
+             guidance: float = DEFAULT_GUIDANCE, negative_prompt: str = "", width: int | None = None,
              height: int | None = None, **pipe_kwargs) -> list[Image.Image]:
     """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
 
@@ -115,7 +117,7 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
             unless `width`/`height` are given.
         seeds: an int or a list of ints; each image gets its own torch.Generator.
         scale: ControlNet conditioning scale: 0 ignores the control, 1 is the trained strength.
-        steps, guidance: denoising steps and classifier-free guidance scale.
+        steps, guidance: denoising steps and classifier-free guidance scale (CFG; default 5, as in sweeps).
     """
     scale = check_scale(scale)
     seeds = check_seeds(seeds)

@@ -35,6 +35,9 @@ OPTIONAL_AXES = ("lora_blocks",)  # parameters of a trial only where the spec se
 UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high")
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++2m", "pndm", "lms")
 MODES = ("product", "zip")
+# Classifier-free guidance: one default for generate() and sweeps. The toy model likes 3-7.5;
+# SD1.5 users often use 7.5, which on the toy oversaturates colours.
+DEFAULT_GUIDANCE = 5.0
 
 
 @dataclass
@@ -48,7 +51,7 @@ class SweepSpec:
     adapter: list = field(default_factory=lambda: [None])  # LoRA adapter names; None = no LoRA
     lora_weight: list = field(default_factory=lambda: [0.0])  # multiplies the adapter's B @ A
     lora_blocks: list = field(default_factory=lambda: [None])  # block weight presets or dicts (blocks.py)
-    guidance: list = field(default_factory=lambda: [5.0])   # CFG scale; the toy model likes 3-7.5
+    guidance: list = field(default_factory=lambda: [DEFAULT_GUIDANCE])  # CFG scale
     steps: list = field(default_factory=lambda: [20])
     scheduler: list = field(default_factory=lambda: ["ddim"])
     canny_low: list = field(default_factory=lambda: [100])  # controlnet_aux defaults
