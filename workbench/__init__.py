@@ -38,7 +38,7 @@ _EXPORTS = {
     "plot_norm_kept": "plots", "plot_rank_study": "plots", "plot_search": "plots",
     "export_results": "results", "load_results": "results",
     "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
-    "run_sweep": "sweep", "search": "adaptive",
+    "run_sweep": "sweep", "search": "adaptive", "write_report": "report", "export_mlflow": "export",
     "SweepPanel": "widgets", "compare": "widgets",
 }
 __all__ = sorted(_EXPORTS)
