@@ -20,21 +20,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch
-
 import workbench as wb
 from report import machine, publish
 from workbench.ranks import rank_curve
-from workbench.toy.data import make_dataset
-
-
-def training_data(style: str, prior: int):
-    """256 styled scenes, plus `prior` plain ones with their own captions."""
-    styled = make_dataset(256, seed=11, size=64, style=style)
-    if not prior:
-        return styled
-    plain = make_dataset(prior, seed=13, size=64)
-    return torch.cat([styled.images, plain.images]), styled.captions + plain.captions
+from workbench.toy.data import style_dataset
 
 
 def main() -> int:
@@ -54,7 +43,7 @@ def main() -> int:
     pipe = wb.load_pipeline("toy", device="cpu")
     started = time.perf_counter()
     tag = f"{args.style}-{args.steps}-{args.alpha}-prior{args.prior}"
-    study = wb.rank_study(pipe, training_data(args.style, args.prior), ranks=args.ranks, seeds=args.seeds,
+    study = wb.rank_study(pipe, style_dataset(args.style, prior=args.prior), ranks=args.ranks, seeds=args.seeds,
                           steps=args.steps, lr=args.lr, alpha=alpha, style=args.style, scenes=args.scenes,
                           run_dir=f"runs/rank-study/{tag}", log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - started

@@ -226,3 +226,16 @@ def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path
         strength[weight] = float(np.mean(scores))
     assert strength[0.0] < 0.15, f"the base model draws no outline: {strength}"
     assert strength[1.0] > strength[0.0] + 0.2, f"the adapter draws the outline: {strength}"  # measured: 0.03 -> 0.32
+
+
+def test_training_works_after_a_sweep_switched_lora_off(tmp_path):
+    """A sweep row without an adapter calls disable_lora(); the next train_lora must still train (it raised)."""
+    from workbench.sweep import activate_lora
+    pipe = load_pipeline("tiny", device="cpu")
+    train_lora(pipe, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, adapter_name="first")
+    activate_lora(pipe, None, 0.0)
+    second = train_lora(pipe, make_dataset(4, size=32), rank=2, steps=2, out_dir=tmp_path, adapter_name="second",
+                        load=False)
+    assert second.exists() and len((tmp_path / "second.losses.csv").read_text().splitlines()) == 3
+    from workbench.lora import lora_disabled
+    assert lora_disabled(pipe.unet)  # left as the sweep set it

@@ -48,7 +48,8 @@ def workdir(tmp_path_factory):
 
 # The default suite must not depend on a quiet machine: the LoRA notebooks train fewer steps
 # and ranks there (a minute, not four); the full length runs under `slow` and draws the README.
-QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [2, 4, 8]}, "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
+QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [1, 2], "TRAIN_SEEDS": [0], "SCENES": 1, "PRIOR": 16},
+         "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_notebook_runs_on_the_toy_model(path, workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name in QUICK], ids=lambda p: p.name)
 def test_lora_notebook_at_full_length(path, full_length_workdir):
-    """02 and 03 with their own parameters (02: 4 ranks x 300 steps, about 2 min alone on 2 cores)."""
+    """02 and 03 with their own parameters (02: the full rank study, 15 adapters; set WORKBENCH_LORA_CACHE to reuse them)."""
     notebook, seconds = execute(path, full_length_workdir)
     check_executed(notebook, path, seconds)
     save_largest_figure(notebook, path.stem)

@@ -35,7 +35,7 @@ _EXPORTS = {
     "DEFAULT_MODEL": "pipeline", "load_pipeline": "pipeline",
     "controlnet_residuals": "explain",
     "plot_grid": "plots", "plot_images": "plots", "plot_metric": "plots", "plot_spectra": "plots",
-    "plot_norm_kept": "plots", "plot_rank_study": "plots", "plot_search": "plots",
+    "plot_norm_kept": "plots", "plot_rank_study": "plots", "plot_search": "plots", "plot_losses": "plots",
     "export_results": "results", "load_results": "results",
     "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
     "run_sweep": "sweep", "search": "adaptive", "write_report": "report", "export_mlflow": "export",

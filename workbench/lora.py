@@ -146,6 +146,9 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         unet.add_adapter(config, adapter_name=training_name)
     unet.set_adapter(training_name)
+    disabled = lora_disabled(unet)
+    if disabled:  # a sweep's disable_lora() (an adapter-free row) would keep the new adapter out of the forward
+        unet.enable_adapters()
     unet.requires_grad_(False)
     trainable = [p for n, p in unet.named_parameters() if training_name in n]
     for p in trainable:
@@ -178,6 +181,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                 callback(step, loss.item())
     except BaseException:
         remove_adapter(unet, training_name)  # an interrupted run leaves the pipeline as it found it
+        if disabled and getattr(unet, "peft_config", None):
+            unet.disable_adapters()
         raise
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
@@ -185,12 +190,20 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                 "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint}
     save_lora(pipe, training_name, config, path, metadata)
     remove_adapter(unet, training_name)
+    if disabled and getattr(unet, "peft_config", None):
+        unet.disable_adapters()
     checkpoint.remove()
     with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
     if load:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
     return path
+
+
+def lora_disabled(unet) -> bool:
+    """True when the UNet's LoRA layers are switched off (`disable_lora`), so no adapter acts."""
+    return any(getattr(module, "disable_adapters", False) is True for module in unet.modules()
+               if hasattr(module, "lora_A"))
 
 
 def remove_adapter(unet, adapter_name: str) -> None:

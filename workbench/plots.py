@@ -296,3 +296,26 @@ def plot_search(table: pd.DataFrame, parameter: str, column: str, target: float 
     ax.set_ylabel(f"{column} ({stat} over seeds)")
     ax.grid(alpha=0.3)
     return ax.figure
+
+
+def plot_losses(path, window: int = 25, ax=None):
+    """A LoRA's training loss from its `<name>.losses.csv` (or the adapter file beside it), with a running mean.
+
+    The noise-prediction loss of one batch jumps with the timesteps drawn, so the running
+    mean over `window` steps is the line to read.
+    """
+    from pathlib import Path
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        path = path.with_name(path.stem + ".losses.csv")
+    losses = pd.read_csv(path)
+    if ax is None:
+        _, ax = new_figure(figsize=(5, 3.2))
+    ax.plot(losses["step"], losses["loss"], color="lightgrey", linewidth=0.8, label="one batch")
+    ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), color="C0",
+            label=f"mean of {window} steps")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("noise-prediction loss (MSE)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure

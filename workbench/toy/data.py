@@ -49,3 +49,18 @@ def make_dataset(n: int, seed: int = 0, size: int = 64, style: str | None = None
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images in [0, 255] to floats in [-1, 1], as the VAE expects."""
     return images.float() / 127.5 - 1.0
+
+
+def style_dataset(style: str = "outlined", n: int = 256, prior: int = 0, size: int = 64) -> tuple[torch.Tensor, list]:
+    """LoRA training data: `n` scenes in `style` (seed 11), plus `prior` plain ones (seed 13) with their own captions.
+
+    The plain scenes are prior preservation, as DreamBooth does it: they show the adapter what
+    the base model already draws for captions without the style word, so training the style
+    does not also repaint the colours. Returns (images, captions), which `train_lora` and
+    `rank_study` take; the same arguments give the same data, so cached adapters are reused.
+    """
+    styled = make_dataset(n, seed=11, size=size, style=style)
+    if not prior:
+        return styled.images, styled.captions
+    plain = make_dataset(prior, seed=13, size=size)
+    return torch.cat([styled.images, plain.images]), styled.captions + plain.captions
