@@ -31,9 +31,11 @@ def save_html(notebook, name: str, seconds: float) -> None:
 
 
 def save_largest_figure(notebook, name: str) -> None:
-    """Keep the executed notebook's largest picture (its main grid) for the README."""
+    """Keep the figure of the cell tagged `readme-figure` (chosen for its lesson), else the largest, for the README."""
     import base64
-    pictures = [o["data"]["image/png"] for c in notebook.cells if c.cell_type == "code"
+    cells = [c for c in notebook.cells if c.cell_type == "code"]
+    chosen = [c for c in cells if "readme-figure" in c.metadata.get("tags", [])]
+    pictures = [o["data"]["image/png"] for c in (chosen or cells)
                 for o in c.outputs if "image/png" in o.get("data", {})]
     if pictures:
         FIGURES.mkdir(parents=True, exist_ok=True)
