@@ -83,7 +83,9 @@ def test_text_encoder_scale_reaches_only_components_the_adapter_has(tiny_pipe, t
         weights = adapter_weights(tiny_pipe, "unet-only", 0.5, "up-only")
         assert weights == {"unet": {"down": 0.0, "mid": 0.0, "up": 0.5}}  # no text-encoder layers to weigh
     finally:
-        tiny_pipe.delete_adapters("unet-only")
+        from workbench.lora import unload_adapter
+        unload_adapter(tiny_pipe, "unet-only")
+        assert not any("base_layer" in n for n, _ in tiny_pipe.unet.named_parameters())  # the shared pipe is plain
 
 
 def test_scene_scores_read_a_drawn_scene_as_styled_and_faithful():

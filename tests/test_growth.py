@@ -39,10 +39,11 @@ def test_growing_with_other_adapters_is_refused(tiny_pipe, tmp_path):
     from workbench.lora import random_lora
     run_sweep(tiny_pipe, grid([1.0], [0]), tmp_path / "run", log=lambda m: None)
     path = random_lora(tiny_pipe, 2, tmp_path / "extra.safetensors")
+    assert not getattr(tiny_pipe.unet, "peft_config", None)
     with pytest.raises(ValueError, match="holds images of another model or other adapters"):
         run_sweep(tiny_pipe, grid([1.0], [0], adapters={"extra": str(path)}), tmp_path / "run", log=lambda m: None)
     assert not (tmp_path / "run" / "specs").exists()  # nothing recorded for a refused spec
-    tiny_pipe.delete_adapters("extra")
+    assert not getattr(tiny_pipe.unet, "peft_config", None)  # nor loaded: refused before the adapters load
 
 
 def test_killed_during_growth_then_resumed_loses_and_duplicates_nothing(tmp_path):

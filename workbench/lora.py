@@ -200,6 +200,25 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     return path
 
 
+def unload_adapter(pipe, adapter_name: str) -> None:
+    """Remove one adapter from the pipeline; components left with none are unwrapped to plain modules.
+
+    diffusers' `delete_adapters` keeps peft's wrappers (`to_q.base_layer`), so a pipeline saved
+    after it no longer loads as a plain one.
+    """
+    from diffusers.utils import recurse_remove_peft_layers
+    pipe.delete_adapters(adapter_name)
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module) or getattr(component, "peft_config", None):
+            continue  # not a model, or other adapters still use its wrappers
+        if any(hasattr(module, "base_layer") for module in component.modules()):
+            recurse_remove_peft_layers(component)
+            if hasattr(component, "peft_config"):
+                del component.peft_config
+            if hasattr(component, "_hf_peft_config_loaded"):
+                component._hf_peft_config_loaded = None
+
+
 def lora_disabled(unet) -> bool:
     """True when the UNet's LoRA layers are switched off (`disable_lora`), so no adapter acts."""
     return any(getattr(module, "disable_adapters", False) is True for module in unet.modules()
@@ -469,5 +488,5 @@ def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_lora(pipe, name, config, path, {"rank": rank, "alpha": float(rank), "random": True, "seed": seed})
-    pipe.unet.delete_adapters(name)
+    remove_adapter(pipe.unet, name)  # unwrapped again when it was the only one
     return path

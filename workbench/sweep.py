@@ -314,15 +314,15 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
 
 def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec):
     """Stages 2-5 of `run_sweep`, with the run folder locked."""
-    load_adapters(pipe, spec.adapters)                                                # 2
-    fingerprint = model_fingerprint(pipe, spec.adapters)
-    trials = expand(spec, fingerprint)
+    fingerprint = model_fingerprint(pipe, spec.adapters)  # adapter files are hashed, not loaded, for this # 2
     if keep_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
         rows, _ = read_rows(run_dir)
         check_same_fingerprint(run_dir, {r["model_fingerprint"] for r in rows if r.get("model_fingerprint")},
                                fingerprint)
         n = record_spec(run_dir, spec)
         log(f"growing the sweep in {run_dir}: spec {n}; finished trials are reused")
+    load_adapters(pipe, spec.adapters)
+    trials = expand(spec, fingerprint)
     finished = finished_trial_ids(run_dir)
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
