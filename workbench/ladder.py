@@ -109,16 +109,17 @@ def norm_kept(singular_values: torch.Tensor, k: int) -> float:
     return math.sqrt(float((singular_values[:k] ** 2).sum()) / total) if total > 0 else 1.0
 
 
-def truncated_factors(down, up, scale, k, dtype=torch.float64, device=None):
+def truncated_factors(down, up, scale, k, dtype=torch.float64, device=None, svd=None):
     """(down', up', singular values) with up' @ down' the best rank-k approximation of scale * up @ down.
 
-    Ranks above the layer's own are zero-padded, so every layer of a rung has rank k.
+    Ranks above the layer's own are zero-padded, so every layer of a rung has rank k. `svd`
+    reuses a layer's (U, S, Vh) across rungs.
     """
-    u, s, vh = update_svd(down.to(device), up.to(device), scale, dtype)
+    u, s, vh = svd if svd is not None else update_svd(down.to(device), up.to(device), scale, dtype)
     keep = min(k, len(s))
     root = s[:keep].sqrt()
-    new_down = torch.zeros(k, vh.shape[1], dtype=dtype, device=s.device)
-    new_up = torch.zeros(u.shape[0], k, dtype=dtype, device=s.device)
+    new_down = torch.zeros(k, vh.shape[1], dtype=s.dtype, device=s.device)
+    new_up = torch.zeros(u.shape[0], k, dtype=s.dtype, device=s.device)
     new_down[:keep] = root[:, None] * vh[:keep]
     new_up[:, :keep] = u[:, :keep] * root
     down_shape = (k, *down.shape[1:])
@@ -176,10 +177,13 @@ def lora_rank_ladder(path: str | Path, ranks=(1, 2, 4, 8), out_dir: str | Path |
     out = Path(out_dir) if out_dir is not None else path.parent
     out.mkdir(parents=True, exist_ok=True)
     written = {}
+    svds = {layer.name: update_svd(state[layer.down_key].to(device), state[layer.up_key].to(device), layer.scale,
+                                   dtype) for layer in layers}  # once per layer, for every rung
     for k in sorted(set(ranks)):
         rung, kept, kept_sq, total_sq = dict(state), {}, 0.0, 0.0
         for layer in layers:
-            down, up, s = truncated_factors(state[layer.down_key], state[layer.up_key], layer.scale, k, dtype, device)
+            down, up, s = truncated_factors(state[layer.down_key], state[layer.up_key], layer.scale, k,
+                                            svd=svds[layer.name])
             rung[layer.down_key], rung[layer.up_key] = down.contiguous(), up.contiguous()
             if f"{layer.name}.alpha" in rung:
                 rung[f"{layer.name}.alpha"] = torch.tensor(float(k), dtype=state[f"{layer.name}.alpha"].dtype)
