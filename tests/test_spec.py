@@ -124,3 +124,12 @@ def test_resolution_range_follows_the_model(tmp_path):
         spec_from_dict({"model": "sd15", "resolution": 4096})
     with pytest.raises(ValueError, match="whole number of pixels"):
         spec_from_dict({"resolution": "64px"})
+
+
+def test_numpy_axes_become_plain_values_and_save():
+    import numpy as np
+    spec = spec_from_dict({"conditioning_scale": np.arange(0, 1.01, 0.5), "seed": [np.int64(3)]})
+    assert spec.conditioning_scale == [0.0, 0.5, 1.0] and type(spec.conditioning_scale[0]) is float
+    assert spec.seed == [3] and type(spec.seed[0]) is int
+    import yaml
+    assert yaml.safe_load(yaml.safe_dump(spec.to_dict()))["conditioning_scale"] == [0.0, 0.5, 1.0]

@@ -112,6 +112,13 @@ class SweepSpec:
         path.write_text(text)
 
 
+def plain_values(value) -> list:
+    """An axis as a list of plain Python values: one value becomes a list; numpy arrays and scalars
+    (np.linspace, np.arange) become floats and ints, so the spec saves as YAML and hashes stably."""
+    values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "tolist") else [value]
+    return [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in values]
+
+
 def spec_from_dict(data: dict) -> SweepSpec:
     """Build and validate a spec; single values become one-element lists; unknown keys are errors."""
     if not isinstance(data, dict):
@@ -122,7 +129,7 @@ def spec_from_dict(data: dict) -> SweepSpec:
     unit_axes = {}
     for key in data:
         if is_unit_key(key) and str(key).partition(".")[0] in controls:
-            unit_axes[key] = data[key] if isinstance(data[key], (list, tuple)) else [data[key]]
+            unit_axes[key] = plain_values(data[key])
         elif is_unit_key(key):
             raise ValueError(f"{key!r} names control unit {str(key).partition('.')[0]!r}, which `controls` does not "
                              f"define; units: {sorted(controls) or 'none'}")
@@ -136,8 +143,7 @@ def spec_from_dict(data: dict) -> SweepSpec:
             unit = next(iter(controls))
             raise ValueError(f"with `controls`, each unit has its own image and axes: use `{unit}.scale`, "
                              f"`{unit}.start`, ... instead of {legacy}")
-    data = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) if k in AXES else v for k, v in data.items()
-            if k not in unit_axes}
+    data = {k: plain_values(v) if k in AXES else v for k, v in data.items() if k not in unit_axes}
     spec = SweepSpec(**data, unit_axes={k: list(v) for k, v in unit_axes.items()})
     check_spec(spec)
     return spec
