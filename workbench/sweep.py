@@ -144,7 +144,10 @@ def model_fingerprint(pipe, adapters: dict) -> str:
     modules = [getattr(pipe, name) for name in family_of(pipe).components]
     modules = [net for module in modules for net in getattr(module, "nets", [module])]  # each unit's ControlNet
     parts = [module_fingerprint(module) for module in modules]
-    parts += [f"{name}={file_sha256(Path(path))[:16]}" for name, path in sorted(adapters.items())]
+    for name, path in sorted(adapters.items()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (adapter {name!r})")
+        parts.append(f"{name}={file_sha256(Path(path))[:16]}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
