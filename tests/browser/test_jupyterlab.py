@@ -6,7 +6,6 @@ kernel package and its JupyterLab front end ("Error displaying widget").
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,16 +15,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from chromium import CHROMIUM, CHROMIUM_FLAGS, NEEDS_CHROMIUM
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The network is closed: without these flags Chromium keeps trying to reach Google's services.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 SCREENSHOT_DIR = Path(os.environ.get("WORKBENCH_SCREENSHOTS", Path(__file__).resolve().parents[2] / "outputs" / "browser"))
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
-                                 "(`apt-get install chromium`; .ci/run installs it)")]
+pytestmark = NEEDS_CHROMIUM
 
 
 def free_port() -> int:

@@ -1,19 +1,14 @@
 """`workbench report`: one offline HTML page, driven in the real Chromium: pick axes, hover, click, no errors."""
 
 import shutil
-from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_FLAGS, NEEDS_CHROMIUM
 
 from workbench import run_sweep
 from workbench.spec import spec_from_dict
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
-                                 "(`apt-get install chromium`; .ci/run installs it)")]
+pytestmark = NEEDS_CHROMIUM
 CAPTION = "a red circle on a blue background"
 
 
