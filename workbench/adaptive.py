@@ -147,7 +147,6 @@ class Searcher:
 
     def __init__(self, pipe, data: dict, ranges: list[Range], run_dir: Path, stat: str, log):
         self.pipe, self.data, self.ranges, self.run_dir, self.stat, self.log = pipe, data, ranges, run_dir, stat, log
-        self.seeds = len(spec_from_dict(data).seed)
 
     def evaluate(self, number: int, values: dict, columns: list[str]) -> dict:
         """Draw one cell (all seeds) and return {column: objective}."""
@@ -283,17 +282,16 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "search.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     searcher = Searcher(pipe, fixed, ranges, run_dir, stat, log)
-    names = {r.name for r in ranges}
     bisection = (len(ranges) == 1 and len(targets) == 1 and not maximize and minimize == [ranges[0].name]) or \
         (len(ranges) == 1 and len(targets) == 1 and not minimize and maximize == [ranges[0].name])
     if bisection:
         study = bisect(searcher, targets[0], ranges[0], bool(minimize), cells)
     else:
-        study = search_with_samplers(searcher, targets, [n for n in minimize], [n for n in maximize], cells, seed)
-    return write_result(study, run_dir, ranges, targets, names, seeds, bisection, budget, log)
+        study = search_with_samplers(searcher, targets, minimize, maximize, cells, seed)
+    return write_result(study, run_dir, ranges, targets, seeds, bisection, log)
 
 
-def write_result(study, run_dir: Path, ranges, targets, names, seeds: int, bisection: bool, budget: int, log):
+def write_result(study, run_dir: Path, ranges, targets, seeds: int, bisection: bool, log):
     """Pick the best candidate, write search.json, and print the answer as the last line."""
     from .results import load_results
     done = finished(study)
