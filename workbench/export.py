@@ -30,22 +30,18 @@ import pandas as pd
 
 from .results import load_results
 
-METRIC_SUFFIXES = ("edge_precision", "edge_recall", "edge_f1", "edge_ssim", "mask_iou")  # per-unit scores
 SKIP_METRICS = ("index", "seed", "seconds", "width", "height", "warmup", "search_trial", "lora_rank", "lora_alpha")
 
 
-def parameter_columns(table: pd.DataFrame) -> list[str]:
-    """The columns that define a cell: the spec's parameters (axes, unit settings), not the seed."""
-    from .spec import AXES
-    from .units import is_unit_column
-    names = [*AXES, "control_image", "resolution", "model", *(c for c in table.columns if is_unit_column(c)
-                                                             and not c.endswith(METRIC_SUFFIXES))]
-    return [c for c in dict.fromkeys(names) if c in table and c != "seed"]
+def cell_columns(table: pd.DataFrame) -> list[str]:
+    """The columns that define a cell: the trial parameters and the model, not the seed."""
+    from .spec import parameter_columns
+    return [c for c in [*parameter_columns(table), "model"] if c in table and c != "seed"]
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """Numeric columns that score an image (edge_f1, style_strength, clip_score, lora_effect, ...)."""
-    params = set(parameter_columns(table))
+    params = set(cell_columns(table))
     return [c for c in table.columns if c not in params and c not in SKIP_METRICS
             and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
 
@@ -84,7 +80,7 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
     done = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     exported_cells = {r.data.tags.get("workbench.cell") for r in done}
     parents = [r for r in done if r.data.tags.get("workbench.sweep") == str(run_dir)]
-    params, metrics = parameter_columns(table), metric_columns(table)
+    params, metrics = cell_columns(table), metric_columns(table)
     counts = {"exported": 0, "skipped": 0, "tracking_uri": tracking_uri, "experiment": experiment}
     parent_id = parents[0].info.run_id if parents else None
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"sweep {run_dir.name}",
@@ -134,7 +130,7 @@ def log_sweep_artifacts(mlflow, run_dir: Path, table: pd.DataFrame) -> None:
         csv = Path(folder) / "results.csv"
         table.to_csv(csv, index=False)
         mlflow.log_artifact(str(csv))
-        varying = [c for c in parameter_columns(table) if table[c].astype(str).nunique() > 1]
+        varying = [c for c in cell_columns(table) if table[c].astype(str).nunique() > 1]
         if varying:
             figure = plot_grid(table, row=varying[1] if len(varying) > 1 else "seed", col=varying[0])
             if isinstance(figure, list):

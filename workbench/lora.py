@@ -200,23 +200,29 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     return path
 
 
-def unload_adapter(pipe, adapter_name: str) -> None:
-    """Remove one adapter from the pipeline; components left with none are unwrapped to plain modules.
+def unwrap_if_unused(module: torch.nn.Module) -> None:
+    """Replace peft's wrappers by the plain layers when no adapter is left on `module`.
 
-    diffusers' `delete_adapters` keeps peft's wrappers (`to_q.base_layer`), so a pipeline saved
-    after it no longer loads as a plain one.
+    diffusers' `delete_adapters` keeps every target wrapped (`to_q.base_layer.weight`), so a
+    model saved after it no longer loads as a plain one.
     """
     from diffusers.utils import recurse_remove_peft_layers
+    if getattr(module, "peft_config", None):
+        return  # other adapters still use the wrappers
+    if any(hasattr(layer, "base_layer") for layer in module.modules()):
+        recurse_remove_peft_layers(module)
+    if hasattr(module, "peft_config"):
+        del module.peft_config
+    if hasattr(module, "_hf_peft_config_loaded"):
+        module._hf_peft_config_loaded = None
+
+
+def unload_adapter(pipe, adapter_name: str) -> None:
+    """Remove one adapter from the pipeline; components left with none are plain modules again."""
     pipe.delete_adapters(adapter_name)
     for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module) or getattr(component, "peft_config", None):
-            continue  # not a model, or other adapters still use its wrappers
-        if any(hasattr(module, "base_layer") for module in component.modules()):
-            recurse_remove_peft_layers(component)
-            if hasattr(component, "peft_config"):
-                del component.peft_config
-            if hasattr(component, "_hf_peft_config_loaded"):
-                component._hf_peft_config_loaded = None
+        if isinstance(component, torch.nn.Module):
+            unwrap_if_unused(component)
 
 
 def lora_disabled(unet) -> bool:
@@ -226,14 +232,9 @@ def lora_disabled(unet) -> bool:
 
 
 def remove_adapter(unet, adapter_name: str) -> None:
-    """Delete one adapter; when it was the last, unwrap peft's layers so the UNet is plain again.
-
-    `delete_adapters` alone leaves every target wrapped (`to_q.base_layer.weight`), and a
-    pipeline saved like that no longer loads as a plain UNet.
-    """
+    """Delete one adapter from the UNet; when it was the last, the UNet is plain again."""
     unet.delete_adapters(adapter_name)
-    if not getattr(unet, "peft_config", None):
-        unet.unload_lora()
+    unwrap_if_unused(unet)
 
 
 def text_conditioning(pipe, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, dict]:

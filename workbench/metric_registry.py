@@ -122,13 +122,11 @@ def model_path(name: str, models: dict | None) -> str:
 
 def reference_paths(table: pd.DataFrame) -> pd.Series:
     """Each row's reference image: the same trial at LoRA weight 0, else at conditioning scale 0 (else NaN)."""
-    from .spec import AXES
-    from .units import is_unit_column
+    from .spec import parameter_columns
     done = table[table.state == "COMPLETE"]
     for axis, skip in (("lora_weight", ("adapter", "lora_weight", "lora_blocks")), ("conditioning_scale", ())):
         if axis in done and (done[axis] == 0).any() and (done[axis] != 0).any():
-            keys = [c for c in (*AXES, "control_image", "resolution", *(c for c in table if is_unit_column(c)))
-                    if c in table and c not in skip and c != axis and not c.endswith(("edge_f1", "mask_iou"))]
+            keys = [c for c in parameter_columns(table) if c not in skip and c != axis]
             key = pd.Series([json.dumps(r, default=str) for r in table[keys].to_numpy().tolist()], index=table.index)
             base = dict(zip(key[done.index][done[axis] == 0], done.image_path[done[axis] == 0]))
             return key.map(base)

@@ -100,10 +100,8 @@ def add_lora_effect(table):
     """Add `lora_effect`: each image's pixel distance from the same trial at LoRA weight 0."""
     import json
 
-    from .spec import AXES
-    from .units import is_unit_column
-    parameters = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
-    key_columns = [c for c in parameters if c in table and c not in ("adapter", "lora_weight", "lora_blocks")]
+    from .spec import parameter_columns
+    key_columns = [c for c in parameter_columns(table) if c not in ("adapter", "lora_weight", "lora_blocks")]
     records = table.to_dict("records")
 
     def key(record):

@@ -49,8 +49,8 @@ def varying_columns(table: pd.DataFrame, columns: list[str]) -> list[str]:
 
 def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
     """What the page needs: rows (with an image source each), the pickable axes, the metrics, the specs."""
-    from .export import metric_columns, parameter_columns
-    params = [c for c in parameter_columns(table) if c in table] + ["seed"]
+    from .export import cell_columns, metric_columns
+    params = cell_columns(table) + ["seed"]
     metrics = [c for c in metric_columns(table) if table[c].notna().any()]
     rows = []
     for record in table.to_dict("records"):

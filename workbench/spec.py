@@ -24,8 +24,8 @@ import yaml
 from .sizes import size_range
 from .blocks import block_label, block_scales
 from .metric_registry import metric_names
-from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_key, spec_units,
-                    split_unit_key)
+from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
+                    is_unit_key, spec_units, split_unit_key)
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
 AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
@@ -287,6 +287,12 @@ def count_trials(spec: SweepSpec) -> int:
     if spec.mode == "zip":
         return max([len(v) for v in spec.axes.values()], default=1)
     return math.prod(len(values) for values in spec.parameters().values())
+
+
+def parameter_columns(table) -> list[str]:
+    """The columns of a results table that hold trial parameters (axes, the control, resolution, each unit's)."""
+    names = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
+    return [c for c in names if c in table]
 
 
 def kind_of(name: str) -> str:

@@ -207,10 +207,7 @@ class SweepPanel:
         if self.table.empty or "search_trial" not in self.table:
             return
         fig = plot_search(self.table, "conditioning_scale", target.column, target=target.value)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        self.grid_image.value = buffer.getvalue()
+        self.show_figure(fig)
 
     def stop(self, _button=None) -> None:
         """Ask the sweep to stop after the current batch."""
@@ -230,6 +227,13 @@ class SweepPanel:
         self.table = load_results(self.run_dir, lora_effect=False, spec=self._spec)
         self.redraw()
 
+    def show_figure(self, fig) -> None:
+        """Put a matplotlib figure into the panel's image (and free it)."""
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.grid_image.value = buffer.getvalue()
+
     def show_message(self, text: str, error: bool = False) -> None:
         colour = "#c0392b" if error else "#555555"
         escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -244,10 +248,7 @@ class SweepPanel:
         except ValueError as err:
             self.show_message(str(err), error=True)
             return
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        self.grid_image.value = buffer.getvalue()
+        self.show_figure(fig)
         columns = [c for c in ("state", "adapter", "lora_weight", "conditioning_scale", "seed", "edge_f1",
                                "lora_effect", "seconds") if c in self.table]
         self.table_html.value = self.table[columns].to_html(index=False, float_format="{:.3f}".format)
