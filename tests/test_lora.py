@@ -131,6 +131,27 @@ def test_adapters_and_weights_sweep_as_axes(lora_pipe, tmp_path):
     assert effect[0.0] == 0 and effect[0.5] > 0 and effect[1.0] > effect[0.5]
 
 
+def test_one_adapter_name_for_two_files_sweeps_each_file(lora_pipe, tmp_path):
+    """Two specs may give one name to different files (`r1-s0` of two recipes): each sweep uses its own file."""
+    pipe, paths = lora_pipe
+    caption = "a red circle on a blue background"
+
+    def sweep(path, folder):
+        spec = spec_from_dict({"model": "tiny", "prompt": caption, "control_image": f"toy:{caption}", "steps": 2,
+                               "adapters": {"style": str(path)}, "adapter": ["style"], "lora_weight": [1.0],
+                               "seed": [0]})
+        return run_sweep(pipe, spec, tmp_path / folder, log=lambda m: None)
+
+    first = sweep(paths["rank2"], "first")
+    second = sweep(paths["rank4"], "second")   # "style" is loaded, but from the rank-2 file
+    alone = sweep(paths["rank4"], "alone")     # the same name and file again: kept, not reloaded
+    assert (first.lora_rank.item(), second.lora_rank.item()) == (2, 4)
+    assert first.image_sha256.item() != second.image_sha256.item()
+    assert second.image_sha256.item() == alone.image_sha256.item()
+    from workbench.lora import unload_adapter
+    unload_adapter(pipe, "style")
+
+
 def to_kohya(diffusers_file, out_file, alpha):
     """Rewrite a diffusers LoRA file with kohya/A1111 key names and `.alpha` tensors."""
     import torch

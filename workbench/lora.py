@@ -27,7 +27,7 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from .families import family_of
-from .fingerprint import module_fingerprint
+from .fingerprint import file_sha256, module_fingerprint
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 # Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
@@ -197,6 +197,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
     if load:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return path
 
 
@@ -220,6 +221,7 @@ def unwrap_if_unused(module: torch.nn.Module) -> None:
 def unload_adapter(pipe, adapter_name: str) -> None:
     """Remove one adapter from the pipeline; components left with none are plain modules again."""
     pipe.delete_adapters(adapter_name)
+    adapter_sources(pipe).pop(adapter_name, None)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             unwrap_if_unused(component)
@@ -367,7 +369,26 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
     check_all_layers_loaded(pipe, path, adapter_name, info)
+    adapter_sources(pipe)[adapter_name] = file_sha256(path) if path.is_file() else None
     return info
+
+
+def adapter_sources(pipe) -> dict:
+    """{adapter name: sha256 of the file it was loaded from}, kept on the pipeline by `load_lora`.
+
+    A sweep that names an adapter reloads it when the name was loaded from another file, so
+    the same name in two specs (`r1-s0` of two recipes) never sweeps a stale adapter.
+    """
+    if not isinstance(getattr(pipe, "_workbench_adapter_sources", None), dict):
+        pipe._workbench_adapter_sources = {}
+    return pipe._workbench_adapter_sources
+
+
+def loaded_from(pipe, adapter_name: str) -> str | None:
+    """The sha256 of the file `adapter_name` was loaded from; None when it is not loaded, or not by `load_lora`."""
+    if adapter_name not in loaded_adapters(pipe):
+        return None
+    return adapter_sources(pipe).get(adapter_name)
 
 
 def adapter_layer_counts(pipe, adapter_name: str) -> dict[str, int]:

@@ -131,12 +131,15 @@ def prepare_run_dir(run_dir: str | Path, spec: SweepSpec, keep_spec: bool = True
 # ---- 2. adapters, fingerprint -----------------------------------------------------------------
 
 def load_adapters(pipe, adapters: dict) -> None:
-    """Load each named LoRA file into the pipeline once (adapters already loaded are kept)."""
-    from .lora import load_lora, loaded_adapters
-    loaded = loaded_adapters(pipe) if adapters else []
+    """Load each named LoRA file into the pipeline once; a name loaded from another file is loaded again.
+
+    Adapters stay loaded between sweeps. A name the pipeline already holds is kept only when
+    it came from the same file (by sha256): two specs may use one name for different files.
+    """
+    from .lora import load_lora, loaded_from
     for name, path in adapters.items():
-        if name not in loaded:
-            load_lora(pipe, path, name)  # refuses pickle files, names a shape mismatch
+        if loaded_from(pipe, name) != file_sha256(Path(path)):
+            load_lora(pipe, path, name, replace=True)  # refuses pickle files, names a shape mismatch
 
 
 def model_fingerprint(pipe, adapters: dict) -> str:
