@@ -88,3 +88,15 @@ def test_adapter_names_sort_naturally():
     from workbench.plots import ordered_values
     assert ordered_values(pd.Series(["rank16", "rank2", "rank1", "rank8"])) == ["rank1", "rank2", "rank8", "rank16"]
     assert ordered_values(pd.Series([1.0, 0.5, 0.0, 0.5])) == [0.0, 0.5, 1.0]
+
+
+def test_plot_images_wraps_into_rows_of_columns():
+    from workbench.plots import plot_images
+    images = [np.full((8, 8, 3), i * 20, np.uint8) for i in range(5)]
+    figure = plot_images(images, [f"image {i}" for i in range(5)], columns=2)
+    shown = [ax for ax in figure.axes if ax.images]
+    assert len(figure.axes) == 6 and len(shown) == 5  # 3 rows of 2; the last cell stays empty
+    assert [ax.get_title() for ax in shown] == [f"image {i}" for i in range(5)]
+    assert len(plot_images(images).axes) == 5
+    with pytest.raises(ValueError, match="positive integer, got 0"):
+        plot_images(images, columns=0)

@@ -31,6 +31,7 @@ _EXPORTS = {
     "generate": "generation",
     "load_lora": "lora", "lora_delta_spectrum": "lora", "lora_summary": "lora", "train_lora": "lora",
     "train_lora_ranks": "lora",
+    "blend_adapters": "blend", "fused_lora": "blend", "time_fusing": "blend",
     "lora_rank_ladder": "ladder", "norm_kept_table": "ladder", "rank_study": "ranks",
     "DEFAULT_MODEL": "pipeline", "load_pipeline": "pipeline",
     "controlnet_residuals": "explain",

@@ -180,14 +180,19 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
     return ax.figure
 
 
-def plot_images(images, titles=None, cell_inches: float = 1.8):
-    """A row of images with optional titles (control maps, before/after pairs)."""
+def plot_images(images, titles=None, cell_inches: float = 1.8, columns: int | None = None):
+    """Images with optional titles (control maps, before/after pairs): one row, or rows of `columns`."""
     titles = titles or [""] * len(images)
-    fig, axes = new_figure(1, len(images), squeeze=False, figsize=(cell_inches * len(images), cell_inches + 0.3))
-    for ax, image, title in zip(axes[0], images, titles):
+    columns = len(images) if columns is None else columns
+    if not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"`columns` must be a positive integer, got {columns!r}")
+    rows = -(-len(images) // columns)
+    fig, axes = new_figure(rows, columns, squeeze=False, figsize=(cell_inches * columns, (cell_inches + 0.3) * rows))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, title in zip(axes.ravel(), images, titles):
         ax.imshow(np.asarray(image), interpolation="nearest")
         ax.set_title(title, fontsize=8)
-        ax.axis("off")
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,167 @@
+"""Use several LoRA adapters at once (a blend), and fuse them into the weights for speed.
+
+A blend adds the adapters' updates, each at its own weight:
+
+    W' = W + sum_i  w_i * (alpha_i / r_i) * B_i @ A_i
+
+diffusers does it with `set_adapters(names, adapter_weights)`. Two adapters that learned the
+same thing therefore add up: 0.5 + 0.5 acts about like one adapter at 1, and 1 + 1 overshoots
+like one at 2. Adapters that learned different things mix.
+
+Fusing (`fuse_lora`) writes that sum into W itself, so each step runs one matrix per layer
+instead of W plus the low-rank branch; `unfuse_lora` subtracts it again and the base model
+returns, within float rounding. Never change adapter weights while fused: the unfuse
+subtracts the update at the weights of that moment, not at the fused ones. `fused_lora` is a
+context manager that fuses, and always unfuses on the way out.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .generation import generate
+from .lora import loaded_adapters
+
+
+def check_blend(pipe, weights: dict) -> dict[str, float]:
+    """`weights` as {adapter: float}, refusing adapters that are not loaded and weights that are not numbers."""
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError(f"a blend is a non-empty dict {{adapter name: weight}}, got {weights!r}")
+    loaded = loaded_adapters(pipe)
+    unknown = [name for name in weights if name not in loaded]
+    if unknown:
+        raise ValueError(f"adapters {unknown} are not loaded; loaded: {loaded} (load them with wb.load_lora)")
+    blend = {}
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not np.isfinite(weight):
+            raise ValueError(f"the weight of adapter {name!r} must be a finite number, got {weight!r}")
+        blend[name] = float(weight)
+    return blend
+
+
+def blend_adapters(pipe, weights: dict) -> None:
+    """Switch on several loaded adapters at once, `{name: weight}`; the others are off."""
+    blend = check_blend(pipe, weights)
+    pipe.enable_lora()
+    pipe.set_adapters(list(blend), adapter_weights=list(blend.values()))
+
+
+def blend_label(weights: dict) -> str:
+    """A short name for a blend: "live 0.5 + r4-s1 0.5"; "base" when every weight is 0."""
+    parts = [f"{name} {weight:g}" for name, weight in weights.items() if weight]
+    return " + ".join(parts) or "base"
+
+
+def lora_components(pipe) -> list[str]:
+    """The pipeline's components that carry LoRA layers (the UNet, text encoders)."""
+    return [name for name in ("unet", "text_encoder", "text_encoder_2")
+            if getattr(getattr(pipe, name, None), "peft_config", None)]
+
+
+@contextmanager
+def fused_lora(pipe, weights: dict):
+    """Fuse a blend into the weights for the `with` block; unfuse afterwards, even after an error.
+
+        with wb.fused_lora(pipe, {"live": 1.0}):
+            images = wb.generate(pipe, prompt, control, seeds=[0, 1])
+    """
+    blend_adapters(pipe, weights)
+    components = lora_components(pipe)
+    pipe.fuse_lora(components=components, adapter_names=list(weights))
+    try:
+        yield pipe
+    finally:
+        pipe.unfuse_lora(components=components)
+
+
+def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: list[str], seed: int = 0,
+                steps: int = 20, guidance: float | None = None) -> tuple[pd.DataFrame, dict]:
+    """Draw every blend on every caption; a row per image, scored where the toy world can score it.
+
+    Args:
+        blends: a list of {adapter: weight} dicts; {} or all-zero weights draw the base model.
+        captions, control_sources: one prompt per scene and its control (`toy:<caption>`,
+            a file, ...); toy captions get `style_strength`, `colour_fidelity` and `shape_iou`.
+    Returns (table, images), images keyed by (blend label, scene index).
+    """
+    from .control import control_for
+    from .pipeline import trained_size
+    from .toy.evaluate import scene_scores
+    if len(captions) != len(control_sources):
+        raise ValueError(f"{len(captions)} captions but {len(control_sources)} control sources; give one each")
+    size = trained_size(pipe)
+    extra = {} if guidance is None else {"guidance": guidance}
+    rows, images = [], {}
+    for blend in blends:
+        label = blend_label(blend)
+        if any(blend.values()):
+            blend_adapters(pipe, blend)
+        else:
+            pipe.disable_lora()
+        for i, (caption, source) in enumerate(zip(captions, control_sources)):
+            image = generate(pipe, caption, control_for(source, size), seeds=seed, steps=steps, **extra)[0]
+            images[(label, i)] = image
+            rows.append({"blend": label, **{f"w_{k}": v for k, v in blend.items()}, "scene": i, "prompt": caption,
+                         **scene_scores(image, caption, source)})
+    pipe.disable_lora()
+    return pd.DataFrame(rows), images
+
+
+@dataclass
+class FuseTiming:
+    """Seconds per image with the LoRA branch and fused, the fuse and unfuse themselves, and what changed."""
+    unfused_seconds: float      # median seconds per image, adapters applied as a separate branch
+    fused_seconds: float        # median seconds per image, the blend written into the weights
+    fuse_seconds: float
+    unfuse_seconds: float
+    fused_difference: float     # largest pixel difference (0-255), fused against unfused images
+    restored_difference: float  # largest pixel difference (0-255), base before the fuse against after the unfuse
+
+    @property
+    def speedup(self) -> float:
+        return self.unfused_seconds / self.fused_seconds
+
+
+def largest_difference(a, b) -> float:
+    """The largest per-pixel difference (0-255) between two lists of images."""
+    return float(max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max() for x, y in zip(a, b)))
+
+
+def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: int = 20, repeats: int = 3) -> FuseTiming:
+    """Time one blend with and without fusing (median of `repeats` calls each), and check both agree.
+
+    The unfused and fused images should differ only by float rounding, and the base model
+    drawn after `unfuse_lora` should be the base drawn before the fuse.
+    """
+    def timed(run):
+        seconds, out = [], None
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = run()
+            seconds.append(time.perf_counter() - started)
+        return float(np.median(seconds)) / len(seeds), out
+
+    draw = lambda: generate(pipe, prompt, control, seeds=list(seeds), steps=steps)  # noqa: E731
+    pipe.disable_lora()
+    base_before = draw()
+    blend_adapters(pipe, weights)
+    unfused_seconds, unfused = timed(draw)
+    components = lora_components(pipe)
+    started = time.perf_counter()
+    pipe.fuse_lora(components=components, adapter_names=list(weights))
+    fuse_seconds = time.perf_counter() - started
+    try:
+        fused_seconds, fused = timed(draw)
+    finally:
+        started = time.perf_counter()
+        pipe.unfuse_lora(components=components)
+        unfuse_seconds = time.perf_counter() - started
+    pipe.disable_lora()
+    base_after = draw()
+    return FuseTiming(unfused_seconds, fused_seconds, fuse_seconds, unfuse_seconds,
+                      largest_difference(unfused, fused), largest_difference(base_before, base_after))
