@@ -1,14 +1,15 @@
 """The toy's rank study: which rank does the outlined style need? (issue 18)
 
     python benchmarks/rank_study.py [--ranks 1 2 4 8 16] [--seeds 0 1 2] [--steps 300] [--alpha r]
-                                    [--styled 256] [--prior 0] [--scenes 6] [--figure docs/02_rank_study.png]
-                                    [--append-results]
+                                    [--styled 256] [--prior 0] [--unconditional 0] [--scenes 6]
+                                    [--figure docs/02_rank_study.png] [--append-results]
 
 Trains one adapter per (rank, training seed) on `--styled` outlined-style toy images (cached
-under runs/lora-cache), sweeps each on `--scenes` held-out scenes at weights 0 / 0.5 / 1 / 1.25, and prints
-style strength and colour fidelity per rank at weight 1: the mean over training seeds, and the
+under runs/lora-cache), sweeps each on `--scenes` held-out scenes at weights 0 / 0.5 / 1 / 1.25,
+and prints style strength and colour fidelity per rank at weight 1: the mean over training seeds, and the
 lowest and highest seed's. `--prior N` adds N plain scenes with their own captions to the
-training data (prior preservation, as DreamBooth does).
+training data (prior preservation, as DreamBooth does); `--unconditional N` adds N plain scenes
+with empty captions, for the prompt-free half of classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--style", default="outlined")
     parser.add_argument("--styled", type=int, default=256, help="styled scenes in the training data")
     parser.add_argument("--prior", type=int, default=0, help="plain scenes mixed into the training data")
+    parser.add_argument("--unconditional", type=int, default=0, help="plain scenes with empty captions")
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--append-results", action="store_true")
@@ -45,8 +47,9 @@ def main() -> int:
     pipe = wb.load_pipeline("toy", device="cpu")
     started = time.perf_counter()
     styled = "" if args.styled == 256 else f"-styled{args.styled}"
-    tag = f"{args.style}-{args.steps}-{args.alpha}{styled}-prior{args.prior}-scenes{args.scenes}"
-    data = style_dataset(args.style, n=args.styled, prior=args.prior)
+    tag = (f"{args.style}-{args.steps}-{args.alpha}{styled}-prior{args.prior}-empty{args.unconditional}"
+           f"-scenes{args.scenes}")
+    data = style_dataset(args.style, n=args.styled, prior=args.prior, unconditional=args.unconditional)
     study = wb.rank_study(pipe, data, ranks=args.ranks, seeds=args.seeds,
                           steps=args.steps, lr=args.lr, alpha=alpha, style=args.style, scenes=args.scenes,
                           run_dir=f"runs/rank-study/{tag}", log=lambda m: print(m, flush=True))
@@ -59,7 +62,8 @@ def main() -> int:
     base = study.table[study.table.lora_weight == 0]
     cut = study.ladder_table.groupby("lora_rank").style_strength.mean()
     lines = [f"### rank_study: toy, {args.style}, {args.steps} steps, lr {args.lr}, alpha policy {args.alpha}, "
-             f"{args.styled} styled + {args.prior} prior scenes, seeds {args.seeds}, {args.scenes} held-out scenes", "",
+             f"{args.styled} styled + {args.prior} prior + {args.unconditional} empty-caption scenes, "
+             f"seeds {args.seeds}, {args.scenes} held-out scenes", "",
              f"Machine: {machine()}. Wall time {seconds / 60:.1f} min (adapters cached in runs/lora-cache count 0).",
              "", f"Weight 0 (the base model): style {base.style_strength.mean():.3f}, "
              f"colour fidelity {base.colour_fidelity.mean():.0%}.", "",

@@ -22,6 +22,18 @@ def test_held_out_captions_are_distinct_and_styled():
     assert held_out_captions(6, "outlined") == captions  # the same scenes every time
 
 
+def test_style_dataset_adds_prior_and_empty_caption_scenes():
+    from workbench.toy.data import style_dataset
+    images, captions = style_dataset("outlined", n=4, prior=3, unconditional=2, size=32)
+    assert images.shape == (9, 3, 32, 32) and len(captions) == 9
+    assert all(c.endswith("in outlined style") for c in captions[:4])
+    assert all(c and "style" not in c for c in captions[4:7]) and captions[7:] == ["", ""]
+    again, _ = style_dataset("outlined", n=4, prior=3, unconditional=2, size=32)
+    assert (again == images).all()  # the same arguments give the same data (and the same cached adapters)
+    plain_only, plain_captions = style_dataset("outlined", n=4, size=32)
+    assert (plain_only == images[:4]).all() and plain_captions == captions[:4]
+
+
 def test_small_rank_study_runs_caches_and_plots(tmp_path):
     pipe = load_pipeline("toy", device="cpu")
     data = make_dataset(8, seed=3, size=64, style="outlined")

@@ -51,16 +51,27 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
-def style_dataset(style: str = "outlined", n: int = 256, prior: int = 0, size: int = 64) -> tuple[torch.Tensor, list]:
-    """LoRA training data: `n` scenes in `style` (seed 11), plus `prior` plain ones (seed 13) with their own captions.
+def style_dataset(style: str = "outlined", n: int = 256, prior: int = 0, unconditional: int = 0,
+                  size: int = 64) -> tuple[torch.Tensor, list]:
+    """LoRA training data: `n` scenes in `style` (seed 11), `prior` plain ones (seed 13) with their own
+    captions, and `unconditional` plain ones (seed 17) with empty captions.
 
     The plain scenes are prior preservation, as DreamBooth does it: they show the adapter what
     the base model already draws for captions without the style word, so training the style
-    does not also repaint the colours. Returns (images, captions), which `train_lora` and
-    `rank_study` take; the same arguments give the same data, so cached adapters are reused.
+    does not also repaint the colours. The empty captions do the same for the prompt-free
+    prediction that classifier-free guidance subtracts (the base model learned it from
+    captions dropped in training): without them the adapter changes that prediction
+    untaught, and guidance multiplies the change. Returns (images, captions), which
+    `train_lora` and `rank_study` take; the same arguments give the same data, so cached
+    adapters are reused.
     """
     styled = make_dataset(n, seed=11, size=size, style=style)
-    if not prior:
-        return styled.images, styled.captions
-    plain = make_dataset(prior, seed=13, size=size)
-    return torch.cat([styled.images, plain.images]), styled.captions + plain.captions
+    images, captions = [styled.images], styled.captions
+    if prior:
+        plain = make_dataset(prior, seed=13, size=size)
+        images.append(plain.images)
+        captions = captions + plain.captions
+    if unconditional:
+        images.append(make_dataset(unconditional, seed=17, size=size).images)
+        captions = captions + [""] * unconditional
+    return torch.cat(images), captions
