@@ -100,3 +100,8 @@ def test_blend_table_scores_toy_captions(two_adapters):
     assert blend_label({"a": 0.0}) == "base"
     with pytest.raises(ValueError, match="1 captions but 2 control sources"):
         blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION] * 2)
+
+
+def test_blend_table_draws_the_base_without_any_adapter(tiny_pipe):
+    table, images = blend_table(tiny_pipe, [{}], [CAPTION], ["toy:" + CAPTION], steps=2)
+    assert list(table.blend) == ["base"] and ("base", 0) in images

@@ -51,6 +51,12 @@ def blend_adapters(pipe, weights: dict) -> None:
     pipe.set_adapters(list(blend), adapter_weights=list(blend.values()))
 
 
+def lora_off(pipe) -> None:
+    """Switch every adapter off (the base model); nothing to do on a pipeline without adapters."""
+    if getattr(pipe.unet, "peft_config", None):
+        pipe.disable_lora()
+
+
 def blend_label(weights: dict) -> str:
     """A short name for a blend: "live 0.5 + r4-s1 0.5"; "base" when every weight is 0."""
     parts = [f"{name} {weight:g}" for name, weight in weights.items() if weight]
@@ -102,13 +108,13 @@ def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: 
         if any(blend.values()):
             blend_adapters(pipe, blend)
         else:
-            pipe.disable_lora()
+            lora_off(pipe)
         for i, (caption, source) in enumerate(zip(captions, control_sources)):
             image = generate(pipe, caption, control_for(source, size), seeds=seed, steps=steps, **extra)[0]
             images[(label, i)] = image
             rows.append({"blend": label, **{f"w_{k}": v for k, v in blend.items()}, "scene": i, "prompt": caption,
                          **scene_scores(image, caption, source)})
-    pipe.disable_lora()
+    lora_off(pipe)
     return pd.DataFrame(rows), images
 
 
@@ -147,7 +153,7 @@ def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: in
         return float(np.median(seconds)) / len(seeds), out
 
     draw = lambda: generate(pipe, prompt, control, seeds=list(seeds), steps=steps)  # noqa: E731
-    pipe.disable_lora()
+    lora_off(pipe)
     base_before = draw()
     blend_adapters(pipe, weights)
     unfused_seconds, unfused = timed(draw)
@@ -161,7 +167,7 @@ def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: in
         started = time.perf_counter()
         pipe.unfuse_lora(components=components)
         unfuse_seconds = time.perf_counter() - started
-    pipe.disable_lora()
+    lora_off(pipe)
     base_after = draw()
     return FuseTiming(unfused_seconds, fused_seconds, fuse_seconds, unfuse_seconds,
                       largest_difference(unfused, fused), largest_difference(base_before, base_after))
