@@ -48,8 +48,9 @@ wheel: setup
 
 # The README's pictures: the demo grid, and each notebook's main figure as the test run drew it.
 # Executed copies of every notebook (full length) as HTML in docs/notebooks/, and their figures.
-# Notebook 02's rank study reuses the adapters `python benchmarks/rank_study.py --steps 1200 --prior 256`
-# cached in runs/lora-cache (15 adapters, about 35 minutes to train here if they are not there).
+# Notebook 02's rank study reuses the fp32 adapters `python benchmarks/rank_study.py --steps 1200 --prior 256
+# --unconditional 128 --scenes 12` cached in runs/lora-cache (the numbers RESULTS.md quotes); without them
+# it copies the package's fp16 copies (workbench/assets/lora-study.zip) there instead of training 35 minutes.
 docs: setup
 	WORKBENCH_LORA_CACHE=$(CURDIR)/runs/lora-cache WORKBENCH_NOTEBOOK_HTML=docs/notebooks $(BIN)/python -m pytest tests/test_notebooks.py -q -m "slow or not slow" \
 		-k "runs_on_the_toy_model or full_length"

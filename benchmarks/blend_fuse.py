@@ -1,9 +1,9 @@
 """Two adapters at once, and fused: what a blend of two training seeds does, and what fusing saves.
 
-    python benchmarks/blend_fuse.py [--rank 4] [--scenes 12] [--append-results]
+    python benchmarks/blend_fuse.py [--rank 4] [--scenes 12] [--unconditional 128] [--append-results]
 
-Uses the rank study's cached adapters (`python benchmarks/rank_study.py --steps 1200 --prior 256`,
-trained if missing): the two rank-r adapters of training seeds 0 and 1. It draws each held-out
+Uses the rank study's cached adapters (`python benchmarks/rank_study.py --steps 1200 --prior 256
+--unconditional 128 --scenes 12`, trained if missing): the two rank-r adapters of training seeds 0 and 1. It draws each held-out
 scene with each alone at weight 1, both at 0.5, and both at 1, and scores style and colours.
 Then it times one blend with the low-rank branch and fused into the weights (`fuse_lora`),
 side by side in this run, and checks that both give the same images.
@@ -31,10 +31,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--unconditional", type=int, default=128, help="empty-caption scenes in the recipe")
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     pipe = wb.load_pipeline("toy", device="cpu")
-    images, captions = training_pairs(style_dataset("outlined", prior=256))
+    images, captions = training_pairs(style_dataset("outlined", prior=256, unconditional=args.unconditional))
     names = []
     for seed in (0, 1):
         name = f"r{args.rank}-s{seed}"
@@ -52,7 +53,7 @@ def main() -> int:
     control = control_for("toy:a red circle on a blue background", 64)
     timing = wb.time_fusing(pipe, {a: 0.5, b: 0.5}, caption, control, seeds=[0, 1], steps=20, repeats=5)
     lines = [f"### blend_fuse: two rank-{args.rank} outlined adapters (training seeds 0 and 1; 1200 steps, 256 prior "
-             f"scenes), {args.scenes} held-out scenes", "", f"Machine: {machine()}.", "",
+             f"and {args.unconditional} empty-caption scenes), {args.scenes} held-out scenes", "", f"Machine: {machine()}.", "",
              "| blend | style strength | colour fidelity |", "|---|---|---|"]
     lines += [f"| {blend} | {row.style_strength:.3f} | {row.colour_fidelity:.0%} |" for blend, row in scores.iterrows()]
     lines += ["", f"Fusing the 0.5 + 0.5 blend (toy, 20 steps, 2 images a call, median of 5 calls): "

@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("--unconditional", type=int, default=0, help="plain scenes with empty captions")
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--cache-dir", default="runs/lora-cache", help="where adapters are trained or found")
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     alpha = float(args.alpha) if args.alpha.replace(".", "", 1).isdigit() else args.alpha
@@ -49,10 +50,11 @@ def main() -> int:
     styled = "" if args.styled == 256 else f"-styled{args.styled}"
     tag = (f"{args.style}-{args.steps}-{args.alpha}{styled}-prior{args.prior}-empty{args.unconditional}"
            f"-scenes{args.scenes}")
+    run_dir = f"runs/rank-study/{tag}" + ("" if args.cache_dir == "runs/lora-cache" else "-other-cache")
     data = style_dataset(args.style, n=args.styled, prior=args.prior, unconditional=args.unconditional)
     study = wb.rank_study(pipe, data, ranks=args.ranks, seeds=args.seeds,
                           steps=args.steps, lr=args.lr, alpha=alpha, style=args.style, scenes=args.scenes,
-                          run_dir=f"runs/rank-study/{tag}", log=lambda m: print(m, flush=True))
+                          run_dir=run_dir, cache_dir=args.cache_dir, log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - started
     if args.figure:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ def main() -> int:
     lines = [f"### rank_study: toy, {args.style}, {args.steps} steps, lr {args.lr}, alpha policy {args.alpha}, "
              f"{args.styled} styled + {args.prior} prior + {args.unconditional} empty-caption scenes, "
              f"seeds {args.seeds}, {args.scenes} held-out scenes", "",
-             f"Machine: {machine()}. Wall time {seconds / 60:.1f} min (adapters cached in runs/lora-cache count 0).",
+             f"Machine: {machine()}. Wall time {seconds / 60:.1f} min (adapters found in {args.cache_dir} count 0).",
              "", f"Weight 0 (the base model): style {base.style_strength.mean():.3f}, "
              f"colour fidelity {base.colour_fidelity.mean():.0%}.", "",
              "| rank | params | style at w=1: mean (seed min-max) | colour fidelity at w=1 | shape IoU | "

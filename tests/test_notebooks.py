@@ -51,7 +51,7 @@ def workdir(tmp_path_factory):
 # The default suite must not depend on a quiet machine: the LoRA notebooks train fewer steps
 # and ranks there (a minute, not four); the full length runs under `slow` and draws the README.
 QUICK = {"02_lora.ipynb": {"LORA_STEPS": 40, "RANKS": [1, 2], "TRAIN_SEEDS": [0, 1], "SCENES": 1, "PRIOR": 16,
-                           "BLEND_RANK": 2},
+                           "UNCOND": 8, "BLEND_RANK": 2},
          "03_sweep_lab.ipynb": {"LORA_STEPS": 40}}
 
 

@@ -1,6 +1,7 @@
 """The rank study's plumbing at toy size: adapters per (rank, seed), cached; held-out sweeps; ladder; figure."""
 
 import pytest
+import torch
 
 from workbench import load_pipeline, rank_study
 from workbench.ranks import alpha_for, held_out_captions, rank_curve
@@ -53,3 +54,23 @@ def test_small_rank_study_runs_caches_and_plots(tmp_path):
     again = rank_study(pipe, data, **settings)  # cached adapters, resumed sweeps
     assert {name: path.stat().st_mtime_ns for name, path in again.adapters.items()} == stamps
     assert again.table.image_sha256.tolist() == table.image_sha256.tolist()
+
+
+def test_notebook_02s_study_adapters_are_shipped_and_seed_the_cache(tmp_path):
+    """The package ships the 15 adapters notebook 02's defaults would train (about 35 min), keyed as the cache is."""
+    import zipfile
+    from safetensors import safe_open
+    from workbench.lora import training_pairs
+    from workbench.ranks import SHIPPED_ADAPTERS, adapter_key, cached_adapter
+    from workbench.toy.data import style_dataset
+    pipe = load_pipeline("toy", device="cpu")
+    images, captions = training_pairs(style_dataset("outlined", prior=256, unconditional=128))
+    members = set(zipfile.ZipFile(SHIPPED_ADAPTERS).namelist())
+    wanted = {f"{adapter_key(pipe, images, captions, r, float(r), False, 1200, 1e-3, s)}/r{r}-s{s}.safetensors"
+              for r in (1, 2, 4, 8, 16) for s in (0, 1, 2)}
+    assert wanted == members, "the shipped adapters' keys no longer match notebook 02's recipe"
+    assert SHIPPED_ADAPTERS.stat().st_size < 2_000_000
+    path = cached_adapter(pipe, images, captions, 2, 2.0, False, 1200, 1e-3, 1, tmp_path, "r2-s1")  # no training
+    assert path.parent.parent == tmp_path and path.exists()
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16 and "workbench_shipped" in f.metadata()

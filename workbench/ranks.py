@@ -73,12 +73,45 @@ def file_parameters(path: Path) -> int:
         return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys() if not k.endswith(".alpha"))
 
 
-def cached_adapter(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed, cache_dir: Path, name: str):
-    """Train (or find in the cache) one adapter; the key hashes the base, data and every setting."""
+# Notebook 02's study adapters, shipped in fp16 (benchmarks/ship_study_adapters.py): members "<key>/<name>.safetensors"
+SHIPPED_ADAPTERS = Path(__file__).parent / "assets" / "lora-study.zip"
+
+
+def shipped_adapter(key: str, name: str, folder: Path) -> Path | None:
+    """Copy a shipped adapter with this cache key into `folder`; None when the package has none."""
+    import zipfile
+    member = f"{key}/{name}.safetensors"
+    if not SHIPPED_ADAPTERS.exists():
+        return None
+    with zipfile.ZipFile(SHIPPED_ADAPTERS) as archive:
+        if member not in archive.namelist():
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.safetensors"
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(archive.read(member))
+        partial.replace(target)  # a crash mid-copy leaves no half file under the real name
+    return target
+
+
+def adapter_key(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed) -> str:
+    """The cache key of one adapter: a hash of the base UNet, the data and every training setting."""
     settings = json.dumps([module_fingerprint(pipe.unet), dataset_hash(images, captions), rank, alpha, use_rslora,
                            steps, lr, seed])
-    folder = Path(cache_dir) / hashlib.sha256(settings.encode()).hexdigest()[:16]
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def cached_adapter(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed, cache_dir: Path, name: str):
+    """Train one adapter, or find it in the cache, or copy it there from the shipped ones.
+
+    The cache key hashes the base, the data and every setting, so a shipped adapter is used
+    only for exactly the settings it was trained with.
+    """
+    key = adapter_key(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed)
+    folder = Path(cache_dir) / key
     path = folder / f"{name}.safetensors"
+    if not path.exists():
+        shipped_adapter(key, name, folder)
     if not path.exists():
         train_lora(pipe, (images, captions), rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr, seed=seed,
                    out_dir=folder, adapter_name=name, load=False)
