@@ -11,17 +11,25 @@ from workbench.lora import random_lora, unload_adapter
 CAPTION = "a red circle on a blue background"
 
 
+@pytest.fixture(scope="module")
+def own_pipe():
+    """A tiny pipeline of these tests' own: fuse then unfuse leaves weights equal only within rounding,
+    and the shared `tiny_pipe`'s fingerprint (a hash of its tensors) must not change under other tests."""
+    from workbench.tiny import build_tiny_pipeline
+    return build_tiny_pipeline(seed=0)
+
+
 @pytest.fixture
-def two_adapters(tiny_pipe, tmp_path):
+def two_adapters(own_pipe, tmp_path):
     """Adapters "a" and "b" (random, different seeds) and "a_copy" (a's file again), unloaded afterwards."""
-    a = random_lora(tiny_pipe, 2, tmp_path / "a.safetensors", seed=1, std=0.3)
-    b = random_lora(tiny_pipe, 2, tmp_path / "b.safetensors", seed=2, std=0.3)
+    a = random_lora(own_pipe, 2, tmp_path / "a.safetensors", seed=1, std=0.3)
+    b = random_lora(own_pipe, 2, tmp_path / "b.safetensors", seed=2, std=0.3)
     names = {"a": a, "b": b, "a_copy": a}
     for name, path in names.items():
-        load_lora(tiny_pipe, path, adapter_name=name)
-    yield tiny_pipe
+        load_lora(own_pipe, path, adapter_name=name)
+    yield own_pipe
     for name in names:
-        unload_adapter(tiny_pipe, name)
+        unload_adapter(own_pipe, name)
 
 
 def draw(pipe, control):
@@ -102,6 +110,6 @@ def test_blend_table_scores_toy_captions(two_adapters):
         blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION] * 2)
 
 
-def test_blend_table_draws_the_base_without_any_adapter(tiny_pipe):
-    table, images = blend_table(tiny_pipe, [{}], [CAPTION], ["toy:" + CAPTION], steps=2)
+def test_blend_table_draws_the_base_without_any_adapter(own_pipe):
+    table, images = blend_table(own_pipe, [{}], [CAPTION], ["toy:" + CAPTION], steps=2)
     assert list(table.blend) == ["base"] and ("base", 0) in images

@@ -10,7 +10,9 @@ like one at 2. Adapters that learned different things mix.
 
 Fusing (`fuse_lora`) writes that sum into W itself, so each step runs one matrix per layer
 instead of W plus the low-rank branch; `unfuse_lora` subtracts it again and the base model
-returns, within float rounding. Never change adapter weights while fused: the unfuse
+returns within float rounding (W + dW - dW is not always W to the last bit: a pipeline built
+from a config, whose fingerprint hashes its tensors, gets a new one). Never change adapter
+weights while fused: the unfuse
 subtracts the update at the weights of that moment, not at the fused ones. `fused_lora` is a
 context manager that fuses, and always unfuses on the way out.
 """
@@ -65,8 +67,7 @@ def blend_label(weights: dict) -> str:
 
 def lora_components(pipe) -> list[str]:
     """The pipeline's components that carry LoRA layers (the UNet, text encoders)."""
-    return [name for name in ("unet", "text_encoder", "text_encoder_2")
-            if getattr(getattr(pipe, name, None), "peft_config", None)]
+    return [name for name, component in pipe.components.items() if getattr(component, "peft_config", None)]
 
 
 @contextmanager
