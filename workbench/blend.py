@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .generation import generate
-from .lora import loaded_adapters
+from .lora import loaded_adapters, lora_off
 
 
 def check_blend(pipe, weights: dict) -> dict[str, float]:
@@ -51,12 +51,6 @@ def blend_adapters(pipe, weights: dict) -> None:
     blend = check_blend(pipe, weights)
     pipe.enable_lora()
     pipe.set_adapters(list(blend), adapter_weights=list(blend.values()))
-
-
-def lora_off(pipe) -> None:
-    """Switch every adapter off (the base model); nothing to do on a pipeline without adapters."""
-    if getattr(pipe.unet, "peft_config", None):
-        pipe.disable_lora()
 
 
 def blend_label(weights: dict) -> str:

@@ -227,6 +227,12 @@ def unload_adapter(pipe, adapter_name: str) -> None:
             unwrap_if_unused(component)
 
 
+def lora_off(pipe) -> None:
+    """Switch every adapter off (the base model); nothing to do on a pipeline without adapters."""
+    if getattr(pipe.unet, "peft_config", None):
+        pipe.disable_lora()
+
+
 def lora_disabled(unet) -> bool:
     """True when the UNet's LoRA layers are switched off (`disable_lora`), so no adapter acts."""
     return any(getattr(module, "disable_adapters", False) is True for module in unet.modules()

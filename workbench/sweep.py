@@ -192,11 +192,10 @@ def check_controlnets(pipe, units: list[Unit]) -> None:
 
 def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None = None) -> None:
     """Switch adapters without reloading: `set_adapters` with a weight (per block with `blocks`), or none."""
-    if not getattr(pipe.unet, "peft_config", None):
-        return
     if adapter is None:
-        pipe.disable_lora()
-    else:
+        from .lora import lora_off
+        lora_off(pipe)
+    elif getattr(pipe.unet, "peft_config", None):
         pipe.enable_lora()
         pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
                                                       adapter_weights(pipe, adapter, weight, blocks)])
