@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/python -m workbench demo
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow and not gpu and not hub" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)

@@ -74,7 +74,7 @@ def main() -> int:
     else:
         device = wb.pick_device("auto")
         dtype = wb.pick_dtype("fp16", device)
-        from workbench.sd15_random import build_sd15_random
+        from workbench.families.sd15 import build_random as build_sd15_random
         from workbench.speed import optimize_for_gpu
         pipe, model = build_sd15_random(dtype=dtype).to(device), "SD1.5 architecture, random weights"
         optimize_for_gpu(pipe)

@@ -88,7 +88,7 @@ def main() -> int:
                 from workbench.families.sdxl import build_random
                 pipe, model = build_random(dtype=dtype, device=str(device)), "SDXL architecture, random weights"
             else:
-                from workbench.sd15_random import build_sd15_random
+                from workbench.families.sd15 import build_random as build_sd15_random
                 pipe, model = build_sd15_random(dtype=dtype).to(device), "SD1.5 architecture, random weights"
             optimize_for_gpu(pipe, compile=args.compile)  # what load_pipeline does on CUDA
         steps, scales, weights, seeds, ceiling_batches = 20, [0.25, 0.5, 0.75, 1.0], [0.0, 0.5, 1.0], [0, 1, 2, 3], [1, 4, 8, 16]

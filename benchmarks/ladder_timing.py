@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from report import machine, publish
-from workbench.ladder import lora_layers, lora_rank_ladder, read_lora, update_svd
-from workbench.sd15_random import write_kohya_lora
+from workbench.lora.analysis import lora_rank_ladder, update_svd
+from workbench.lora.files import lora_layers, read_lora
+from workbench.families.sd15 import write_kohya_lora
 
 RUNGS = [1, 2, 4, 8, 16, 32, 64]
 

@@ -31,7 +31,7 @@ import workbench as wb
 from report import machine, publish, save_sheet
 from workbench.lora import DEFAULT_STEPS, lora_summary, train_lora
 from workbench.toy.data import make_dataset
-from workbench.toy.evaluate import style_strength
+from workbench.toy.scores import style_strength
 from workbench.toy.world import STYLES
 from workbench.toy.world import render_scene, sample_scenes
 

@@ -16,7 +16,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """A 32 px random-weight SD + ControlNet pipeline whose ControlNet visibly matters."""
-    from workbench.tiny import build_tiny_pipeline
+    from workbench.families.sd15 import build_tiny_pipeline
     return build_tiny_pipeline(seed=0)
 
 

@@ -86,7 +86,7 @@ def write_sd15_cache(hf_home: Path, base_id: str, controlnet_id: str, work: Path
     from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from workbench.sd15_random import load_config
+    from workbench.families.sd15 import load_config
     base, controlnet = work / "base", work / "controlnet"
     write_clip_tokenizer(base / "tokenizer")
     torch.manual_seed(0)

@@ -43,3 +43,9 @@ def check_run(run_dir: Path, n_trials: int) -> None:
         assert hashlib.sha256(data).hexdigest() == row.image_sha256
         Image.open(row.image_path).load()
     assert not list((run_dir / "images").glob(".*.tmp")), "a killed writer's temporary file was left behind"
+
+
+def mean_brightness(image, context) -> dict:
+    """A writer metric for the registry test: the image's mean grey level (0-1)."""
+    import numpy as np
+    return {"brightness": float(np.asarray(image.convert("L"), np.float32).mean() / 255)}

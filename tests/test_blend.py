@@ -15,7 +15,7 @@ CAPTION = "a red circle on a blue background"
 def own_pipe():
     """A tiny pipeline of these tests' own: fuse then unfuse leaves weights equal only within rounding,
     and the shared `tiny_pipe`'s fingerprint (a hash of its tensors) must not change under other tests."""
-    from workbench.tiny import build_tiny_pipeline
+    from workbench.families.sd15 import build_tiny_pipeline
     return build_tiny_pipeline(seed=0)
 
 

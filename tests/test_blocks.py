@@ -89,7 +89,7 @@ def test_text_encoder_scale_reaches_only_components_the_adapter_has(tiny_pipe, t
 
 
 def test_scene_scores_read_a_drawn_scene_as_styled_and_faithful():
-    from workbench.toy.evaluate import scene_scores
+    from workbench.toy.scores import scene_scores
     from workbench.toy.world import render_scene, scene_from_caption
     drawn = render_scene(scene_from_caption(CAPTION + " in outlined style"), 64)
     scores = scene_scores(drawn, CAPTION + " in outlined style", "toy:" + CAPTION)

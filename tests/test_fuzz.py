@@ -5,7 +5,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.infotext import SAMPLER_NAMES, format_infotext, parse_infotext
+from workbench.infotext import format_infotext, parse_infotext
+from workbench.schedulers import SCHEDULERS
 from workbench.spec import AXES, spec_from_dict
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -51,7 +52,7 @@ trial_params = st.fixed_dictionaries({
     "negative_prompt": plain_text.filter(lambda t: "\n" not in t and t.strip() == t),
     "conditioning_scale": numbers, "control_guidance_start": st.just(0.0), "control_guidance_end": numbers.map(lambda x: min(x, 1)),
     "adapter": st.none() | st.sampled_from(["rank4", "style_a"]), "lora_weight": numbers,
-    "guidance": numbers, "steps": st.integers(1, 150), "scheduler": st.sampled_from(sorted(SAMPLER_NAMES)),
+    "guidance": numbers, "steps": st.integers(1, 150), "scheduler": st.sampled_from(sorted(SCHEDULERS)),
     "canny_low": st.integers(0, 255), "canny_high": st.integers(0, 500), "seed": st.integers(0, 2**32),
     "control_image": st.sampled_from(["toy:a red circle on a blue background", "pics/a, b.png", 'say "hi".png']),
 })

@@ -18,7 +18,7 @@ CAPTION = "a red circle on a blue background"
 @pytest.fixture(scope="module")
 def sd15_half():
     """SD1.5's architecture, random weights, fp16 on the GPU, with load_pipeline's GPU settings."""
-    from workbench.sd15_random import build_sd15_random
+    from workbench.families.sd15 import build_random as build_sd15_random
     from workbench.speed import optimize_for_gpu
     pipe = build_sd15_random(dtype=torch.float16).to("cuda")
     optimize_for_gpu(pipe)
@@ -49,12 +49,13 @@ def test_fp32_decode_of_half_latents_matches_a_float_vae(sd15_half):
 
 
 def test_auto_batch_size_fills_free_memory(sd15_half):
-    from workbench.speed import MEMORY_HEADROOM, auto_batch_size, image_memory
+    from workbench.memory import HEADROOM
+    from workbench.speed import auto_batch_size, image_memory
     batch = auto_batch_size(sd15_half, 512)
     per_image = image_memory(sd15_half, 512)
     free, _ = torch.cuda.mem_get_info()
     assert 1 <= batch <= 64 and per_image > 0
-    assert batch == 64 or batch * per_image <= 1.05 * MEMORY_HEADROOM * free  # what fits, capped at 64
+    assert batch == 64 or batch * per_image <= 1.05 * HEADROOM * free  # what fits, capped at 64
 
 
 def test_sweep_with_auto_batch_logs_it_and_matches_lone_images(tmp_path):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hub_cache import write_sd15_cache
-from workbench.sd15_random import write_kohya_lora
+from workbench.families.sd15 import write_kohya_lora
 
 ROOT = Path(__file__).resolve().parents[1]
 

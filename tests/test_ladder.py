@@ -9,8 +9,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from workbench import lora_rank_ladder, norm_kept_table, plot_norm_kept
-from workbench.ladder import lora_layers, read_lora
-from workbench.sd15_random import write_kohya_lora
+from workbench.lora.files import lora_layers, read_lora
+from workbench.families.sd15 import write_kohya_lora
 
 
 def independent_truncation(down, up, scale, k):

@@ -192,7 +192,8 @@ def test_load_lora_refusals(lora_pipe, tmp_path):
 def test_file_for_another_base_gets_one_line(tmp_path, capfd):
     """Not diffusers' line per mismatched tensor: the file, the first module, both shapes, the cause."""
     from workbench.lora import load_lora
-    from workbench.tiny import ModelConfig, build_tiny_pipeline
+    from workbench.families.builders import ModelConfig
+    from workbench.families.sd15 import build_tiny_pipeline
     wide = build_tiny_pipeline(ModelConfig(unet_channels=(64, 128)))
     path = train_lora(wide, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, load=False)
     capfd.readouterr()
@@ -232,7 +233,7 @@ def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path
     from dataclasses import replace
 
     from workbench import make_canny
-    from workbench.toy.evaluate import outline_strength
+    from workbench.toy.scores import outline_strength
     from workbench.toy.world import render_scene, sample_scenes
     pipe = load_pipeline("toy", device="cpu")
     train_lora(pipe, make_dataset(256, seed=11, size=64, style="outlined"), rank=4, steps=300, out_dir=tmp_path)
@@ -251,7 +252,7 @@ def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path
 
 def test_training_works_after_a_sweep_switched_lora_off(tmp_path):
     """A sweep row without an adapter calls disable_lora(); the next train_lora must still train (it raised)."""
-    from workbench.sweep import activate_lora
+    from workbench.lora import activate_lora
     pipe = load_pipeline("tiny", device="cpu")
     train_lora(pipe, make_dataset(4, size=32), rank=2, steps=1, out_dir=tmp_path, adapter_name="first")
     activate_lora(pipe, None, 0.0)

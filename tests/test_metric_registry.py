@@ -25,7 +25,7 @@ def test_names_are_checked_and_true_means_the_cheap_defaults():
     with pytest.raises(ValueError, match="unknown metric"):
         spec(metrics=[["edge"]])
     for metric in REGISTRY.values():
-        assert metric.columns and metric.runs_on in ("writer", "device") and metric.needs
+        assert metric.columns and metric.runs_on in ("writer", "after") and metric.needs and ":" in metric.scorer
 
 
 @pytest.mark.parametrize("name,model", [("clip_score", CLIP_ID), ("clip_image", CLIP_ID), ("dino", DINO_ID)])
@@ -44,7 +44,7 @@ def metric_cache(tmp_path_factory):
     from transformers import (BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                               Dinov2Config, Dinov2Model)
 
-    from workbench.tiny import build_tokenizer
+    from workbench.families.builders import build_tokenizer
     from workbench.toy.world import caption_words
     root = tmp_path_factory.mktemp("metric-cache")
     tokenizer = build_tokenizer(caption_words(), max_length=16)
@@ -80,3 +80,32 @@ def test_model_metrics_score_every_row_against_its_reference(tiny_pipe, tmp_path
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines
     assert again.dino_distance.tolist() == table.dino_distance.tolist()
     assert load_results(tmp_path).clip_score.notna().all()
+
+
+def test_a_new_metric_is_one_record_and_the_sweep_dispatches_to_it(tiny_pipe, tmp_path, monkeypatch):
+    """Nothing in the sweep names a metric: a record whose scorer is a dotted path is enough."""
+    from workbench.metric_registry import Metric
+    monkeypatch.setitem(REGISTRY, "brightness", Metric("brightness", ("brightness",), "nothing", "writer",
+                                                       "sweep_helpers:mean_brightness"))
+    table = run_sweep(tiny_pipe, spec(metrics=["brightness"]), tmp_path, log=lambda m: None)
+    assert table.brightness.between(0, 1).all() and "edge_f1" not in table
+
+
+def test_loading_a_table_opens_no_image(tiny_pipe, tmp_path, monkeypatch):
+    """lora_effect is scored when the sweep ends and stored in metrics.jsonl; load_results only reads it back."""
+    from PIL import Image
+
+    from workbench.lora import random_lora
+    adapter = random_lora(tiny_pipe, 2, tmp_path / "r2.safetensors", std=0.5)
+    run_sweep(tiny_pipe, spec(adapters={"r2": str(adapter)}, adapter=["r2"], lora_weight=[0.0, 1.0], seed=[0],
+                              conditioning_scale=[1.0]), tmp_path / "run", log=lambda m: None)
+    stored = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"lora_effect"' in stored
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_results opened an image")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    table = load_results(tmp_path / "run")
+    assert table.set_index("lora_weight").lora_effect[0.0] == 0 and table.set_index("lora_weight").lora_effect[1.0] > 0
+    assert "lora_effect" not in load_results(tmp_path / "run", lora_effect=False)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from workbench import load_pipeline, rank_study
-from workbench.ranks import alpha_for, held_out_captions, rank_curve
+from workbench.plots import rank_curve
+from workbench.ranks import alpha_for, held_out_captions
 from workbench.toy.data import make_dataset
 
 
@@ -61,12 +62,13 @@ def test_notebook_02s_study_adapters_are_shipped_and_seed_the_cache(tmp_path):
     import zipfile
     from safetensors import safe_open
     from workbench.lora import training_pairs
-    from workbench.ranks import SHIPPED_ADAPTERS, adapter_key, cached_adapter
+    from workbench.lora.files import cache_key, dataset_hash
+    from workbench.ranks import SHIPPED_ADAPTERS, cached_adapter
     from workbench.toy.data import style_dataset
     pipe = load_pipeline("toy", device="cpu")
     images, captions = training_pairs(style_dataset("outlined", prior=256, unconditional=128))
     members = set(zipfile.ZipFile(SHIPPED_ADAPTERS).namelist())
-    wanted = {f"{adapter_key(pipe, images, captions, r, float(r), False, 1200, 1e-3, s)}/r{r}-s{s}.safetensors"
+    wanted = {f"{cache_key(pipe.unet, dataset_hash(images, captions), r, float(r), False, 1200, 1e-3, s)}/r{r}-s{s}.safetensors"
               for r in (1, 2, 4, 8, 16) for s in (0, 1, 2)}
     assert wanted == members, "the shipped adapters' keys no longer match notebook 02's recipe"
     assert SHIPPED_ADAPTERS.stat().st_size < 2_000_000

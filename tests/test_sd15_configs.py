@@ -4,7 +4,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from workbench.sd15_random import load_config
+from workbench.families.sd15 import load_config
 
 
 def count(module) -> int:

@@ -6,7 +6,7 @@ import torch
 
 from workbench.speed import (CPU_BATCH, auto_batch_size, compile_pipeline, is_compiled, upcast_vae, use_channels_last,
                              use_sdpa)
-from workbench.tiny import build_tiny_pipeline
+from workbench.families.sd15 import build_tiny_pipeline
 
 
 @pytest.fixture

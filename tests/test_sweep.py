@@ -240,7 +240,7 @@ def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(family, 
     trials = [Trial(str(i), i, {"seed": seed, "conditioning_scale": scale})
               for i, (scale, seed) in enumerate((s, d) for s in scales for d in seeds)]
     params = {"steps": 3, "guidance": 5.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0}
-    embeddings = sweep_module.encode(tiny_pipe, CAPTION, "", {})
+    embeddings = sweep_module.embeddings_for(tiny_pipe, CAPTION, "", {})
     batched = sweep_module.generate_cell(tiny_pipe, params, trials, square_control, embeddings)
     for trial, image in zip(trials, batched):
         alone = tiny_pipe(CAPTION, image=square_control, num_inference_steps=3, guidance_scale=5.0,
@@ -258,7 +258,7 @@ def test_scale_hook_is_removed_after_the_call(tiny_pipe, square_control):
 
 
 def test_changed_weights_redo_the_trials_and_return_only_the_new_rows(tmp_path):
-    from workbench.tiny import build_tiny_pipeline
+    from workbench.families.sd15 import build_tiny_pipeline
     pipe = build_tiny_pipeline(seed=0)
     first = run_sweep(pipe, small_spec(), tmp_path, log=lambda m: None)
     with torch.no_grad():

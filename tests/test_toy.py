@@ -11,7 +11,7 @@ from PIL import ImageDraw, ImageEnhance
 import workbench as wb
 from workbench.metrics import control_edge_scores
 from workbench.toy.data import make_dataset
-from workbench.toy.evaluate import outline_strength, shape_regions, stripe_strength, style_strength
+from workbench.toy.scores import outline_strength, shape_regions, stripe_strength, style_strength
 from workbench.toy.world import PALETTE, SHAPES, STYLES, Scene, render_scene, sample_scenes, scene_from_caption
 
 

@@ -120,20 +120,18 @@ def cmd_sweep(args) -> None:
     finally:
         for bar in bars:
             bar.close()
-    summarise(table, args.run_dir)
+    print_summary(table, args.run_dir)
 
 
-def summarise(table, run_dir) -> None:
+def print_summary(table, run_dir) -> None:
     """Print counts per state and the mean metrics per axis value."""
+    from .columns import cell_columns
     from .results import export_results
-    from .spec import AXES
-    from .units import is_unit_key
     if table.empty:
         print(f"{run_dir}: no rows yet")
         return
     print(f"{run_dir}: {len(table)} rows, " + ", ".join(f"{n} {s}" for s, n in table.state.value_counts().items()))
-    parameters = [*AXES, *(c for c in table.columns if is_unit_key(c))]
-    axes = [a for a in parameters if a in table and table[a].astype(str).nunique() > 1 and a != "seed"]
+    axes = [a for a in cell_columns(table) if a != "model" and table[a].astype(str).nunique() > 1]
     metrics = [m for m in table.columns if m.split(".")[-1] in ("edge_f1", "mask_iou")]
     metrics += [m for m in ("edge_ssim", "lora_effect", "seconds") if m in table]
     if axes and metrics:
@@ -177,7 +175,9 @@ def cmd_report(args) -> None:
 
 def cmd_results(args) -> None:
     from .results import load_results
-    summarise(load_results(args.run_dir), args.run_dir)
+    from .scoring import fill_scores
+    fill_scores(args.run_dir)  # a folder from before metrics.jsonl held lora_effect
+    print_summary(load_results(args.run_dir), args.run_dir)
 
 
 def main(argv=None) -> int:

@@ -36,12 +36,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .spec import AXES, spec_from_dict
+from .spec import AXES, FLOAT_AXES, INTEGER_AXES, kind_of, spec_from_dict
 from .units import is_unit_key
 
-NUMERIC_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "lora_weight", "guidance",
-                "steps", "canny_low", "canny_high")
-INTEGER_AXES = ("steps", "canny_low", "canny_high")
+# The axes a range can search: every numeric one but the seed (a unit's too: canny.scale behaves as conditioning_scale).
+SEARCHABLE = tuple(name for name in (*FLOAT_AXES, *INTEGER_AXES) if name != "seed")
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 STATS = ("mean", "median", "min", "max")
 TARGET = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
@@ -57,7 +56,7 @@ class Range:
     step: float | None = None
 
     def suggest(self, trial):
-        if self.name.split(".")[-1] in INTEGER_AXES or self.name in INTEGER_AXES:
+        if kind_of(self.name) in INTEGER_AXES:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
@@ -114,9 +113,8 @@ def split_ranges(data: dict) -> tuple[dict, list[Range]]:
     for name, value in data.items():
         if not isinstance(value, dict) or not (name in AXES or is_unit_key(name)):
             continue  # controls, adapters, metric_models: mappings, not ranges
-        axis = name.split(".")[-1] if is_unit_key(name) else name
-        if not (name in NUMERIC_AXES or (is_unit_key(name) and axis in ("scale", "start", "end", "low", "high"))):
-            raise ValueError(f"`{name}` is a range, but only numeric axes can be searched: {list(NUMERIC_AXES)} "
+        if kind_of(name) not in SEARCHABLE:
+            raise ValueError(f"`{name}` is a range, but only numeric axes can be searched: {list(SEARCHABLE)} "
                              "and <unit>.scale/start/end/low/high")
         unknown = sorted(set(value) - {"low", "high", "log", "step"})
         if unknown or "low" not in value or "high" not in value:
@@ -135,7 +133,7 @@ def cell_spec(data: dict, values: dict):
     return spec_from_dict({**data, **{name: [value] for name, value in values.items()}})
 
 
-def summarise(rows: pd.DataFrame, column: str, stat: str) -> float:
+def cell_objective(rows: pd.DataFrame, column: str, stat: str) -> float:
     """The cell's objective: `stat` of `column` over its seeds (NaN if a row failed or lacks the column)."""
     if column not in rows or rows.empty or (rows.state != "COMPLETE").any():
         return float("nan")
@@ -153,7 +151,7 @@ class Searcher:
         from .sweep import run_sweep
         rows = run_sweep(self.pipe, cell_spec(self.data, values), self.run_dir, columns={"search_trial": number},
                          keep_spec=False, log=lambda m: None)
-        return {column: summarise(rows, column, self.stat) for column in columns}
+        return {column: cell_objective(rows, column, self.stat) for column in columns}
 
 
 def open_study(run_dir: Path, directions: list[str], sampler):

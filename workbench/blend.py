@@ -1,83 +1,32 @@
-"""Use several LoRA adapters at once (a blend), and fuse them into the weights for speed.
+"""Study blends of LoRA adapters, and what fusing them into the weights buys.
 
-A blend adds the adapters' updates, each at its own weight:
-
-    W' = W + sum_i  w_i * (alpha_i / r_i) * B_i @ A_i
-
-diffusers does it with `set_adapters(names, adapter_weights)`. Two adapters that learned the
-same thing therefore add up: 0.5 + 0.5 acts about like one adapter at 1, and 1 + 1 overshoots
-like one at 2. Adapters that learned different things mix.
-
-Fusing (`fuse_lora`) writes that sum into W itself, so each step runs one matrix per layer
-instead of W plus the low-rank branch; `unfuse_lora` subtracts it again and the base model
-returns within float rounding (W + dW - dW is not always W to the last bit: a pipeline built
-from a config, whose fingerprint hashes its tensors, gets a new one). Never change adapter
-weights while fused: the unfuse
-subtracts the update at the weights of that moment, not at the fused ones. `fused_lora` is a
-context manager that fuses, and always unfuses on the way out.
+`lora.blend_adapters` switches several adapters on at once, each at its weight, and
+`lora.fused_lora` writes a blend into the weights (see `lora/adapters.py` for the algebra).
+Two adapters that learned the same thing add up: 0.5 + 0.5 acts about like one adapter at 1,
+and 1 + 1 overshoots like one at 2; adapters that learned different things mix. Here:
+`blend_table` draws blends on scenes and scores them, and `time_fusing` times a blend with
+and without fusing and checks both draw the same images.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .control import control_for
+from .families import trained_size
 from .generation import generate
-from .lora import loaded_adapters, lora_off
-
-
-def check_blend(pipe, weights: dict) -> dict[str, float]:
-    """`weights` as {adapter: float}, refusing adapters that are not loaded and weights that are not numbers."""
-    if not isinstance(weights, dict) or not weights:
-        raise ValueError(f"a blend is a non-empty dict {{adapter name: weight}}, got {weights!r}")
-    loaded = loaded_adapters(pipe)
-    unknown = [name for name in weights if name not in loaded]
-    if unknown:
-        raise ValueError(f"adapters {unknown} are not loaded; loaded: {loaded} (load them with wb.load_lora)")
-    blend = {}
-    for name, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not np.isfinite(weight):
-            raise ValueError(f"the weight of adapter {name!r} must be a finite number, got {weight!r}")
-        blend[name] = float(weight)
-    return blend
-
-
-def blend_adapters(pipe, weights: dict) -> None:
-    """Switch on several loaded adapters at once, `{name: weight}`; the others are off."""
-    blend = check_blend(pipe, weights)
-    pipe.enable_lora()
-    pipe.set_adapters(list(blend), adapter_weights=list(blend.values()))
+from .lora import blend_adapters, lora_components, lora_off
+from .toy.scores import scene_scores
 
 
 def blend_label(weights: dict) -> str:
     """A short name for a blend: "live 0.5 + r4-s1 0.5"; "base" when every weight is 0."""
     parts = [f"{name} {weight:g}" for name, weight in weights.items() if weight]
     return " + ".join(parts) or "base"
-
-
-def lora_components(pipe) -> list[str]:
-    """The pipeline's components that carry LoRA layers (the UNet, text encoders)."""
-    return [name for name, component in pipe.components.items() if getattr(component, "peft_config", None)]
-
-
-@contextmanager
-def fused_lora(pipe, weights: dict):
-    """Fuse a blend into the weights for the `with` block; unfuse afterwards, even after an error.
-
-        with wb.fused_lora(pipe, {"live": 1.0}):
-            images = wb.generate(pipe, prompt, control, seeds=[0, 1])
-    """
-    blend_adapters(pipe, weights)
-    components = lora_components(pipe)
-    pipe.fuse_lora(components=components, adapter_names=list(weights))
-    try:
-        yield pipe
-    finally:
-        pipe.unfuse_lora(components=components)
 
 
 def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: list[str], seed: int = 0,
@@ -90,9 +39,6 @@ def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: 
             a file, ...); toy captions get `style_strength`, `colour_fidelity` and `shape_iou`.
     Returns (table, images), images keyed by (blend label, scene index).
     """
-    from .control import control_for
-    from .pipeline import trained_size
-    from .toy.evaluate import scene_scores
     if len(captions) != len(control_sources):
         raise ValueError(f"{len(captions)} captions but {len(control_sources)} control sources; give one each")
     size = trained_size(pipe)

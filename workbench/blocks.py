@@ -26,7 +26,7 @@ BLOCK_PRESETS = {
 }
 
 
-def check_scale(value, where: str) -> None:
+def check_block_scale(value, where: str) -> None:
     """A block scale is a finite number, a list of them (one per layer), or {"block_i": ...}."""
     if isinstance(value, bool):
         raise ValueError(f"`lora_blocks` {where} must be a number, got {value!r}")
@@ -34,13 +34,13 @@ def check_scale(value, where: str) -> None:
         return
     if isinstance(value, list):
         for item in value:
-            check_scale(item, where)
+            check_block_scale(item, where)
         return
     if isinstance(value, dict) and where in ("down", "up"):
         for key, item in value.items():
             if not (isinstance(key, str) and key.startswith("block_") and key[6:].isdigit()):
                 raise ValueError(f"`lora_blocks` {where} keys are 'block_<i>', got {key!r}")
-            check_scale(item, f"{where}.{key}")
+            check_block_scale(item, f"{where}.{key}")
         return
     raise ValueError(f"`lora_blocks` {where} must be a number, a list or (down/up) {{'block_<i>': ...}}, "
                      f"got {value!r}")
@@ -63,7 +63,7 @@ def block_scales(value) -> dict:
     for part, scale in value.items():
         if part == "text_encoder" and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
             raise ValueError(f"`lora_blocks` text_encoder must be a number, got {scale!r}")
-        check_scale(scale, part)
+        check_block_scale(scale, part)
     return {**{part: 1 for part in PARTS}, **value}
 
 

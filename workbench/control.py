@@ -218,5 +218,4 @@ def check_control_image(control_image: str, unit: str = "") -> None:
         from .toy.world import scene_from_caption
         scene_from_caption(control_image.split(":", 1)[1])
     else:
-        from .control import load_image
         load_image(control_image)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .families import family_of
-from .pipeline import trained_size
+from .families import family_of, trained_size, unit_controlnets
 
 
 @torch.no_grad()
@@ -25,7 +24,7 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
     family = family_of(pipe)
     context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
     control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    controlnet = getattr(pipe.controlnet, "nets", [pipe.controlnet])[unit]  # with several units, the unit-th
+    controlnet = unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
     down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
                                 controlnet_cond=control, return_dict=False, **extra)
     convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]

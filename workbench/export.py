@@ -28,25 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .columns import cell_columns, metric_columns
 from .results import load_results
-
-SKIP_METRICS = ("index", "seed", "seconds", "width", "height", "warmup", "search_trial", "lora_rank", "lora_alpha")
-
-
-def cell_columns(table: pd.DataFrame) -> list[str]:
-    """The columns that define a cell: the trial parameters and the model, not the seed."""
-    from .spec import parameter_columns
-    return [c for c in [*parameter_columns(table), "model"] if c in table and c != "seed"]
+from .scoring import fill_scores
 
 
-def metric_columns(table: pd.DataFrame) -> list[str]:
-    """Numeric columns that score an image (edge_f1, style_strength, clip_score, lora_effect, ...)."""
-    params = set(cell_columns(table))
-    return [c for c in table.columns if c not in params and c not in SKIP_METRICS
-            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
-
-
-def cell_key(values: dict) -> str:
+def cell_hash(values: dict) -> str:
+    """A cell's identity in the tracker: a hash of its parameter values."""
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -66,6 +54,8 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
         raise ImportError("exporting to MLflow needs the mlflow extra: pip install "
                           "'controlnet-lora-workbench[mlflow]' (mlflow-skinny)") from None
     run_dir = Path(run_dir).resolve()
+    if run_dir.is_dir():
+        fill_scores(run_dir)  # a folder from before metrics.jsonl held lora_effect
     table = load_results(run_dir)
     if table.empty:
         raise ValueError(f"run folder {str(run_dir)!r} has no rows to export")
@@ -89,7 +79,7 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
             log_sweep_artifacts(mlflow, run_dir, table)
         for values, cell in table.groupby(params, dropna=False, sort=False):
             values = dict(zip(params, values if isinstance(values, tuple) else (values,)))
-            key = cell_key(values)
+            key = cell_hash(values)
             if key in exported_cells:
                 counts["skipped"] += 1
                 continue

@@ -10,6 +10,7 @@ import warnings
 import torch
 from PIL import Image
 
+from .families import unit_controlnets
 from .spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
 
 
@@ -96,7 +97,7 @@ def per_unit_scales(controlnet, scales_by_unit: list[list[float]]):
     With several units the pipeline holds a MultiControlNetModel, which calls each of its
     `nets` and sums their residuals; a hook on each net scales its own share, per image.
     """
-    nets = list(getattr(controlnet, "nets", [controlnet]))
+    nets = unit_controlnets(controlnet)
     if len(nets) != len(scales_by_unit):
         raise ValueError(f"{len(scales_by_unit)} units' scales for {len(nets)} ControlNets")
     with ExitStack() as stack:

@@ -15,10 +15,8 @@ import re
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .schedulers import SCHEDULERS
 from .units import LEGACY_KEYS
-
-SAMPLER_NAMES = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpm++2m": "DPM++ 2M",
-                 "pndm": "PLMS", "lms": "LMS"}
 # <lora:name:weight> or, with block weights, <lora:name:weight:lbw=up-only> (the LBW extension's key)
 LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)(?::lbw=([^>]+))?>")
 PAIR = re.compile(r'\s*([\w][\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -41,7 +39,7 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     if params.get("adapter"):
         blocks = f":lbw={params['lora_blocks']}" if params.get("lora_blocks") else ""
         prompt += f" <lora:{params['adapter']}:{params['lora_weight']}{blocks}>"
-    pairs = {"Steps": params["steps"], "Sampler": SAMPLER_NAMES[params["scheduler"]], "CFG scale": params["guidance"],
+    pairs = {"Steps": params["steps"], "Sampler": SCHEDULERS[params["scheduler"]].a1111_name, "CFG scale": params["guidance"],
              "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model}
     names = unit_names(params)
     for i, name in enumerate(names):  # one entry per ControlNet, as sd-webui-controlnet writes them
@@ -90,7 +88,7 @@ def parse_infotext(text: str) -> dict:
         if key in pairs:
             params[name] = cast(pairs[key])
     if "Sampler" in pairs:
-        names = {v: k for k, v in SAMPLER_NAMES.items()}
+        names = {sampler.a1111_name: name for name, sampler in SCHEDULERS.items()}
         params["scheduler"] = names.get(pairs["Sampler"], pairs["Sampler"])
     if "Size" in pairs and "x" in pairs["Size"]:
         params["width"], params["height"] = (int(v) for v in pairs["Size"].split("x"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-HEADROOM = 0.8    # use at most this share of the free memory
+HEADROOM = 0.8    # use at most this share of the free memory (CPU here, GPU in `speed.auto_batch_size`)
 STEP_MAPS = 32    # maps alive per UNet level in a denoising step, UNet and ControlNet together (measured)
 DECODE_MAPS = 7   # full-resolution maps alive in the VAE decoder's last block (measured)
 

@@ -1,21 +1,28 @@
-"""Cheap, offline image metrics: how well a generated image follows its Canny control.
+"""Cheap, offline image metrics: how well a generated image follows its Canny control, and how far a LoRA moves it.
 
 Edge agreement re-extracts Canny edges from the generated image with the same
 detector and thresholds as the control, then matches edge pixels with a tolerance:
 a generated edge pixel counts as right (precision) if a control edge lies within
 `tolerance` pixels, and a control edge pixel counts as found (recall) likewise.
 F1 = 2PR / (P + R), which equals TP / (TP + (FP + FN) / 2).
+
+`unit_scores` (the `edge` metric) and `lora_effects` (the `lora_effect` metric) are the
+scorers the metric registry names; `reference_paths` picks each row's reference image.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from .columns import parameter_columns
 from .control import make_canny
+from .metric_registry import AfterContext, ScoringContext
 
 
 @dataclass(frozen=True)
@@ -96,23 +103,6 @@ def pixel_distance(path_a: str, path_b: str) -> float:
     return float(np.abs(a - b).mean() / 255)
 
 
-def add_lora_effect(table):
-    """Add `lora_effect`: each image's pixel distance from the same trial at LoRA weight 0."""
-    import json
-
-    from .spec import parameter_columns
-    key_columns = [c for c in parameter_columns(table) if c not in ("adapter", "lora_weight", "lora_blocks")]
-    records = table.to_dict("records")
-
-    def key(record):
-        return json.dumps([record[c] for c in key_columns], default=str)
-
-    base = {key(r): r["image_path"] for r in records if r["state"] == "COMPLETE" and r["lora_weight"] == 0}
-    effects = [pixel_distance(r["image_path"], base[key(r)]) if r["state"] == "COMPLETE" and key(r) in base
-               else np.nan for r in records]
-    return table.assign(lora_effect=effects)
-
-
 def foreground_mask(image, threshold: float = 60.0) -> np.ndarray:
     """Pixels whose colour is far from the border's median colour: the shape on a flat background."""
     pixels = np.asarray(image.convert("RGB"), np.float32)
@@ -134,17 +124,35 @@ def unit_metrics(unit, control: Image.Image, generated: Image.Image, params: dic
     return {unit.column(name): value for name, value in scores.items()}
 
 
+def unit_scores(image: Image.Image, context: ScoringContext) -> dict:
+    """The `edge` metric: every unit's scores (`unit_metrics`) against its control."""
+    if context.controls is None:
+        return {}
+    scores = {}
+    for unit, control in zip(context.units, context.controls):
+        scores.update(unit_metrics(unit, control, image, context.params))
+    return scores
 
-def toy_metrics(model: str, units, params: dict, generated: Image.Image) -> dict:
-    """Style and content columns (style_strength, colour_fidelity, shape_iou) for toy-model rows.
 
-    They apply when the model is the toy and a unit's control is a toy scene (`toy:<caption>`
-    or `toy-mask:<caption>`); see `workbench.toy.evaluate.scene_scores`.
+def reference_paths(table: pd.DataFrame, axes=("lora_weight", "conditioning_scale")) -> pd.Series:
+    """Each row's reference image: the same trial at 0 on the first of `axes` the sweep varies through 0 (else NaN).
+
+    The default looks for LoRA weight 0 (the base model), then conditioning scale 0 (no control).
     """
-    if model != "toy":
-        return {}
-    source = next((u.image for u in units if u.image.startswith(("toy:", "toy-mask:"))), None)
-    if source is None:
-        return {}
-    from .toy.evaluate import scene_scores
-    return scene_scores(generated, params["prompt"], source)
+    done = table[table.state == "COMPLETE"]
+    lora = ("adapter", "lora_weight", "lora_blocks")
+    for axis in axes:
+        if axis in done and (done[axis] == 0).any() and (done[axis] != 0).any():
+            skip = lora if axis == "lora_weight" else (axis,)
+            keys = [c for c in parameter_columns(table) if c not in skip]
+            key = pd.Series([json.dumps(r, default=str) for r in table[keys].to_numpy().tolist()], index=table.index)
+            base = dict(zip(key[done.index][done[axis] == 0], done.image_path[done[axis] == 0]))
+            return key.map(base)
+    return pd.Series(np.nan, index=table.index)
+
+
+def lora_effects(rows: pd.DataFrame, context: AfterContext, wanted: set) -> dict:
+    """The `lora_effect` metric: each image's pixel distance from the same trial at LoRA weight 0, per trial id."""
+    references = reference_paths(context.table, axes=("lora_weight",))[rows.index]
+    return {trial: {"lora_effect": pixel_distance(path, reference)}
+            for trial, path, reference in zip(rows.trial_id, rows.image_path, references) if isinstance(reference, str)}

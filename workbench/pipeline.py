@@ -22,30 +22,23 @@ from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
-from .families import FAMILIES, family_of_index, preset_family
-from .families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (SD15_CANNY_ID: re-exported, as before)
-from .speed import compile_pipeline, optimize_for_gpu
 from .errors import model_not_available
+from .families import (CONTROLNET_PRESETS, DEFAULT_MODEL, EMBEDDED, PRESETS, RENAMED_IDS, TINY_PRESETS,  # noqa: F401
+                       family_of_index, preset_family, trained_size)
+from .families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (re-exported, as before)
+from .schedulers import SCHEDULERS
+from .speed import compile_pipeline, optimize_for_gpu
 
-# runwayml took its SD1.5 repository off the hub in 2024; this is the community mirror.
-RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
-
-TOY_DIR = Path(__file__).parent / "assets" / "toy"
-DEFAULT_MODEL = "toy"
-# Preset names: (base, controlnet), from every family. "tiny" and "tiny-sdxl" are random
-# weights from configs, for tests; "toy" is embedded.
-PRESETS = {name: pair for family in FAMILIES.values() for name, pair in family.PRESETS.items()}
-TINY_PRESETS = ("tiny", "tiny-sdxl")
-# ControlNets that are presets on their own: the toy model's second one reads silhouettes.
-CONTROLNET_PRESETS = {"toy-mask": TOY_DIR / "controlnet-mask"}
+ASSETS = Path(__file__).parent / "assets"  # the embedded models (families' EMBEDDED and CONTROLNET_PRESETS)
+TOY_DIR = ASSETS / EMBEDDED[DEFAULT_MODEL][0]
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model comes from: kind is "embedded", "tiny", "local" or "hub"."""
+    """Where a model comes from: kind is "embedded", "config" (random weights from configs), "local" or "hub"."""
     kind: str
-    location: str  # a folder for embedded/local, a hub id for hub, "tiny" for tiny
+    location: str  # a folder for embedded/local, a hub id for hub, the preset name for config
 
 
 def resolve_model(name: str, role: str = "base") -> ModelSource:
@@ -55,15 +48,13 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
                          f"got {name!r} ({type(name).__name__})")
     name = os.fspath(name)
     if role == "controlnet" and name in CONTROLNET_PRESETS:
-        return ModelSource("embedded", str(CONTROLNET_PRESETS[name]))
+        return ModelSource("embedded", str(ASSETS / CONTROLNET_PRESETS[name]))
     if name in PRESETS:
         if name in TINY_PRESETS:
-            return ModelSource("tiny", name)
-        preset = PRESETS[name][0 if role == "base" else 1]
-        if name == "toy":
-            folder = TOY_DIR if role == "base" else TOY_DIR / "controlnet"
-            return ModelSource("embedded", str(folder))
-        return resolve_model(preset, role)
+            return ModelSource("config", name)
+        if name in EMBEDDED:
+            return ModelSource("embedded", str(ASSETS / EMBEDDED[name][0 if role == "base" else 1]))
+        return resolve_model(PRESETS[name][0 if role == "base" else 1], role)
     path = Path(name).expanduser()
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
@@ -180,8 +171,8 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
     controlnets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
     if not controlnets:
         raise ValueError("`controlnet` is an empty list; give one ControlNet name per control unit")
-    if base_source.kind == "tiny" or any(c in TINY_PRESETS for c in controlnets):
-        if not (base_source.kind == "tiny" and all(c == base for c in controlnets)):
+    if base_source.kind == "config" or any(c in TINY_PRESETS for c in controlnets):
+        if not (base_source.kind == "config" and all(c == base for c in controlnets)):
             raise ValueError(f"the {base!r} test model only pairs with itself; got base={base!r}, "
                              f"controlnet={controlnet!r}")
         pipe = preset_family(base).build_tiny()  # built in fp32
@@ -209,7 +200,7 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
 
 def tiny_controlnet(pipe, seed: int) -> ControlNetModel:
     """Another random ControlNet for a tiny test pipeline, copied from its UNet (a second control unit)."""
-    from .tiny import wake_zero_convs
+    from .families.builders import wake_zero_convs
     torch.manual_seed(seed)
     net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(
         pipe.controlnet.config.conditioning_embedding_out_channels))
@@ -217,21 +208,11 @@ def tiny_controlnet(pipe, seed: int) -> ControlNetModel:
     return net
 
 
-SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
-                     "euler_a": "EulerAncestralDiscreteScheduler", "dpm++2m": "DPMSolverMultistepScheduler",
-                     "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler"}
-
-
 def set_scheduler(pipe, name: str) -> None:
     """Swap the pipeline's sampler, keeping its noise schedule (a no-op if it is already `name`)."""
     import diffusers
-    if name not in SCHEDULER_CLASSES:
-        raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULER_CLASSES)}")
-    cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULERS)}")
+    cls = getattr(diffusers, SCHEDULERS[name].diffusers_class)
     if type(pipe.scheduler) is not cls:
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
-
-
-def trained_size(pipe) -> int:
-    """The image size the pipeline was trained for, in pixels (diffusers' default size)."""
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor

@@ -237,6 +237,13 @@ def plot_norm_kept(table: pd.DataFrame, ax=None):
     return ax.figure
 
 
+def rank_curve(table: pd.DataFrame, column: str, weight: float = 1.0) -> pd.DataFrame:
+    """Per rank at `weight`: the mean of `column` over training seeds, and the lowest and highest seed's mean."""
+    rows = table[(table.lora_weight == weight) & (table.state == "COMPLETE")]
+    per_seed = rows.groupby(["lora_rank", "train_seed"])[column].mean()
+    return per_seed.groupby("lora_rank").agg(["mean", "min", "max"])
+
+
 def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = None, parameters: dict | None = None,
                     weight: float = 1.0):
     """Two panels against rank at LoRA weight `weight`: style strength, and colour fidelity (content kept).
@@ -245,7 +252,6 @@ def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = Non
     style panel adds the best adapter cut to each rank by SVD (dashed), and a second axis
     gives an adapter's trainable parameters per rank (grey).
     """
-    from .ranks import rank_curve
     check_columns(table, "lora_rank", "train_seed", "lora_weight", "style_strength", "colour_fidelity")
     fig, axes = new_figure(1, 2, figsize=(10, 3.8))
     for ax, column, label in ((axes[0], "style_strength", "style strength"),

@@ -19,17 +19,20 @@ Alpha policy (the scale s of  w * s * B @ A, with w the LoRA weight):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .fingerprint import module_fingerprint
-from .lora import DEFAULT_STEPS, dataset_hash, train_lora, training_pairs
+from .lora import DEFAULT_STEPS, lora_rank_ladder, train_lora, training_pairs
+from .lora.analysis import ladder_adapters
+from .lora.files import cache_key, dataset_hash, file_parameters
+from .plots import plot_rank_study
+from .spec import spec_from_dict
+from .sweep import run_sweep
+from .toy.world import PALETTE, SHAPES, Scene, scene_from_caption
 
 DEFAULT_WEIGHTS = (0.0, 0.5, 1.0, 1.25)
 
@@ -59,18 +62,10 @@ def alpha_for(policy, rank: int, smallest: int) -> tuple[float, bool]:
 
 def held_out_captions(n: int, style: str, seed: int = 999) -> list[str]:
     """n distinct toy captions with `style`, drawn with their own seed (the scenes are centred, unlike training's)."""
-    from .toy.world import PALETTE, SHAPES, Scene
     rng = random.Random(seed)
     combos = [(s, c, b) for s in SHAPES for c in sorted(PALETTE) for b in sorted(PALETTE) if b != c]
     picked = rng.sample(combos, n)
     return [Scene(s, c, b, .5, .5, .33, 0, style).caption for s, c, b in picked]
-
-
-def file_parameters(path: Path) -> int:
-    """Trainable parameters stored in a LoRA file (every A and B)."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys() if not k.endswith(".alpha"))
 
 
 # Notebook 02's study adapters, shipped in fp16 (benchmarks/ship_study_adapters.py): members "<key>/<name>.safetensors"
@@ -79,7 +74,6 @@ SHIPPED_ADAPTERS = Path(__file__).parent / "assets" / "lora-study.zip"
 
 def shipped_adapter(key: str, name: str, folder: Path) -> Path | None:
     """Copy a shipped adapter with this cache key into `folder`; None when the package has none."""
-    import zipfile
     member = f"{key}/{name}.safetensors"
     if not SHIPPED_ADAPTERS.exists():
         return None
@@ -94,20 +88,13 @@ def shipped_adapter(key: str, name: str, folder: Path) -> Path | None:
     return target
 
 
-def adapter_key(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed) -> str:
-    """The cache key of one adapter: a hash of the base UNet, the data and every training setting."""
-    settings = json.dumps([module_fingerprint(pipe.unet), dataset_hash(images, captions), rank, alpha, use_rslora,
-                           steps, lr, seed])
-    return hashlib.sha256(settings.encode()).hexdigest()[:16]
-
-
 def cached_adapter(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed, cache_dir: Path, name: str):
     """Train one adapter, or find it in the cache, or copy it there from the shipped ones.
 
     The cache key hashes the base, the data and every setting, so a shipped adapter is used
     only for exactly the settings it was trained with.
     """
-    key = adapter_key(pipe, images, captions, rank, alpha, use_rslora, steps, lr, seed)
+    key = cache_key(pipe.unet, dataset_hash(images, captions), rank, alpha, use_rslora, steps, lr, seed)
     folder = Path(cache_dir) / key
     path = folder / f"{name}.safetensors"
     if not path.exists():
@@ -120,9 +107,6 @@ def cached_adapter(pipe, images, captions, rank, alpha, use_rslora, steps, lr, s
 
 def sweep_scenes(pipe, captions, adapters: dict, weights, eval_seeds, sample_steps, run_dir: Path, log) -> pd.DataFrame:
     """Every adapter at every weight on every held-out scene; one run folder per scene (resumable)."""
-    from .spec import spec_from_dict
-    from .sweep import run_sweep
-    from .toy.world import scene_from_caption
     tables = []
     for i, caption in enumerate(captions):
         plain = replace(scene_from_caption(caption), style=None).caption
@@ -150,7 +134,6 @@ def rank_study(pipe, dataset, ranks=(1, 2, 4, 8, 16), seeds=(0, 1, 2), steps: in
         run_dir, cache_dir: where the sweeps and the adapters go; both resume.
     Returns a RankStudy with the table, the ladder's table, the adapters and the figure.
     """
-    from .ladder import lora_rank_ladder
     images, captions = training_pairs(dataset)
     style = style or next((c.rsplit(" in ", 1)[1].removesuffix(" style") for c in captions if " in " in c), None)
     if style is None:
@@ -172,14 +155,12 @@ def rank_study(pipe, dataset, ranks=(1, 2, 4, 8, 16), seeds=(0, 1, 2), steps: in
     table["lora_rank"] = table.adapter.map(lambda n: meta[n][0])
     best = best_adapter(table, max(ranks))
     ladder = lora_rank_ladder(adapters[best], ranks=[r for r in ranks if r < max(ranks)], out_dir=run_dir / "ladder")
-    ladder_adapters = {f"cut{k}": path for k, path in ladder.items()}
-    ladder_table = sweep_scenes(pipe, held_out, ladder_adapters, [1.0], eval_seeds, sample_steps,
+    ladder_table = sweep_scenes(pipe, held_out, ladder_adapters(ladder, prefix="cut"), [1.0], eval_seeds, sample_steps,
                                 run_dir / "ladder-sweeps", log)
     ladder_table["lora_rank"] = ladder_table.adapter.map(lambda n: int(n.removeprefix("cut")))
     ladder_table = pd.concat([ladder_table, table[(table.adapter == best) & (table.lora_weight == 1.0)]],
                              ignore_index=True).assign(source=best)
     parameters = {rank: file_parameters(adapters[f"r{rank}-s{seeds[0]}"]) for rank in ranks}
-    from .plots import plot_rank_study
     figure = plot_rank_study(table, ladder_table, parameters)
     return RankStudy(table, ladder_table, adapters, parameters, figure)
 
@@ -188,10 +169,3 @@ def best_adapter(table: pd.DataFrame, rank: int) -> str:
     """The adapter of `rank` with the most style at weight 1 (mean over scenes and sampling seeds)."""
     at_one = table[(table.lora_rank == rank) & (table.lora_weight == 1.0)]
     return str(at_one.groupby("adapter").style_strength.mean().idxmax())
-
-
-def rank_curve(table: pd.DataFrame, column: str, weight: float = 1.0) -> pd.DataFrame:
-    """Per rank at `weight`: the mean of `column` over training seeds, and the lowest and highest seed's mean."""
-    rows = table[(table.lora_weight == weight) & (table.state == "COMPLETE")]
-    per_seed = rows.groupby(["lora_rank", "train_seed"])[column].mean()
-    return per_seed.groupby("lora_rank").agg(["mean", "min", "max"])

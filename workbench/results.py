@@ -4,6 +4,7 @@
       spec.yaml            the sweep, written before the first image
       images/<id>.png      written to a temporary name, fsync'd, then renamed
       results.jsonl        one JSON row per finished or failed trial, appended and fsync'd
+      metrics.jsonl        scores computed after the sweep ({trial_id, column: value}), appended
 
 Why JSON lines and not SQLite: one `write` + `fsync` per row is all the durability a
 sweep needs; a kill can only tear the last line, which is easy to detect and skip; the
@@ -29,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 LOG_PATTERN = "results*.jsonl"
+METRICS_LOG = "metrics.jsonl"
 COMPLETE, FAILED = "COMPLETE", "FAILED"
 
 
@@ -139,9 +141,9 @@ def finished_trial_ids(run_dir: str | Path) -> set[str]:
 def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd.DataFrame:
     """The sweep's table: one row per trial, newest attempt, sorted by trial index.
 
-    Damaged log lines are reported with a warning and left out; intact rows are kept.
-    With `lora_effect`, adds `lora_effect`: the mean absolute pixel difference (0-1) of each
-    image from the same trial at LoRA weight 0, where the sweep has one.
+    Damaged log lines are reported with a warning and left out; intact rows are kept. The scores
+    computed after the sweep (metrics.jsonl: CLIP, DINO, `lora_effect`) are merged in as columns;
+    nothing is scored here. `lora_effect=False` leaves that column out.
     A folder that grew (several specs, `growth.py`) holds every spec's rows; `spec` keeps one
     spec's: a SweepSpec, a dict, a spec file, or n for the folder's `specs/<n>.yaml`. Its
     grid then shows exactly its cells, the ones an earlier spec made included.
@@ -154,17 +156,41 @@ def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd
         warnings.warn(f"skipped damaged line {problem.line} of {problem.path}: {problem.reason}", stacklevel=2)
     table = pd.DataFrame(rows)
     if not table.empty:
-        from .metric_registry import merge_scores
-        table = merge_scores(table, run_dir)  # model-based metrics, scored after the sweep
+        table = merge_scores(table, run_dir)
     if spec is not None and not table.empty:
         table = rows_of_spec(table, run_dir, spec)
     if table.empty:
         return table
     table = table.sort_values("index", kind="stable").reset_index(drop=True)
-    if lora_effect and "lora_weight" in table and (table.lora_weight == 0).any() and (table.lora_weight != 0).any():
-        from .metrics import add_lora_effect
-        table = add_lora_effect(table)
+    if not lora_effect and "lora_effect" in table:
+        table = table.drop(columns="lora_effect")
     return table
+
+
+def append_scores(run_dir: Path, values: dict) -> None:
+    """Append after-sweep scores, {trial_id: {column: value}}, to metrics.jsonl."""
+    if not values:
+        return
+    with open(Path(run_dir) / METRICS_LOG, "a") as log:
+        for trial, scores in values.items():
+            log.write(json.dumps({"trial_id": trial, **scores}) + "\n")
+
+
+def merge_scores(table: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """Add the columns metrics.jsonl holds (the newest value of each trial's column wins)."""
+    path = Path(run_dir) / METRICS_LOG
+    if not path.exists() or table.empty:
+        return table
+    latest: dict = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash: its scores are computed again on the next run
+        latest.setdefault(record.pop("trial_id"), {}).update(record)
+    scores = pd.DataFrame.from_dict(latest, orient="index")
+    table = table.drop(columns=[c for c in scores if c in table])
+    return table.merge(scores, left_on="trial_id", right_index=True, how="left")
 
 
 def rows_of_spec(table: pd.DataFrame, run_dir: Path, spec) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The image sizes a model can make: its trained size and the range a sweep may ask for. No torch here.
 
-A Stable Diffusion UNet works on latents 8x (SD1.5; the toy 4x) smaller than the image, and
+A Stable Diffusion UNet works on latents 8x (SD1.5 and SDXL; the toy 4x) smaller than the image, and
 was trained at one size. Far from it, images fall apart (below) or repeat their subject in a
 grid (above), and memory grows with the square of the side (the attention maps with its
 fourth power): `resolution: 100000` once grew a sweep to 24 GB before the kernel killed it.
@@ -13,13 +13,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .families import family_of_index, known_family, sd15
+from .hubcache import cached_snapshot
+
 MULTIPLE = 8     # sides divide by 8: the SD1.5 VAE halves the image 3 times (the toy's twice)
 MAX_FACTOR = 4   # at most 4x the trained side: SD1.5 2048 px, the toy 256 px; past it, only repeats and memory
 MIN_FACTOR = 4   # at least 1/4 of it: below, the UNet's deepest feature maps shrink to a pixel or two
-
-# The trained side of each preset, in px (`pipeline.trained_size` reads the same from a loaded model).
-PRESET_TRAINED = {"toy": 64, "tiny": 32, "sd15": 512, "sdxl": 1024, "tiny-sdxl": 32}
-SD15_TRAINED = 512  # hub ids and folders without a readable config are taken to be SD1.x
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,33 @@ def read_trained_size(folder: Path) -> int | None:
         return None
 
 
+def read_family_size(folder: Path) -> int | None:
+    """The trained side of a folder's family, from its model_index.json (None without one)."""
+    try:
+        return family_of_index(json.loads((folder / "model_index.json").read_text())).DEFAULT_SIZE
+    except (OSError, ValueError):
+        return None
+
+
 def size_range(model: str) -> SizeRange:
-    """The size range of a model name as a spec gives it: a preset, a folder, or a hub id."""
-    if model in PRESET_TRAINED:
-        return SizeRange(PRESET_TRAINED[model], f"the {model!r} preset")
+    """The size range of a model name as a spec gives it: a preset, a folder, or a hub id.
+
+    A preset or a hub id that a family lists has its family's trained size (`families/`); a folder
+    or a cached hub snapshot is read from its unet and vae configs, else from its family; anything
+    else is taken to be SD1.x.
+    """
+    family = known_family(model)
+    if family is not None:
+        trained = family.TRAINED_SIZES.get(model, family.DEFAULT_SIZE)
+        return SizeRange(trained, f"the {model!r} preset" if model in family.PRESETS else f"as for {family.NAME}")
     folder = Path(str(model)).expanduser()
-    trained = read_trained_size(folder) if folder.is_dir() else None
-    if trained:
-        return SizeRange(trained, "from its unet and vae configs")
-    return SizeRange(SD15_TRAINED, "as for SD1.x")
+    if not folder.is_dir() and model.count("/") == 1:
+        folder = cached_snapshot(model) or folder  # a hub id the cache holds: its configs
+    if folder.is_dir():
+        trained = read_trained_size(folder)
+        if trained:
+            return SizeRange(trained, "from its unet and vae configs")
+        trained = read_family_size(folder)
+        if trained:
+            return SizeRange(trained, "from its model_index.json")
+    return SizeRange(sd15.DEFAULT_SIZE, "as for SD1.x")

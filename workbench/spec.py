@@ -21,9 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from .sizes import size_range
 from .blocks import block_label, block_scales
+from .families import DEFAULT_MODEL
 from .metric_registry import metric_names
+from .schedulers import SCHEDULERS
+from .sizes import size_range
 from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
                     is_unit_key, spec_units, split_unit_key)
 
@@ -33,7 +35,11 @@ AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_sta
 OPTIONAL_AXES = ("lora_blocks",)  # parameters of a trial only where the spec sets them
 # The top-level keys that belong to the one unnamed ControlNet unit of a spec without `controls`.
 UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high")
-SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++2m", "pndm", "lms")
+# How each numeric parameter is checked and coerced: floats in a range, integers from a lowest value.
+# A unit's parameters behave like the top-level one they stand for (`kind_of`: canny.scale -> conditioning_scale).
+FLOAT_AXES = {"conditioning_scale": (0, math.inf), "lora_weight": (-math.inf, math.inf), "guidance": (0, math.inf),
+              "control_guidance_start": (0, 1), "control_guidance_end": (0, 1)}  # (lowest, highest)
+INTEGER_AXES = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}  # the lowest value
 MODES = ("product", "zip")
 # Classifier-free guidance: one default for generate() and sweeps. The toy model likes 3-7.5;
 # SD1.5 users often use 7.5, which on the toy oversaturates colours.
@@ -59,7 +65,7 @@ class SweepSpec:
     seed: list = field(default_factory=lambda: [0])
     control_image: str = "toy:a yellow star on a blue background"  # a file, or "toy:<caption>" (a toy scene)
     resolution: int | None = None  # short side in px; None = the model's trained size
-    model: str = "toy"             # load_pipeline name: preset, hub id or folder
+    model: str = DEFAULT_MODEL     # load_pipeline name: preset, hub id or folder
     adapters: dict = field(default_factory=dict)  # adapter name -> LoRA file, each loaded once
     mode: str = "product"
     max_trials: int = 10_000       # a guard against typos that expand to millions of images
@@ -182,15 +188,15 @@ def check_spec(spec: SweepSpec) -> None:
             raise ValueError(f"axis `{name}` is empty; give at least one value")
     for name, values in parameters.items():
         kind = kind_of(name)
-        if kind in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
-            for value in values:
-                if not _is_number(value):
-                    raise ValueError(f"`{name}` values must be numbers, got {value!r} ({type(value).__name__})")
-                if kind in ("conditioning_scale", "guidance") and value < 0:
-                    raise ValueError(f"`{name}` must be >= 0, got {value}")
-                if kind in ("control_guidance_start", "control_guidance_end") and not 0 <= value <= 1:
-                    raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
-        low = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}.get(kind)
+        for value in values if kind in FLOAT_AXES else []:
+            low, high = FLOAT_AXES[kind]
+            if not _is_number(value):
+                raise ValueError(f"`{name}` values must be numbers, got {value!r} ({type(value).__name__})")
+            if high == 1 and not low <= value <= high:
+                raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
+            if value < low:
+                raise ValueError(f"`{name}` must be >= {low}, got {value}")
+        low = INTEGER_AXES.get(kind)
         for value in values if low is not None else []:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"`{name}` values must be integers >= {low}, got {value!r} ({type(value).__name__})")
@@ -289,12 +295,6 @@ def count_trials(spec: SweepSpec) -> int:
     return math.prod(len(values) for values in spec.parameters().values())
 
 
-def parameter_columns(table) -> list[str]:
-    """The columns of a results table that hold trial parameters (axes, the control, resolution, each unit's)."""
-    names = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
-    return [c for c in names if c in table]
-
-
 def kind_of(name: str) -> str:
     """The top-level parameter a name behaves like: "canny.scale" -> "conditioning_scale"."""
     return LEGACY_KEYS[split_unit_key(name)[1]] if is_unit_key(name) else name
@@ -303,9 +303,9 @@ def kind_of(name: str) -> str:
 def coerce(name: str, value):
     """The type diffusers wants: floats for scales (a single ControlNet rejects an int), ints for counts."""
     kind = kind_of(name)
-    if kind in ("conditioning_scale", "lora_weight", "guidance", "control_guidance_start", "control_guidance_end"):
+    if kind in FLOAT_AXES:
         return float(value)
-    if kind in ("seed", "steps", "canny_low", "canny_high"):
+    if kind in INTEGER_AXES:
         return int(value)
     if kind == "lora_blocks":
         return block_label(value)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import torch
 
-from .families import family_of
+from .families import family_of, unit_controlnets
+from .memory import HEADROOM
 
 CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this gains nothing
-MEMORY_HEADROOM = 0.8   # use at most this share of the free GPU memory
 
 
 def use_sdpa(pipe) -> None:
     """Make every attention layer of the UNet and ControlNet use SDPA (a no-op when they do)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
-    for model in (pipe.unet, *getattr(pipe.controlnet, "nets", [pipe.controlnet])):
+    for model in (pipe.unet, *unit_controlnets(pipe.controlnet)):
         if any(not isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values()):
             model.set_attn_processor(AttnProcessor2_0())
 
@@ -96,7 +96,7 @@ def denoising_step(pipe, size: int, images: int):
 
     extra = family_of(pipe).unet_conditioning(pipe, context, rows)  # SDXL: pooled text and size ids
 
-    units = len(getattr(pipe.controlnet, "nets", [None]))  # several ControlNets take a list of controls
+    units = len(unit_controlnets(pipe.controlnet))  # several ControlNets take a list of controls
     controls = dict(controlnet_cond=control) if units == 1 else dict(controlnet_cond=[control] * units,
                                                                      conditioning_scale=[1.0] * units)
 
@@ -141,4 +141,4 @@ def auto_batch_size(pipe, size: int, limit: int = 64) -> int:
         return min(limit, CPU_BATCH)
     free, _ = torch.cuda.mem_get_info(pipe.device)
     per_image = max(1, image_memory(pipe, size))
-    return max(1, min(limit, int(free * MEMORY_HEADROOM // per_image)))
+    return max(1, min(limit, int(free * HEADROOM // per_image)))

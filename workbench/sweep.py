@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,22 +28,23 @@ import torch
 from PIL import Image
 
 from .control import check_control_image, unit_controls
-from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
-from .infotext import format_infotext, png_info
-from .families import family_of, repeat
+from .families import family_of, repeat, trained_size, unit_controlnets
 from .fingerprint import file_sha256, module_fingerprint
+from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
+from .growth import check_same_fingerprint, is_known, record_spec
+from .infotext import format_infotext, png_info
+from .lora import activate_lora, load_lora, loaded_from
 from .memory import fit_batch
-from .blocks import adapter_weights
-from .growth import check_same_fingerprint, check_same_model, is_known, record_spec
-from .metric_registry import check_weights, metric_names, score_with_models
-from .metrics import toy_metrics, unit_metrics
-from .pipeline import set_scheduler, trained_size
+from .metric_registry import ALWAYS, ScoringContext, metric_names
+from .pipeline import set_scheduler
 from .results import (COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, read_rows,
                       write_png_atomic)
+from .run_folder import RunFolderBusy, fault_point, lock_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
+from .scoring import check_metrics, score_after_sweep, writer_scores
 from .sizes import SizeRange
+from .speed import auto_batch_size, is_compiled
 from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
 from .units import Unit
-from .speed import auto_batch_size, is_compiled
 
 
 @dataclass
@@ -58,76 +57,6 @@ class Progress:
     rows: list = field(default_factory=list)
 
 
-# ---- 1. the run folder ------------------------------------------------------------------------
-
-class RunFolderBusy(ValueError):
-    """Another sweep process holds this run folder's lock for the same rank."""
-
-
-def lock_run_dir(run_dir: Path, rank: int):
-    """Take this rank's lock on the run folder, or raise RunFolderBusy naming the holder.
-
-    Each rank of one multi-process launch has its own lock, so they share the folder;
-    a second, independent sweep into the same folder collides on rank 0 and is refused.
-    The lock is released by the OS when the process ends, even by kill -9.
-    """
-    import fcntl
-    handle = open(run_dir / f".lock.rank{rank}", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunFolderBusy(f"run folder {str(run_dir)!r} is in use by a running sweep ({holder}); wait for it, "
-                            "or stop it and run again to resume") from None
-    handle.truncate(0)
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
-
-
-def fault_point(name: str) -> None:
-    """Kill this process here if WORKBENCH_FAULT names this point: how the fault tests crash on cue."""
-    if os.environ.get("WORKBENCH_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def process_alive(pid: int) -> bool:
-    """True if a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def prepare_run_dir(run_dir: str | Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
-    """Create `run_dir`, check it is writable and holds this model's sweeps, and write spec.yaml (with `keep_spec`)."""
-    run_dir = Path(run_dir)
-    try:
-        (run_dir / "images").mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
-    for leftover in (run_dir / "images").glob(".*.tmp"):
-        if not process_alive(int(leftover.suffixes[-2].lstrip("."))):
-            leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
-    spec_path = run_dir / "spec.yaml"
-    if spec_path.exists():
-        if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
-            check_same_model(run_dir, spec)
-    elif keep_spec:
-        temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
-        spec.save(temporary)
-        temporary.replace(spec_path)
-    return run_dir
-
-
 # ---- 2. adapters, fingerprint -----------------------------------------------------------------
 
 def load_adapters(pipe, adapters: dict) -> None:
@@ -136,7 +65,6 @@ def load_adapters(pipe, adapters: dict) -> None:
     Adapters stay loaded between sweeps. A name the pipeline already holds is kept only when
     it came from the same file (by sha256): two specs may use one name for different files.
     """
-    from .lora import load_lora, loaded_from
     for name, path in adapters.items():
         if loaded_from(pipe, name) != file_sha256(Path(path)):
             load_lora(pipe, path, name, replace=True)  # refuses pickle files, names a shape mismatch
@@ -144,8 +72,8 @@ def load_adapters(pipe, adapters: dict) -> None:
 
 def model_fingerprint(pipe, adapters: dict) -> str:
     """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
-    modules = [getattr(pipe, name) for name in family_of(pipe).components]
-    modules = [net for module in modules for net in getattr(module, "nets", [module])]  # each unit's ControlNet
+    modules = [getattr(pipe, name) for name in family_of(pipe).COMPONENTS]
+    modules = [net for module in modules for net in unit_controlnets(module)]  # each unit's ControlNet
     parts = [module_fingerprint(module) for module in modules]
     for name, path in sorted(adapters.items()):
         if not Path(path).is_file():
@@ -162,6 +90,7 @@ def batched_keys(units: list[Unit]) -> tuple[str, ...]:
 
 
 def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
+    """The trial's parameters that one pipeline call shares: all but the `batched` ones."""
     return tuple((k, v) for k, v in trial.params.items() if k not in batched)
 
 
@@ -182,7 +111,7 @@ def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "condit
 
 def check_controlnets(pipe, units: list[Unit]) -> None:
     """Refuse a pipeline whose number of ControlNets differs from the spec's units."""
-    have = len(getattr(pipe.controlnet, "nets", [pipe.controlnet]))
+    have = len(unit_controlnets(pipe.controlnet))
     if have != len(units):
         names = [u.controlnet for u in units]
         raise ValueError(f"the spec has {len(units)} control unit(s) ({', '.join(u.name or 'control' for u in units)}) "
@@ -190,18 +119,7 @@ def check_controlnets(pipe, units: list[Unit]) -> None:
                          f"load_pipeline(model, controlnet={names!r})")
 
 
-def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None = None) -> None:
-    """Switch adapters without reloading: `set_adapters` with a weight (per block with `blocks`), or none."""
-    if adapter is None:
-        from .lora import lora_off
-        lora_off(pipe)
-    elif getattr(pipe.unet, "peft_config", None):
-        pipe.enable_lora()
-        pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
-                                                      adapter_weights(pipe, adapter, weight, blocks)])
-
-
-def encode(pipe, prompt: str, negative: str, cache: dict) -> dict:
+def embeddings_for(pipe, prompt: str, negative: str, cache: dict) -> dict:
     """Prompt embeddings as pipeline keywords, computed once per (prompt, negative prompt) and kept."""
     if (prompt, negative) not in cache:
         cache[(prompt, negative)] = family_of(pipe).encode(pipe, prompt, negative)
@@ -305,7 +223,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     for unit in spec.units:
         check_control_image(unit.image, unit.name)
     check_controlnets(pipe, spec.units)
-    check_weights(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
+    check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir = prepare_run_dir(run_dir, spec, keep_spec)
@@ -380,7 +298,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
                 images = generate_with_backoff(pipe, params, batch, batch_controls,
-                                               encode(pipe, params["prompt"], params["negative_prompt"], embeddings),
+                                               embeddings_for(pipe, params["prompt"], params["negative_prompt"], embeddings),
                                                limit, log, units)
                 error = ""
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
@@ -403,10 +321,10 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         if stopped:
             log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
     ids = {t.trial_id for t in trials}
-    if not stopped and rank == 0:  # model-based metrics, batched on the device, for rows that lack them
-        scored = score_with_models(run_dir, metric_names(spec.metrics), pipe.device, spec.metric_models, ids)
-        if scored:
-            log(f"scored {scored} images with {', '.join(n for n in metric_names(spec.metrics) if n not in ('edge', 'toy'))}")
+    if not stopped and rank == 0:  # the after-sweep metrics, batched on the device, for rows that lack them
+        scored = score_after_sweep(run_dir, metric_names(spec.metrics), pipe.device, spec.metric_models, ids)
+        if set(scored) - set(ALWAYS):
+            log(f"scored images with {', '.join(scored)}")
     # The folder may also hold rows of an earlier model (another fingerprint): return this spec's only.
     table = load_results(run_dir)
     return table[table.trial_id.isin(ids)].reset_index(drop=True)
@@ -455,10 +373,6 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
     row.update(image_path=str(path), width=image.width, height=image.height, state=COMPLETE)
-    names = metric_names(spec.metrics)
-    if "edge" in names and controls is not None:
-        for unit, control in zip(spec.units, controls):
-            row.update(unit_metrics(unit, control, image, trial.params))
-    if "toy" in names:
-        row.update(toy_metrics(spec.model, spec.units, trial.params, image))
+    context = ScoringContext(spec.model, spec.units, controls, trial.params)
+    row.update(writer_scores(metric_names(spec.metrics), image, context))
     return row

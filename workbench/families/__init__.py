@@ -1,55 +1,86 @@
 """Model families: everything that differs between Stable Diffusion 1.5 and SDXL, one module each.
 
-A family module (`sd15.py`, `sdxl.py`) answers the same questions, so the sweep, the
-generation helper, the metrics, LoRA training and the widgets never ask which family a
-pipeline is:
-
-  PIPELINE_CLASS, PRESETS         the diffusers ControlNet pipeline class (its name); preset
-                                  names -> (base, ControlNet). Trained sizes are in `sizes.py`.
-  owns_index(model_index)         (SDXL) is a diffusers folder's model_index.json SDXL's?
-  owns(pipe)                      is a loaded pipeline this family's?
-  components                      the weights a fingerprint hashes
-  encode(pipe, prompt, negative)  the pipeline-call keywords that carry one prompt's embeddings
-  unet_conditioning(pipe, context, rows)
-                                  the keywords a bare UNet or ControlNet call needs besides the
-                                  text embeddings (SDXL: pooled text and size "time ids")
-  text_context(pipe, tokens)      text embeddings for training, from token ids
-  tokenize(pipe, captions)        token ids for training
-  lora_loader()                   the class whose save_lora_weights writes this family's files
-  build_tiny(seed)                a random-weight pipeline from configs, for tests
-
-`family_of(pipe)` and `family_of_index(index)` pick the module; `repeat` batches any family's
-embeddings.
+A family module (`sd15.py`, `sdxl.py`) holds two kinds of thing, and keeps them apart:
+  facts  plain constants, read without torch: preset names, hub ids, ids the hub renamed,
+         trained sizes, the pipeline class's name, the components a fingerprint hashes. A
+         spec is checked against them (`sizes.py`) before anything heavy is imported.
+  code   functions that build or call a model; each imports torch and diffusers when called.
+The `Family` protocol below lists both. The sweep, generation, metrics, LoRA training and
+the widgets ask `family_of(pipe)` and never which family a pipeline is. Adding a family is
+one module, and one line in FAMILIES.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Protocol
 
 from . import sd15, sdxl
+from .parts import trained_size, unit_controlnets  # noqa: F401 (the parts every family's pipeline has)
 
-FAMILIES: dict[str, ModuleType] = {"sd15": sd15, "sdxl": sdxl}
+# The more specific family first: an SDXL pipeline also has what SD1.5's `owns` looks for.
+FAMILIES: tuple[ModuleType, ...] = (sdxl, sd15)
+DEFAULT_MODEL = "toy"  # the embedded model (an SD1.5-family pipeline trained by this project): offline, on a CPU
+
+
+class Family(Protocol):
+    """What a family module answers (a module satisfies a Protocol; see the module docstring)."""
+    NAME: str                                  # "sd15", "sdxl"
+    PIPELINE_CLASS: str                        # the diffusers ControlNet pipeline class's name
+    PRESETS: dict[str, tuple[str, str]]        # preset name -> (base, ControlNet)
+    TINY_PRESET: str                           # the preset `build_tiny` makes (random weights, for tests)
+    EMBEDDED: dict[str, tuple[str, str]]       # embedded presets -> (base folder, ControlNet folder) in assets/
+    CONTROLNET_PRESETS: dict[str, str]         # ControlNets that are presets on their own -> folder in assets/
+    RENAMED_IDS: dict[str, str]                # hub ids taken off the hub -> their mirror
+    TRAINED_SIZES: dict[str, int]              # preset name or hub id -> the side it was trained at, px
+    DEFAULT_SIZE: int                          # the trained side of a model of this family not listed above
+    COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
+    LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
+
+    def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?
+    def owns(self, pipe) -> bool: ...                             # is this loaded pipeline ours?
+    def encode(self, pipe, prompt: str, negative: str) -> dict: ...          # pipeline-call keywords
+    def unet_conditioning(self, pipe, context, rows: int) -> dict: ...       # a bare UNet call's extras
+    def tokenize(self, pipe, captions: list[str]) -> list: ...              # token ids for training
+    def text_context(self, pipe, tokens: list) -> tuple: ...                 # (embeddings, extras)
+    def lora_loader(self): ...                 # the class whose save_lora_weights writes our files
+    def pipeline_class(self): ...              # the diffusers class itself
+    def build_tiny(self, seed: int = 0): ...   # a random-weight pipeline from configs, for tests
+    def build_random(self, seed: int = 0, dtype=None, device: str = "cpu"): ...  # full size, random
+
+
+PRESETS = {name: pair for family in FAMILIES for name, pair in family.PRESETS.items()}
+TINY_PRESETS = tuple(family.TINY_PRESET for family in FAMILIES)
+EMBEDDED = {name: folders for family in FAMILIES for name, folders in family.EMBEDDED.items()}
+CONTROLNET_PRESETS = {name: folder for family in FAMILIES for name, folder in family.CONTROLNET_PRESETS.items()}
+RENAMED_IDS = {old: new for family in FAMILIES for old, new in family.RENAMED_IDS.items()}
 
 
 def family_of(pipe) -> ModuleType:
-    """The family module of a loaded pipeline (SDXL is checked first: it is the more specific)."""
-    for family in (sdxl, sd15):
+    """The family module of a loaded pipeline."""
+    for family in FAMILIES:
         if family.owns(pipe):
             return family
-    raise ValueError(f"{type(pipe).__name__} is not a pipeline workbench knows; families: {sorted(FAMILIES)}")
+    raise ValueError(f"{type(pipe).__name__} is not a pipeline workbench knows; families: "
+                     f"{[family.NAME for family in FAMILIES]}")
 
 
 def family_of_index(model_index: dict) -> ModuleType:
-    """The family of a diffusers folder, from its model_index.json (SD1.x when nothing says SDXL)."""
-    return sdxl if sdxl.owns_index(model_index) else sd15
+    """The family of a diffusers folder, from its model_index.json (SD1.x when nothing says otherwise)."""
+    return next((family for family in FAMILIES if family.owns_index(model_index)), sd15)
 
 
 def preset_family(name: str) -> ModuleType | None:
     """The family whose PRESETS name `name`, or None."""
-    return next((family for family in FAMILIES.values() if name in family.PRESETS), None)
+    return next((family for family in FAMILIES if name in family.PRESETS), None)
+
+
+def known_family(name: str) -> ModuleType | None:
+    """The family of a preset, or of a hub id a family lists (its presets' ids, renamed ids); else None."""
+    return next((family for family in FAMILIES if name in family.TRAINED_SIZES or name in family.RENAMED_IDS
+                  or name in family.PRESETS), None)
 
 
 def repeat(embeddings: dict, n: int) -> dict:
     """One prompt's embeddings (any family's keywords), for a batch of n images."""
     return {name: tensor.repeat(n, *([1] * (tensor.dim() - 1))) for name, tensor in embeddings.items()}
-

@@ -1,8 +1,14 @@
-"""Stable Diffusion 1.x: one CLIP text encoder, prompt embeddings only, 512 px (toy 64, tiny 32)."""
+"""Stable Diffusion 1.x: one CLIP text encoder, prompt embeddings only, 512 px (the toy 64, tiny 32).
+
+Facts first (no torch), then the code that builds or calls a model, importing torch when called.
+"""
 
 from __future__ import annotations
 
-import torch
+import json
+from pathlib import Path
+
+# ---- facts ----------------------------------------------------------------------------------------
 
 NAME = "sd15"
 PIPELINE_CLASS = "StableDiffusionControlNetPipeline"
@@ -10,33 +16,51 @@ SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD15_CANNY_ID = "lllyasviel/sd-controlnet-canny"
 # Preset names: (base, controlnet). "toy" is embedded; "tiny" is random weights from a config.
 PRESETS = {"toy": ("toy", "toy"), "tiny": ("tiny", "tiny"), "sd15": (SD15_ID, SD15_CANNY_ID)}
-components = ("unet", "controlnet", "vae", "text_encoder")
+TINY_PRESET = "tiny"
+# The embedded toy model, in the package's assets/ (base folder, ControlNet folder), and its
+# second ControlNet, which reads silhouettes.
+EMBEDDED = {"toy": ("toy", "toy/controlnet")}
+CONTROLNET_PRESETS = {"toy-mask": "toy/controlnet-mask"}
+# runwayml took its SD1.5 repository off the hub in 2024; this is the community mirror.
+RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
+# Trained sides in px: SD1.5's model card (512 x 512), the toy's card (64), the tiny test model (32).
+TRAINED_SIZES = {"toy": 64, "tiny": 32, "sd15": 512, SD15_ID: 512, SD15_CANNY_ID: 512}
+DEFAULT_SIZE = 512  # hub ids and folders without a readable config are taken to be SD1.x
+COMPONENTS = ("unet", "controlnet", "vae", "text_encoder")
 # The safety checker is off: it needs extra hub weights and blacks out images, which would
 # corrupt sweep metrics. Filter images yourself before publishing.
 LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+CONFIGS = Path(__file__).parents[1] / "configs" / "sd15"  # the published architecture, for random builds
+
+
+def owns_index(model_index: dict) -> bool:
+    return "text_encoder" in model_index or "StableDiffusion" in str(model_index.get("_class_name", ""))
 
 
 def owns(pipe) -> bool:
     return hasattr(pipe, "text_encoder") and hasattr(pipe, "unet")
 
 
+# ---- code ---------------------------------------------------------------------------------------
+
 def encode(pipe, prompt: str, negative: str) -> dict:
     """Positive and negative prompt embeddings, (1, tokens, width) each."""
+    import torch
     with torch.no_grad():
         positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, True, negative)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
 
-def unet_conditioning(pipe, context: torch.Tensor, rows: int) -> dict:
+def unet_conditioning(pipe, context, rows: int) -> dict:
     """SD1.5's UNet needs nothing besides the text embeddings."""
     return {}
 
 
-def tokenize(pipe, captions: list[str]) -> list[torch.Tensor]:
+def tokenize(pipe, captions: list[str]) -> list:
     return [pipe.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids]
 
 
-def text_context(pipe, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+def text_context(pipe, tokens: list) -> tuple:
     """(text embeddings, extra UNet keywords) for training, from `tokenize`'s ids."""
     return pipe.text_encoder(tokens[0].to(pipe.device))[0], {}
 
@@ -51,6 +75,95 @@ def pipeline_class():
     return getattr(diffusers, PIPELINE_CLASS)
 
 
+def assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler):
+    """Put components together into a ControlNet pipeline with no safety checker (see LOAD_KWARGS)."""
+    return pipeline_class()(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet,
+                            scheduler=scheduler, **LOAD_KWARGS)
+
+
+def build_tiny_pipeline(cfg=None, corpus: list[str] | None = None, seed: int = 0, wake_controlnet: bool = True):
+    """A random-weight SD + ControlNet pipeline from configs; the same seed gives the same weights."""
+    import torch
+
+    from .builders import (TINY_CORPUS, ModelConfig, build_controlnet, build_scheduler, build_text_encoder,
+                           build_tokenizer, build_unet, build_vae, wake_zero_convs)
+    cfg = cfg or ModelConfig()
+    tokenizer = build_tokenizer(corpus or TINY_CORPUS, max_length=cfg.max_length)
+    torch.manual_seed(seed)
+    text_encoder = build_text_encoder(cfg, tokenizer)
+    torch.manual_seed(seed)
+    vae = build_vae(cfg)
+    torch.manual_seed(seed)
+    unet = build_unet(cfg)
+    controlnet = build_controlnet(cfg, unet)
+    if wake_controlnet:
+        wake_zero_convs(controlnet, seed=seed)
+    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_tiny(seed: int = 0):
-    from ..tiny import build_tiny_pipeline
+    """The `tiny` preset: 32 px, random weights (`build_tiny_pipeline` with its defaults)."""
     return build_tiny_pipeline(seed=seed)
+
+
+def load_config(name: str) -> dict:
+    """An architecture config of configs/sd15/, without its `_source` note."""
+    return {k: v for k, v in json.loads((CONFIGS / f"{name}.json").read_text()).items() if not k.startswith("_")}
+
+
+def build_random(seed: int = 0, dtype=None, device: str = "cpu"):
+    """SD1.5 + Canny ControlNet at full size (860M UNet, 361M ControlNet) with random weights.
+
+    Speed depends on the architecture, not the weights, so benchmarks use this where the real
+    weights cannot be downloaded. The configs are the public values of stable-diffusion-v1-5 and
+    lllyasviel/sd-controlnet-canny; the tokenizer is the toy world's, padded to 77 tokens.
+    """
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..toy.world import caption_words
+    from .builders import build_scheduler, build_tokenizer
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(caption_words(), max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder"), bos_token_id=tokenizer.bos_token_id,
+                                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    vae = AutoencoderKL(**load_config("vae"))
+    unet = UNet2DConditionModel(**load_config("unet"))
+    controlnet = ControlNetModel(**load_config("controlnet"))
+    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype or torch.float32)
+
+
+def write_kohya_lora(path: Path, rank: int = 4, alpha: float = 1.0, seed: int = 0) -> dict[str, int]:
+    """A random kohya/A1111 SD1.5 LoRA (fp16): UNet attention and every text-encoder layer, as a third party's.
+
+    Returns the number of layers per component (128 UNet, 72 text encoder). Names and shapes
+    come from models built on the meta device, so nothing full-size is allocated.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+    with torch.device("meta"):  # names and shapes only: nothing is allocated
+        unet = UNet2DConditionModel(**load_config("unet"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder")))
+    generator = torch.Generator().manual_seed(seed)
+    state, counts = {}, {"unet": 0, "text_encoder": 0}
+    targets = [("unet", "lora_unet_", unet, ("to_q", "to_k", "to_v", "to_out.0")),
+               ("text_encoder", "lora_te_", text_encoder,
+                ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"))]
+    for component, prefix, model, suffixes in targets:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(suffixes):
+                key = (prefix + name).replace(".", "_")
+                out_features, in_features = module.weight.shape
+                state[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator) * 0.05
+                state[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) * 0.05
+                state[f"{key}.alpha"] = torch.tensor(alpha)
+                counts[component] += 1
+    save_file({k: v.half() for k, v in state.items()}, str(path))
+    return counts

@@ -3,19 +3,27 @@
 The UNet (and its ControlNet) takes, besides the concatenated hidden states of both text
 encoders, `added_cond_kwargs`: `text_embeds` (the second encoder's pooled, projected output)
 and `time_ids` (original size, crop corner and target size: six numbers an image, embedded
-like timesteps). Everything that knows this lives in this module.
+like timesteps). Everything that knows this lives in this module: facts first (no torch), then
+the code that builds or calls a model, importing torch when called.
 """
 
 from __future__ import annotations
 
-import torch
+# ---- facts ----------------------------------------------------------------------------------------
 
 NAME = "sdxl"
 PIPELINE_CLASS = "StableDiffusionXLControlNetPipeline"
 SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 SDXL_CANNY_ID = "diffusers/controlnet-canny-sdxl-1.0"
 PRESETS = {"sdxl": (SDXL_ID, SDXL_CANNY_ID), "tiny-sdxl": ("tiny-sdxl", "tiny-sdxl")}
-components = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
+TINY_PRESET = "tiny-sdxl"
+EMBEDDED: dict = {}
+CONTROLNET_PRESETS: dict = {}
+RENAMED_IDS: dict = {}
+# Trained sides in px: SDXL base 1.0's model card (1024 x 1024); the tiny test model 32.
+TRAINED_SIZES = {"sdxl": 1024, "tiny-sdxl": 32, SDXL_ID: 1024, SDXL_CANNY_ID: 1024}
+DEFAULT_SIZE = 1024
+COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 
@@ -28,12 +36,15 @@ def owns(pipe) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
 
 
+# ---- code ---------------------------------------------------------------------------------------
+
 def encode(pipe, prompt: str, negative: str) -> dict:
     """Both encoders' embeddings and the pooled ones, positive and negative, for one image.
 
     An empty negative prompt is passed as None, as a plain pipeline call does: SDXL then uses
     zeros for it (`force_zeros_for_empty_prompt`), not the encoding of "".
     """
+    import torch
     with torch.no_grad():
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=True,
@@ -42,30 +53,35 @@ def encode(pipe, prompt: str, negative: str) -> dict:
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
 
 
-def add_time_ids(pipe, size: int, rows: int) -> torch.Tensor:
+def add_time_ids(pipe, size: int, rows: int):
     """(rows, 6): original size, crop top-left (0, 0), target size, as the pipeline sets them."""
+    import torch
     ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=pipe.unet.dtype, device=pipe.device)
     return ids.repeat(rows, 1)
 
 
-def unet_conditioning(pipe, context: torch.Tensor, rows: int) -> dict:
+def unet_conditioning(pipe, context, rows: int) -> dict:
     """Stand-in pooled text and size ids for a bare UNet or ControlNet call on `rows` rows."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    import torch
+    from .parts import trained_size
+    size = trained_size(pipe)
     pooled = torch.zeros(rows, pipe.text_encoder_2.config.projection_dim, dtype=context.dtype, device=context.device)
     return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": add_time_ids(pipe, size, rows)}}
 
 
-def tokenize(pipe, captions: list[str]) -> list[torch.Tensor]:
+def tokenize(pipe, captions: list[str]) -> list:
     return [tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
             for tokenizer in (pipe.tokenizer, pipe.tokenizer_2)]
 
 
-def text_context(pipe, tokens: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+def text_context(pipe, tokens: list) -> tuple:
     """(both encoders' penultimate hidden states, concatenated; pooled text and size ids) for training."""
+    import torch
     first = pipe.text_encoder(tokens[0].to(pipe.device), output_hidden_states=True)
     second = pipe.text_encoder_2(tokens[1].to(pipe.device), output_hidden_states=True)
     context = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    from .parts import trained_size
+    size = trained_size(pipe)
     rows = len(tokens[0])
     return context, {"added_cond_kwargs": {"text_embeds": second.text_embeds,
                                            "time_ids": add_time_ids(pipe, size, rows)}}
@@ -88,10 +104,11 @@ def build_tiny(seed: int = 0):
     6 time ids x addition_time_embed_dim (8) + the pooled text width (32) = 80, and its
     cross-attention reads both encoders' hidden states side by side (32 + 32 = 64).
     """
+    import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from ..tiny import TINY_CORPUS, ModelConfig, build_scheduler, build_tokenizer, build_vae, wake_zero_convs
+    from .builders import TINY_CORPUS, ModelConfig, build_scheduler, build_tokenizer, build_vae, wake_zero_convs
     cfg = ModelConfig()
     tokenizer = build_tokenizer(TINY_CORPUS, max_length=cfg.max_length)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
@@ -120,7 +137,7 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def build_random(seed: int = 0, dtype: torch.dtype = torch.float16, device: str = "cuda"):
+def build_random(seed: int = 0, dtype=None, device: str = "cuda"):
     """SDXL base + Canny ControlNet at full size (2.6B UNet, 1.25B ControlNet) with random weights, on `device`.
 
     For speed benchmarks where the real weights cannot be downloaded: speed depends on the
@@ -134,8 +151,8 @@ def build_random(seed: int = 0, dtype: torch.dtype = torch.float16, device: str 
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from ..tiny import build_scheduler, build_tokenizer
     from ..toy.world import caption_words
+    from .builders import build_scheduler, build_tokenizer
     folder = Path(__file__).parents[1] / "configs" / "sdxl"
 
     def config(name: str) -> dict:
@@ -150,7 +167,7 @@ def build_random(seed: int = 0, dtype: torch.dtype = torch.float16, device: str 
                      text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"), **ids)),
                      vae=AutoencoderKL(**config("vae")), unet=UNet2DConditionModel(**config("unet")),
                      controlnet=ControlNetModel(**config("controlnet")))
-    parts = {name: module.to(dtype) for name, module in parts.items()}
+    parts = {name: module.to(dtype or torch.float16) for name, module in parts.items()}
     pipe = pipeline_class()(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=build_scheduler(), **parts,
                             force_zeros_for_empty_prompt=True, **LOAD_KWARGS)
     pipe.set_progress_bar_config(disable=True)

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..devices import pick_device
-from ..tiny import (ModelConfig, assemble_pipeline, build_controlnet, build_scheduler, build_text_encoder,
-                    build_tokenizer, build_unet, build_vae)
+from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
+                                 build_unet, build_vae)
+from ..families.sd15 import assemble_pipeline
 from .data import make_dataset, to_model_range
 from .world import PALETTE, SHAPES, STYLES, caption_words, sample_scenes
 

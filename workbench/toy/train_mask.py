@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..devices import pick_device
-from ..tiny import build_controlnet
+from ..families.builders import build_controlnet
 from .data import make_dataset
 from .train import TOY_MODEL, TrainConfig, encode_latents, train_controlnet
 

@@ -1,9 +1,9 @@
-"""Build small Stable Diffusion + ControlNet pipelines from configs, fully offline.
+"""Build Stable Diffusion components from configs, fully offline: the families' tiny and random models.
 
-The architecture is SD1.5's (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
-ControlNetModel, a DDIM scheduler with SD1.5's noise schedule), only narrower and
-shallower, so every workbench code path is the real one. Tests use random weights
-from here; the toy world (`workbench.toy`) trains the same components.
+The parts are SD's (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, ControlNetModel, a
+DDIM scheduler with SD1.5's noise schedule), only narrower and shallower, so every workbench
+code path is the real one. The families assemble them into pipelines (`sd15.build_tiny`,
+`sdxl.build_tiny`); the toy world (`workbench.toy`) trains the same components.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
-from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler,
-                       StableDiffusionControlNetPipeline, UNet2DConditionModel)
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -154,34 +153,3 @@ def build_scheduler() -> DDIMScheduler:
     return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", clip_sample=False,
                          set_alpha_to_one=False, steps_offset=1)
-
-
-def assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler) -> StableDiffusionControlNetPipeline:
-    """Put components together into a ControlNet pipeline with no safety checker.
-
-    The safety checker is off on purpose: it needs hub weights, and it blacks out images,
-    which would corrupt sweep metrics. Apply your own filter before publishing images.
-    """
-    return StableDiffusionControlNetPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-
-
-def build_tiny_pipeline(cfg: ModelConfig | None = None, corpus: list[str] | None = None,
-                        seed: int = 0, wake_controlnet: bool = True) -> StableDiffusionControlNetPipeline:
-    """A random-weight SD + ControlNet pipeline from configs; the same seed gives the same weights."""
-    cfg = cfg or ModelConfig()
-    tokenizer = build_tokenizer(corpus or TINY_CORPUS, max_length=cfg.max_length)
-    torch.manual_seed(seed)
-    text_encoder = build_text_encoder(cfg, tokenizer)
-    torch.manual_seed(seed)
-    vae = build_vae(cfg)
-    torch.manual_seed(seed)
-    unet = build_unet(cfg)
-    controlnet = build_controlnet(cfg, unet)
-    if wake_controlnet:
-        wake_zero_convs(controlnet, seed=seed)
-    pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, build_scheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

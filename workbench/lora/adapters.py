@@ -1,0 +1,255 @@
+"""Adapters on a pipeline: load a file as a named adapter, switch adapters on and off, blend, fuse, unload.
+
+diffusers keeps adapters by name on each component that carries them (the UNet, text
+encoders); `set_adapters(names, weights)` picks which act and how strongly, without reloading.
+A blend adds the adapters' updates, each at its own weight:
+
+    W' = W + sum_i  w_i * (alpha_i / r_i) * B_i @ A_i
+
+Fusing (`fuse_lora`) writes that sum into W itself, so each step runs one matrix per layer
+instead of W plus the low-rank branch; `unfuse_lora` subtracts it again and the base model
+returns within float rounding (W + dW - dW is not always W to the last bit: a pipeline built
+from a config, whose fingerprint hashes its tensors, gets a new one). Never change adapter
+weights while fused: the unfuse subtracts the update at the weights of that moment, not at
+the fused ones. `fused_lora` is a context manager that fuses, and always unfuses on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..blocks import adapter_weights
+from ..families import family_of
+from ..fingerprint import file_sha256
+from .files import PICKLE_SUFFIXES, inspect_lora_file, kohya_text_attention_without_out_proj
+
+
+def loaded_adapters(pipe) -> list[str]:
+    """The names of every adapter loaded on any component of the pipeline."""
+    return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(pipe.unet, "peft_config", None) else []
+
+
+def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = False, replace: bool = False) -> dict:
+    """Load a LoRA file (diffusers or kohya/A1111 safetensors, or a local folder) as a named adapter.
+
+    Pickle files (.bin/.pt/.ckpt) can run arbitrary code when loaded, so they are refused
+    unless `allow_pickle=True`. Returns what `inspect_lora_file` reads (rank, alpha, format).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ValueError(f"{path.name} is a pickle file: loading it can run arbitrary code. Convert it to "
+                         ".safetensors, or pass allow_pickle=True if you trust its source.")
+    if adapter_name in loaded_adapters(pipe):
+        if not replace:
+            raise ValueError(f"adapter {adapter_name!r} is already loaded; pass replace=True or pick another name")
+        pipe.delete_adapters(adapter_name)
+    info = inspect_lora_file(path) if path.suffix == ".safetensors" else {"format": "pickle or folder"}
+    # diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
+    # raises, and transformers prints a "LOAD REPORT" calling a text encoder's own weights
+    # missing when only LoRA layers arrive. Both are quiet here: the error below says a
+    # mismatch in one line, and check_all_layers_loaded counts what really arrived.
+    loggers = [logging.getLogger(name) for name in ("diffusers.loaders", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    except (RuntimeError, ValueError) as err:
+        message = describe_mismatch(path, str(err), family_of(pipe).NAME)
+        if message is None:
+            raise
+        raise ValueError(message) from None
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    check_all_layers_loaded(pipe, path, adapter_name, info)
+    adapter_sources(pipe)[adapter_name] = file_sha256(path) if path.is_file() else None
+    return info
+
+
+def adapter_sources(pipe) -> dict:
+    """{adapter name: sha256 of the file it was loaded from}, kept on the pipeline by `load_lora`.
+
+    A sweep that names an adapter reloads it when the name was loaded from another file, so
+    the same name in two specs (`r1-s0` of two recipes) never sweeps a stale adapter.
+    """
+    if not isinstance(getattr(pipe, "_workbench_adapter_sources", None), dict):
+        pipe._workbench_adapter_sources = {}
+    return pipe._workbench_adapter_sources
+
+
+def loaded_from(pipe, adapter_name: str) -> str | None:
+    """The sha256 of the file `adapter_name` was loaded from; None when it is not loaded, or not by `load_lora`."""
+    if adapter_name not in loaded_adapters(pipe):
+        return None
+    return adapter_sources(pipe).get(adapter_name)
+
+
+def adapter_layer_counts(pipe, adapter_name: str) -> dict[str, int]:
+    """How many layers of each pipeline component (unet, text encoders) carry `adapter_name`."""
+    counts = {}
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            found = sum(adapter_name in getattr(module, "lora_A", {}) for module in component.modules())
+            if found:
+                counts[name] = found
+    return counts
+
+
+def check_all_layers_loaded(pipe, path: Path, adapter_name: str, info: dict) -> None:
+    """Refuse a file of which diffusers loaded only part, instead of sweeping a silently weaker adapter.
+
+    diffusers 0.42 reads kohya text-encoder attention keys (`self_attn_q_proj`) through an old
+    format that it only recognises when `out_proj` layers are also present; without them it
+    skips those layers or fails to guess the format.
+    """
+    expected = info.get("layers")
+    counts = adapter_layer_counts(pipe, adapter_name)
+    if not expected or sum(counts.values()) >= expected:
+        return
+    pipe.delete_adapters(adapter_name)
+    found = ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+    hint = ""
+    if kohya_text_attention_without_out_proj(path):
+        hint = (" Its text-encoder attention layers come without out_proj layers, a kohya subset that "
+                "diffusers 0.42 skips; add zero out_proj layers, or remove the lora_te* keys to use the UNet part.")
+    raise ValueError(f"LoRA file {path.name}: diffusers loaded only {sum(counts.values())} of its {expected} "
+                     f"layers (by component: {found}), so the adapter would be silently weaker.{hint}")
+
+
+SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                           r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
+
+
+def describe_mismatch(path: Path, error: str, family: str) -> str | None:
+    """One line for a LoRA made for another base: the first mismatched module, both shapes, the likely cause."""
+    found = SIZE_MISMATCH.findall(error)
+    if not found:
+        return None
+    name, theirs, ours = found[0]
+    theirs, ours = ([int(n) for n in shape.split(",")] for shape in (theirs, ours))
+    module = re.sub(r"\.lora_[AB]\..*", "", name)
+    cause = next((f"it was made for a model with {a}-wide attention; this one has {b}"
+                  for a, b in zip(theirs, ours) if a != b), "its shapes differ from this model's")
+    return (f"LoRA file {path.name} does not fit this base model: {len(found)} of its tensors have other shapes, "
+            f"the first in {module} (file {theirs}, model {ours}): {cause}. Use a LoRA trained for this base "
+            f"model, or load the base it was made for (this pipeline is {family})")
+
+
+# ---- switching, blending, fusing ------------------------------------------------------------------
+
+def lora_off(pipe) -> None:
+    """Switch every adapter off (the base model); nothing to do on a pipeline without adapters."""
+    if getattr(pipe.unet, "peft_config", None):
+        pipe.disable_lora()
+
+
+def lora_disabled(unet) -> bool:
+    """True when the UNet's LoRA layers are switched off (`disable_lora`), so no adapter acts."""
+    return any(getattr(module, "disable_adapters", False) is True for module in unet.modules()
+               if hasattr(module, "lora_A"))
+
+
+def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None = None) -> None:
+    """Switch adapters without reloading: `set_adapters` with a weight (per block with `blocks`), or none."""
+    if adapter is None:
+        lora_off(pipe)
+    elif getattr(pipe.unet, "peft_config", None):
+        pipe.enable_lora()
+        pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
+                                                      adapter_weights(pipe, adapter, weight, blocks)])
+
+
+def check_blend(pipe, weights: dict) -> dict[str, float]:
+    """`weights` as {adapter: float}, refusing adapters that are not loaded and weights that are not numbers."""
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError(f"a blend is a non-empty dict {{adapter name: weight}}, got {weights!r}")
+    loaded = loaded_adapters(pipe)
+    unknown = [name for name in weights if name not in loaded]
+    if unknown:
+        raise ValueError(f"adapters {unknown} are not loaded; loaded: {loaded} (load them with wb.load_lora)")
+    blend = {}
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not np.isfinite(weight):
+            raise ValueError(f"the weight of adapter {name!r} must be a finite number, got {weight!r}")
+        blend[name] = float(weight)
+    return blend
+
+
+def blend_adapters(pipe, weights: dict) -> None:
+    """Switch on several loaded adapters at once, `{name: weight}`; the others are off."""
+    blend = check_blend(pipe, weights)
+    pipe.enable_lora()
+    pipe.set_adapters(list(blend), adapter_weights=list(blend.values()))
+
+
+def lora_components(pipe) -> list[str]:
+    """The pipeline's components that carry LoRA layers (the UNet, text encoders)."""
+    return [name for name, component in pipe.components.items() if getattr(component, "peft_config", None)]
+
+
+@contextmanager
+def fused_lora(pipe, weights: dict):
+    """Fuse a blend into the weights for the `with` block; unfuse afterwards, even after an error.
+
+        with wb.fused_lora(pipe, {"live": 1.0}):
+            images = wb.generate(pipe, prompt, control, seeds=[0, 1])
+    """
+    blend_adapters(pipe, weights)
+    components = lora_components(pipe)
+    pipe.fuse_lora(components=components, adapter_names=list(weights))
+    try:
+        yield pipe
+    finally:
+        pipe.unfuse_lora(components=components)
+
+
+# ---- unloading --------------------------------------------------------------------------------------
+
+def unwrap_if_unused(module: torch.nn.Module) -> None:
+    """Replace peft's wrappers by the plain layers when no adapter is left on `module`.
+
+    diffusers' `delete_adapters` keeps every target wrapped (`to_q.base_layer.weight`), so a
+    model saved after it no longer loads as a plain one.
+    """
+    from diffusers.utils import recurse_remove_peft_layers
+    if getattr(module, "peft_config", None):
+        return  # other adapters still use the wrappers
+    if any(hasattr(layer, "base_layer") for layer in module.modules()):
+        recurse_remove_peft_layers(module)
+    if hasattr(module, "peft_config"):
+        del module.peft_config
+    if hasattr(module, "_hf_peft_config_loaded"):
+        module._hf_peft_config_loaded = None
+
+
+def unload_adapter(pipe, adapter_name: str) -> None:
+    """Remove one adapter from every component that carries it; components left with none are plain modules again."""
+    if adapter_name in loaded_adapters(pipe):
+        pipe.delete_adapters(adapter_name)
+    adapter_sources(pipe).pop(adapter_name, None)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            unwrap_if_unused(component)
+
+
+def lora_summary(pipe):
+    """Per adapter: rank, alpha, scaling, trainable parameters and their share of the UNet."""
+    import pandas as pd
+    unet = pipe.unet
+    base = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
+    rows = []
+    for name, config in getattr(unet, "peft_config", {}).items():
+        count = sum(p.numel() for n, p in unet.named_parameters() if f".{name}." in n and "lora_" in n)
+        scaling = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
+        rows.append({"adapter": name, "rank": config.r, "alpha": config.lora_alpha, "scaling": scaling,
+                     "parameters": count, "percent_of_unet": 100 * count / base})
+    return pd.DataFrame(rows)

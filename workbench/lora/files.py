@@ -1,0 +1,159 @@
+"""LoRA files: one reader for the kohya/A1111, diffusers and peft formats, the writer, one hash and one cache key.
+
+The three formats name the factors of  dW = s * up @ down  differently:
+  kohya/A1111  `lora_unet_..._to_q.lora_down.weight`, `.lora_up.weight`, and `.alpha` per layer
+  diffusers    `unet....to_q.lora.down.weight`, `.lora.up.weight`; alpha in the header
+               (`lora_adapter_metadata`), else alpha = r
+  peft         `....to_q.lora_A.weight`, `.lora_B.weight`; alpha likewise
+Files are read from safetensors only: a pickle (.bin/.pt/.ckpt) can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..fingerprint import module_fingerprint
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders
+# (down suffix, up suffix) of each format
+PAIR_SUFFIXES = ((".lora_down.weight", ".lora_up.weight"), (".lora.down.weight", ".lora.up.weight"),
+                 (".lora_A.weight", ".lora_B.weight"))
+
+
+@dataclass(frozen=True)
+class LoraLayer:
+    """One layer of a LoRA file: where its factors are, and the scale s of s * up @ down."""
+    name: str
+    down_key: str
+    up_key: str
+    scale: float
+
+
+def read_header(path: str | Path) -> dict[str, str]:
+    """A safetensors file's header (its metadata strings), without reading the tensors."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA safetensors file's tensors and header."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"LoRA files are read as .safetensors; got {path.name}")
+    return load_file(str(path)), read_header(path)
+
+
+def peft_settings(header: dict, component: str) -> tuple[float | None, bool]:
+    """(lora_alpha, use_rslora) that diffusers stored for one component (`unet`, `text_encoder`, ...)."""
+    meta = json.loads(header.get("lora_adapter_metadata", "{}"))
+    alpha = meta.get(f"{component}.lora_alpha", meta.get("lora_alpha"))
+    return alpha, bool(meta.get(f"{component}.use_rslora", meta.get("use_rslora", False)))
+
+
+def lora_layers(state: dict[str, torch.Tensor], header: dict) -> list[LoraLayer]:
+    """Every (down, up) pair in a LoRA state dict, with its scale."""
+    layers = []
+    for key in sorted(state):
+        for down_suffix, up_suffix in PAIR_SUFFIXES:
+            if key.endswith(down_suffix):
+                name = key[:-len(down_suffix)]
+                rank = state[key].shape[0]
+                if f"{name}.alpha" in state:       # kohya: alpha per layer
+                    alpha, rslora = float(state[f"{name}.alpha"]), False
+                else:                              # diffusers/peft: alpha in the header, else alpha = r
+                    alpha, rslora = peft_settings(header, name.split(".", 1)[0])
+                    alpha = float(rank if alpha is None else alpha)
+                scale = alpha / (math.sqrt(rank) if rslora else rank)
+                layers.append(LoraLayer(name, key, name + up_suffix, scale))
+    if not layers:
+        raise ValueError("no LoRA layers found: expected keys ending in .lora_down.weight, .lora.down.weight "
+                         "or .lora_A.weight")
+    return layers
+
+
+def read_lora_metadata(path: str | Path) -> dict:
+    """Rank, alpha and training record stored in a LoRA file's header (empty where absent)."""
+    header = read_header(path)
+    info = json.loads(header.get("workbench_training", "{}"))
+    if "lora_adapter_metadata" in header:
+        peft_config = json.loads(header["lora_adapter_metadata"])
+        info.update({k.split(".")[-1]: v for k, v in peft_config.items() if k.split(".")[-1] in ("r", "lora_alpha")})
+    return info
+
+
+def inspect_lora_file(path: str | Path) -> dict:
+    """Format, rank and alpha of a LoRA safetensors file, read from its keys and header.
+
+    diffusers/peft files store rank in the shapes of `lora_A`/`lora.down` and alpha in the
+    header; kohya/A1111 files (`lora_unet_...lora_down.weight`) store alpha as `.alpha` tensors.
+    """
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
+        ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
+        alphas = sorted({float(f.get_tensor(k).item()) for k in keys if k.endswith(".alpha")})
+    kind = "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers"
+    meta = read_lora_metadata(path)
+    if not alphas and "lora_alpha" in meta:
+        alphas = [float(meta["lora_alpha"])]
+    return {"format": kind, "layers": len(downs), "ranks": ranks, "alphas": alphas or None}
+
+
+def kohya_text_attention_without_out_proj(path: Path) -> bool:
+    """Whether a kohya file has text-encoder attention layers but none of their out_proj layers."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        attention = [k for k in f.keys() if k.startswith(KOHYA_PREFIXES[1:]) and "_self_attn_" in k]
+    return bool(attention) and not any("_out_proj." in k for k in attention)
+
+
+def file_parameters(path: Path) -> int:
+    """Trainable parameters stored in a LoRA file (every down and up factor)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(".alpha"))
+
+
+def save_lora(pipe, adapter_name: str, config, path: Path, metadata: dict) -> None:
+    """Write an adapter of the UNet in diffusers' LoRA format, with peft's config and our training record.
+
+    Without the config, diffusers reloads alpha as r: an r16/alpha8 adapter would come back
+    twice as strong. The training record goes into the same safetensors header.
+    """
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from ..families import family_of
+    state = get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name)
+    state = {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
+    config_dict = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.to_dict().items()}
+    family_of(pipe).lora_loader().save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,
+                                                    unet_lora_adapter_metadata=config_dict)
+    header = read_header(path)
+    header["workbench_training"] = json.dumps(metadata)
+    save_file(load_file(str(path)), str(path), metadata=header)
+
+
+def dataset_hash(images: torch.Tensor, captions: list[str]) -> str:
+    """A hash of training data: the images' bytes and the captions."""
+    digest = hashlib.sha256(images.numpy().tobytes())
+    digest.update("\n".join(captions).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(unet, data_hash: str, rank: int, alpha: float, use_rslora: bool, steps: int, lr: float,
+              seed: int) -> str:
+    """The cache key of one trained adapter: a hash of the base UNet, the data and every training setting."""
+    settings = json.dumps([module_fingerprint(unet), data_hash, rank, alpha, use_rslora, steps, lr, seed])
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]

@@ -1,0 +1,257 @@
+"""Train LoRA adapters on the UNet's attention projections, and save them with their settings.
+
+LoRA replaces a frozen weight W by  W' = W + (alpha / r) * B @ A,  where A is (r, in),
+B is (out, r), and only A and B are trained. In SD's UNet the attention projections are
+`to_q`, `to_k`, `to_v` and `to_out.0` (not `q_proj`/`v_proj`, which are CLIP's names).
+
+Alpha policy: alpha defaults to r, so alpha / r = 1 at every rank and a rank sweep compares
+ranks at the same scale (kohya's default alpha = 1 would scale a rank-128 adapter by 1/128).
+`use_rslora=True` scales by alpha / sqrt(r) instead (Kalajdzievski 2023).
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from tqdm.auto import tqdm
+
+from ..families import family_of
+from ..fingerprint import file_sha256, module_fingerprint
+from .adapters import adapter_sources, load_lora, lora_disabled, unload_adapter
+from .files import cache_key, dataset_hash, save_lora
+
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+# Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
+# cores); 600 steps look no better (benchmarks/RESULTS.md, lora_bench).
+DEFAULT_STEPS = 300
+
+
+def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
+    """(images as (N, 3, H, W) floats in [-1, 1], captions) from a ToyDataset or (images, captions)."""
+    if hasattr(dataset, "images") and hasattr(dataset, "captions"):
+        images, captions = dataset.images, dataset.captions
+    elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        images, captions = dataset
+    else:
+        raise ValueError("dataset must be a ToyDataset or a pair (images, captions)")
+    if len(images) == 0:
+        raise ValueError("dataset is empty: give at least one (image, caption) pair")
+    if len(images) != len(captions):
+        raise ValueError(f"dataset has {len(images)} images but {len(captions)} captions; they must pair up")
+    if not isinstance(images, torch.Tensor):
+        import numpy as np
+        from ..control import load_image
+        images = torch.stack([torch.from_numpy(np.asarray(load_image(i)).copy()).permute(2, 0, 1) for i in images])
+    images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+    return images, list(captions)
+
+
+def smallest_target_dim(unet) -> int:
+    """The smallest in/out size among the layers LoRA targets: the largest rank that makes sense."""
+    layers = [getattr(m, "base_layer", m) for name, m in unet.named_modules()
+              if any(name.endswith("." + t) for t in TARGET_MODULES)]  # peft wraps adapted layers
+    return min(min(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear))
+
+
+def check_rank(unet, rank) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"LoRA `rank` must be a positive integer, got {rank!r}")
+    limit = smallest_target_dim(unet)
+    if rank > limit:
+        raise ValueError(f"LoRA `rank` {rank} is larger than the smallest targeted layer ({limit} features); "
+                         f"use rank <= {limit}")
+
+
+class TrainingCheckpoint:
+    """A LoRA training run's resumable state in one file, used only by a run with the same settings."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+
+    def save(self, step: int, losses: list, trainable: list, optimizer, generator) -> None:
+        state = {"settings": self.settings, "step": step, "losses": losses,
+                 "weights": [p.detach().clone() for p in trainable], "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state()}
+        torch.save(state, self.path.with_suffix(".tmp"))
+        self.path.with_suffix(".tmp").replace(self.path)  # a kill mid-save keeps the previous checkpoint
+
+    def restore(self, trainable: list, optimizer, generator) -> tuple[int, list]:
+        """Load the checkpoint into the run if it matches; return (first step, losses so far)."""
+        if not self.path.exists():
+            return 0, []
+        state = torch.load(self.path, weights_only=False)
+        if state["settings"] != self.settings:
+            warnings.warn(f"ignoring {self.path}: it was saved by a run with other settings", stacklevel=3)
+            return 0, []
+        with torch.no_grad():
+            for p, saved in zip(trainable, state["weights"]):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return state["step"], state["losses"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = DEFAULT_STEPS, lr: float = 1e-3,
+               batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
+               adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
+               load: bool = True, checkpoint_every: int = 50) -> Path:
+    """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
+
+    Args:
+        pipe: the pipeline whose UNet is adapted (its weights stay frozen).
+        dataset: a ToyDataset, or (images, captions) with images as a uint8 tensor or PIL list.
+        rank: r, the inner size of B @ A. alpha: defaults to r (see the module docstring).
+        steps, lr, batch_size, seed: training settings; the same seed gives the same adapter.
+        out_dir: where `<adapter_name>.safetensors` and `<adapter_name>.losses.csv` go.
+        callback: called as callback(step, loss) after each step.
+        load: load the result into `pipe` as adapter `adapter_name` (default f"rank{rank}").
+        checkpoint_every: save the adapter, optimiser and random state this often to
+            `<adapter_name>.checkpoint.pt`; an interrupted run with the same settings resumes
+            from it and ends with the same adapter as an uninterrupted one.
+    """
+    unet, device = pipe.unet, pipe.device
+    check_rank(unet, rank)
+    images, captions = training_pairs(dataset)
+    alpha = float(rank if alpha is None else alpha)
+    adapter_name = adapter_name or f"rank{rank}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # the frozen parts run once: latents and text embeddings
+        latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(device, pipe.vae.dtype)).latent_dist.mean
+                             for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
+        context, extra = text_conditioning(pipe, captions)
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
+                        use_rslora=use_rslora)
+    training_name = f"{adapter_name}-training"
+    with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the plan
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(config, adapter_name=training_name)
+    unet.set_adapter(training_name)
+    disabled = lora_disabled(unet)
+    if disabled:  # a sweep's disable_lora() (an adapter-free row) would keep the new adapter out of the forward
+        unet.enable_adapters()
+    unet.requires_grad_(False)
+    trainable = [p for n, p in unet.named_parameters() if training_name in n]
+    for p in trainable:
+        p.requires_grad_(True)
+        p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
+    optimizer = torch.optim.AdamW(trainable, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    scheduler = pipe.scheduler
+    data_hash, base_fingerprint = dataset_hash(images, captions), module_fingerprint(unet)  # LoRA excluded
+    checkpoint = TrainingCheckpoint(out / f"{adapter_name}.checkpoint.pt",
+                                    settings=dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr,
+                                                  batch_size=batch_size, seed=seed, data=data_hash,
+                                                  base=base_fingerprint))
+    start, losses = checkpoint.restore(trainable, optimizer, generator)
+    try:
+        for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
+                         disable=callback is not None):
+            idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
+            noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+            noisy = scheduler.add_noise(latents[idx], noise, t)
+            loss = F.mse_loss(unet(noisy, t, context[idx], **select_rows(extra, idx)).sample.float(), noise.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint.save(step + 1, losses, trainable, optimizer, generator)
+            if callback:
+                callback(step, loss.item())
+    except BaseException:
+        unload_adapter(pipe, training_name)  # an interrupted run leaves the pipeline as it found it
+        if disabled and getattr(unet, "peft_config", None):
+            unet.disable_adapters()
+        raise
+    unet.requires_grad_(False)
+    path = out / f"{adapter_name}.safetensors"
+    metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
+                "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint}
+    save_lora(pipe, training_name, config, path, metadata)
+    unload_adapter(pipe, training_name)
+    if disabled and getattr(unet, "peft_config", None):
+        unet.disable_adapters()
+    checkpoint.remove()
+    with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
+    if load:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        adapter_sources(pipe)[adapter_name] = file_sha256(path)
+    return path
+
+
+def text_conditioning(pipe, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, dict]:
+    """Text embeddings of every caption, and the family's extra UNet keywords (SDXL: pooled text, size ids)."""
+    family = family_of(pipe)
+    tokens = family.tokenize(pipe, captions)
+    parts = [family.text_context(pipe, [t[i:i + chunk] for t in tokens]) for i in range(0, len(captions), chunk)]
+    return torch.cat([context for context, _ in parts]), concatenate_keywords([extra for _, extra in parts])
+
+
+def concatenate_keywords(parts: list[dict]) -> dict:
+    """Chunks of nested keyword dicts of tensors, joined along the batch dimension."""
+    if not parts or not parts[0]:
+        return {}
+    return {key: concatenate_keywords([p[key] for p in parts]) if isinstance(parts[0][key], dict)
+            else torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def select_rows(keywords: dict, idx: torch.Tensor) -> dict:
+    """The rows `idx` of every tensor in a nested keyword dict."""
+    return {key: select_rows(value, idx) if isinstance(value, dict) else value[idx] for key, value in keywords.items()}
+
+
+def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = DEFAULT_STEPS,
+                     lr: float = 1e-3, seed: int = 0, cache_dir: str | Path = "runs/lora-cache",
+                     callback: Callable[[str, int, float], None] | None = None) -> dict:
+    """Train one adapter per rank (cached), load each as `rank<r>`; return {name: file}.
+
+    The cache key (`files.cache_key`) hashes the base model, the data and every setting, so a
+    re-run with the same settings loads the files instead of training again.
+    """
+    images, captions = training_pairs(dataset)
+    data = dataset_hash(images, captions)
+    files = {}
+    for rank in ranks:
+        name = f"rank{rank}"
+        key = cache_key(pipe.unet, data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed)
+        path = Path(cache_dir) / key / f"{name}.safetensors"
+        folder = path.parent
+        if not path.exists():
+            train_lora(pipe, (images, captions), rank, alpha=alpha, steps=steps, lr=lr, seed=seed, out_dir=folder,
+                       adapter_name=name, load=False,
+                       callback=(lambda step, loss, n=name: callback(n, step, loss)) if callback else None)
+        load_lora(pipe, path, name, replace=True)
+        files[name] = path
+    return files
+
+
+def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0.01) -> Path:
+    """Save an adapter with random A and B (no training): for speed benchmarks on any base."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=float(rank), init_lora_weights=False, target_modules=TARGET_MODULES)
+    name = f"random-r{rank}-{seed}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        pipe.unet.add_adapter(config, adapter_name=name)
+    with torch.no_grad():
+        for param_name, param in pipe.unet.named_parameters():
+            if name in param_name:
+                param.normal_(0, std)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(pipe, name, config, path, {"rank": rank, "alpha": float(rank), "random": True, "seed": seed})
+    unload_adapter(pipe, name)  # unwrapped again when it was the only one
+    return path

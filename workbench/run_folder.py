@@ -1,0 +1,83 @@
+"""A sweep's run folder: made writable, locked per process, cleaned of a killed writer's leftovers.
+
+`prepare_run_dir` creates the folder and writes spec.yaml before the first image;
+`lock_run_dir` keeps a second, independent sweep out while one runs. The files inside it
+are the store's (`results.py`) and the growth log's (`growth.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from .growth import check_same_model, is_known
+from .spec import SweepSpec
+
+
+class RunFolderBusy(ValueError):
+    """Another sweep process holds this run folder's lock for the same rank."""
+
+
+def lock_run_dir(run_dir: Path, rank: int):
+    """Take this rank's lock on the run folder, or raise RunFolderBusy naming the holder.
+
+    Each rank of one multi-process launch has its own lock, so they share the folder;
+    a second, independent sweep into the same folder collides on rank 0 and is refused.
+    The lock is released by the OS when the process ends, even by kill -9.
+    """
+    import fcntl
+    handle = open(run_dir / f".lock.rank{rank}", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunFolderBusy(f"run folder {str(run_dir)!r} is in use by a running sweep ({holder}); wait for it, "
+                            "or stop it and run again to resume") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here if WORKBENCH_FAULT names this point: how the fault tests crash on cue."""
+    if os.environ.get("WORKBENCH_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_run_dir(run_dir: str | Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
+    """Create `run_dir`, check it is writable and holds this model's sweeps, and write spec.yaml (with `keep_spec`)."""
+    run_dir = Path(run_dir)
+    try:
+        (run_dir / "images").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
+    for leftover in (run_dir / "images").glob(".*.tmp"):
+        if not process_alive(int(leftover.suffixes[-2].lstrip("."))):
+            leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
+    spec_path = run_dir / "spec.yaml"
+    if spec_path.exists():
+        if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
+            check_same_model(run_dir, spec)
+    elif keep_spec:
+        temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
+        spec.save(temporary)
+        temporary.replace(spec_path)
+    return run_dir
