@@ -77,7 +77,7 @@ CASES = [
     ("missing LoRA file", lambda f: sweep(f, adapters={"r": str(f / "none.safetensors")}, adapter=["r"]),
      "LoRA file .* does not exist"),
     ("pickle LoRA file", lambda f: sweep(f, adapters={"r": str(f / "lora.ckpt")}, adapter=["r"]),
-     "pickle file: loading it can run arbitrary code"),
+     "only safetensors files are loaded"),
     # model folders and ids
     ("model folder missing", lambda f: sweep(f, model=str(f / "no-model")), "is not a folder"),
     ("folder not a pipeline", lambda f: sweep(f, model=str(f / "not-a-pipeline")), "model_index.json"),

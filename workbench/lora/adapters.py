@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 from ..blocks import adapter_weights
 from ..families import family_of
 from ..fingerprint import file_sha256
-from .files import PICKLE_SUFFIXES, inspect_lora_file, kohya_text_attention_without_out_proj
+from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
 
 
 def loaded_adapters(pipe) -> list[str]:
@@ -36,22 +37,26 @@ def loaded_adapters(pipe) -> list[str]:
 
 
 def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = False, replace: bool = False) -> dict:
-    """Load a LoRA file (diffusers or kohya/A1111 safetensors, or a local folder) as a named adapter.
+    """Load a LoRA safetensors file (diffusers, peft or kohya/A1111 format) as a named adapter.
 
-    Pickle files (.bin/.pt/.ckpt) can run arbitrary code when loaded, so they are refused
-    unless `allow_pickle=True`. Returns what `inspect_lora_file` reads (rank, alpha, format).
+    Only safetensors files load, checked by suffix and content (`files.check_safetensors`): a
+    pickle (.bin/.pt/.ckpt) can run arbitrary code when loaded. `allow_pickle=True` loads
+    another file for a Python caller who made it, with a warning; a spec can never ask for it.
+    A folder is read through the one .safetensors file it holds. Returns what
+    `inspect_lora_file` reads (rank, alpha, format).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
-    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
-        raise ValueError(f"{path.name} is a pickle file: loading it can run arbitrary code. Convert it to "
-                         ".safetensors, or pass allow_pickle=True if you trust its source.")
+    path = lora_file(Path(path))
+    use_safetensors = not (allow_pickle and path.suffix.lower() != ".safetensors")
+    if use_safetensors:
+        check_safetensors(path)
+    else:
+        warnings.warn(f"loading {path.name} with allow_pickle=True: a pickle can run any code as it loads; "
+                      "do this only for a file you made yourself", stacklevel=2)
     if adapter_name in loaded_adapters(pipe):
         if not replace:
             raise ValueError(f"adapter {adapter_name!r} is already loaded; pass replace=True or pick another name")
         pipe.delete_adapters(adapter_name)
-    info = inspect_lora_file(path) if path.suffix == ".safetensors" else {"format": "pickle or folder"}
+    info = inspect_lora_file(path) if use_safetensors else {"format": "pickle"}
     # diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
     # raises, and transformers prints a "LOAD REPORT" calling a text encoder's own weights
     # missing when only LoRA layers arrive. Both are quiet here: the error below says a
@@ -61,7 +66,8 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
-        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name,
+                               use_safetensors=use_safetensors)
     except (RuntimeError, ValueError) as err:
         message = describe_mismatch(path, str(err), family_of(pipe).NAME)
         if message is None:
@@ -71,8 +77,20 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
     check_all_layers_loaded(pipe, path, adapter_name, info)
-    adapter_sources(pipe)[adapter_name] = file_sha256(path) if path.is_file() else None
+    adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return info
+
+
+def lora_file(path: Path) -> Path:
+    """The LoRA file a path names: the file itself, or the one .safetensors file in a folder."""
+    if not path.exists():
+        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".safetensors")
+        if len(files) != 1:
+            raise ValueError(f"LoRA folder {str(path)!r} holds {len(files)} .safetensors files; name the one to load")
+        return files[0]
+    return path
 
 
 def adapter_sources(pipe) -> dict:

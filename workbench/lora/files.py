@@ -20,7 +20,7 @@ import torch
 
 from ..fingerprint import module_fingerprint
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+MAX_HEADER = 100 * 2**20  # bytes of a safetensors header (its JSON table of tensors) we are willing to read
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders
 # (down suffix, up suffix) of each format
 PAIR_SUFFIXES = ((".lora_down.weight", ".lora_up.weight"), (".lora.down.weight", ".lora.up.weight"),
@@ -34,6 +34,26 @@ class LoraLayer:
     down_key: str
     up_key: str
     scale: float
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse any file but a safetensors one, by its suffix (in any case) and by its first bytes.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little-endian) and
+    the header's `{`; a pickle (.bin/.pt/.ckpt, or one renamed) starts otherwise, and loading
+    one can run code.
+    """
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"LoRA file {path.name!r} is not a .safetensors file: only safetensors files are loaded, "
+                         "because other formats (.bin/.pt/.ckpt pickles) can run code when they load. Convert it to "
+                         ".safetensors; for a file you made yourself, load_lora(..., allow_pickle=True) in Python.")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if not (2 <= length <= min(MAX_HEADER, size - 8)) or head[8:9] != b"{":
+        raise ValueError(f"LoRA file {path.name!r} is named .safetensors but is not one: its first bytes "
+                         f"{head[:9]!r} are no safetensors header. It may be a renamed pickle; it was not loaded.")
 
 
 def read_header(path: str | Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
+from ..checkpoints import load_checkpoint, save_checkpoint
 from ..families import family_of
 from ..fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, lora_disabled, unload_adapter
@@ -78,14 +79,13 @@ class TrainingCheckpoint:
         state = {"settings": self.settings, "step": step, "losses": losses,
                  "weights": [p.detach().clone() for p in trainable], "optimizer": optimizer.state_dict(),
                  "generator": generator.get_state()}
-        torch.save(state, self.path.with_suffix(".tmp"))
-        self.path.with_suffix(".tmp").replace(self.path)  # a kill mid-save keeps the previous checkpoint
+        save_checkpoint(state, self.path)
 
     def restore(self, trainable: list, optimizer, generator) -> tuple[int, list]:
         """Load the checkpoint into the run if it matches; return (first step, losses so far)."""
         if not self.path.exists():
             return 0, []
-        state = torch.load(self.path, weights_only=False)
+        state = load_checkpoint(self.path)
         if state["settings"] != self.settings:
             warnings.warn(f"ignoring {self.path}: it was saved by a run with other settings", stacklevel=3)
             return 0, []

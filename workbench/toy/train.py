@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoints import load_checkpoint, save_checkpoint
 from ..devices import pick_device
 from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
                                  build_unet, build_vae)
@@ -91,7 +92,7 @@ class Stage:
         self.path = Path(cfg.out_dir) / "checkpoints" / f"{name}.pt"
         self.start = 0
         if self.path.exists():
-            state = torch.load(self.path, weights_only=False, map_location="cpu")
+            state = load_checkpoint(self.path)
             for key, module in modules.items():
                 module.load_state_dict(state["modules"][key])
             optimizer.load_state_dict(state["optimizer"])
@@ -102,8 +103,7 @@ class Stage:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
                  "modules": {key: module.state_dict() for key, module in self.modules.items()}}
-        torch.save(state, self.path.with_suffix(".tmp"))
-        self.path.with_suffix(".tmp").replace(self.path)  # a kill mid-save keeps the previous one
+        save_checkpoint(state, self.path)
 
     def run(self, step_fn, base_lr: float) -> None:
         """Call `step_fn(generator) -> loss` until done, logging and checkpointing as it goes."""

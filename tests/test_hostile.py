@@ -1,0 +1,89 @@
+"""Files from someone else: no pickle runs, no path leaves the run folder, no reader hangs or blows up memory."""
+
+import os
+import pickle
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from workbench import load_results, run_sweep, train_lora
+from workbench.spec import spec_from_dict
+from workbench.toy.data import make_dataset
+
+CAPTION = "a red circle on a blue background"
+
+
+class PlantedPickle:
+    """Unpickling this creates a file: the proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant(path, marker):
+    with open(path, "wb") as f:
+        pickle.dump({"settings": PlantedPickle(marker)}, f)
+
+
+# ---- 1. no pickle anywhere -----------------------------------------------------------------------
+
+def test_a_planted_training_checkpoint_does_not_run(tiny_pipe, tmp_path):
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "evil.checkpoint.pt", marker)
+    with pytest.raises(ValueError, match="evil.checkpoint.pt is not a checkpoint this project wrote"):
+        train_lora(tiny_pipe, make_dataset(4, size=32), rank=2, steps=2, out_dir=tmp_path, adapter_name="evil",
+                   load=False)
+    assert not marker.exists()
+
+
+def test_the_toy_trainer_refuses_a_planted_checkpoint(tmp_path):
+    from workbench.checkpoints import load_checkpoint
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "unet.pt", marker)
+    with pytest.raises(ValueError, match="not a checkpoint this project wrote"):
+        load_checkpoint(tmp_path / "unet.pt")
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def adapter_file(tmp_path_factory):
+    from workbench.families.sd15 import build_tiny_pipeline
+    pipe = build_tiny_pipeline(seed=0)
+    folder = tmp_path_factory.mktemp("adapter")
+    return pipe, train_lora(pipe, make_dataset(4, size=32), rank=2, steps=2, out_dir=folder, load=False)
+
+
+@pytest.mark.parametrize("name", ["evil.PT", "evil.Bin", "evil.ckpt", "evil.safetensors"])
+def test_a_pickle_is_refused_as_a_lora_whatever_its_name(adapter_file, tmp_path, name):
+    from workbench.lora import load_lora
+    pipe, _ = adapter_file
+    marker = tmp_path / "pwned"
+    plant(tmp_path / name, marker)
+    reason = "is named .safetensors but is not one" if name.endswith(".safetensors") else "only safetensors files"
+    with pytest.raises(ValueError, match=reason):
+        load_lora(pipe, tmp_path / name, "evil")
+    assert not marker.exists()
+
+
+def test_allow_pickle_is_an_explicit_python_choice_that_warns(adapter_file, tmp_path):
+    from workbench.lora import load_lora, unload_adapter
+    pipe, path = adapter_file
+    torch.save(load_file(str(path)), tmp_path / "mine.bin")  # the same adapter, as a (weights-only) pickle
+    with pytest.warns(UserWarning, match="allow_pickle=True: a pickle can run any code"):
+        load_lora(pipe, tmp_path / "mine.bin", "mine", allow_pickle=True)
+    unload_adapter(pipe, "mine")
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "evil.bin", marker)  # even then, diffusers reads it with weights_only: nothing runs
+    with pytest.warns(UserWarning), pytest.raises(Exception):
+        load_lora(pipe, tmp_path / "evil.bin", "evil", allow_pickle=True)
+    assert not marker.exists()
+
+
+def test_a_spec_cannot_allow_a_pickle(tmp_path):
+    with pytest.raises(ValueError, match="Unknown spec key: 'allow_pickle'"):
+        spec_from_dict({"allow_pickle": True})
