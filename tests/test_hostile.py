@@ -87,3 +87,66 @@ def test_allow_pickle_is_an_explicit_python_choice_that_warns(adapter_file, tmp_
 def test_a_spec_cannot_allow_a_pickle(tmp_path):
     with pytest.raises(ValueError, match="Unknown spec key: 'allow_pickle'"):
         spec_from_dict({"allow_pickle": True})
+
+
+# ---- 4. bounded parsing of untrusted PNGs ---------------------------------------------------------
+
+def finishes(function, *args, seconds: float = 20.0):
+    """Run function(*args) in a thread; True when it returns within `seconds` (the quadratic parser took minutes)."""
+    import threading
+    done = threading.Event()
+    def run():
+        try:
+            function(*args)
+        except ValueError as err:  # refused, with a short message: finished all the same
+            assert len(str(err)) < 1000
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return done.is_set()
+
+
+@pytest.mark.parametrize("text", ["a" * 400_000, "Steps" + " x" * 200_000, "<lora:" * 70_000,
+                                  'p\nSteps: "' + "\\" * 400_000, "p\n" + ("k:" + " " * 1000) * 400])
+def test_a_long_infotext_without_separators_parses_in_linear_time(text):
+    from workbench.infotext import parse_infotext
+    assert finishes(parse_infotext, text)
+
+
+def test_a_png_with_a_huge_parameters_text_is_refused_unread(tmp_path):
+    from PIL import Image
+
+    from workbench.infotext import png_info, read_png_parameters
+    Image.new("RGB", (8, 8)).save(tmp_path / "big.png", pnginfo=png_info("a" * 400_000))
+    with pytest.raises(ValueError, match="400,000 characters, more than the 65,536"):
+        read_png_parameters(tmp_path / "big.png")
+
+
+def test_the_parameters_chunk_is_read_without_decoding_pixels(tmp_path, monkeypatch):
+    from PIL import Image, ImageFile
+
+    from workbench.infotext import format_infotext, png_info, read_png_parameters
+    params = {"prompt": CAPTION, "negative_prompt": "", "steps": 4, "scheduler": "ddim", "guidance": 5.0, "seed": 1,
+              "conditioning_scale": 1.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0,
+              "canny_low": 100, "canny_high": 200}
+    Image.new("RGB", (4096, 4096)).save(tmp_path / "large.png", pnginfo=png_info(format_infotext(params, 8, 8, "toy")))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the pixels were decoded"))
+    assert read_png_parameters(tmp_path / "large.png")["seed"] == 1
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+pieces = st.sampled_from(["<lora:", "a", ":", ",", '"', "\\", " ", "\n", "Steps: 3", "lbw=", ">", "0.5", "Seed"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(pieces, max_size=400))
+def test_the_infotext_parser_never_crashes_on_hostile_pieces(parts):
+    from workbench.infotext import parse_infotext
+    text = "".join(parts)
+    try:
+        parse_infotext(text)
+    except ValueError:
+        pass  # an empty text, or a number that does not parse: refused, never a crash

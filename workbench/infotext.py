@@ -5,6 +5,8 @@
     Steps: 20, Sampler: DDIM, CFG scale: 5.0, Seed: 3, Size: 64x64, Model: toy, ControlNet 0: "Module: canny, ..."
 
 The last line is `key: value` pairs; values with commas or quotes are JSON-quoted, as A1111 does.
+A PNG may come from anyone: its text is capped (`MAX_INFOTEXT`) and read without decoding the
+pixels, and every parse here runs in time linear in the text.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .schedulers import SCHEDULERS
+from .shorten import short
 from .units import LEGACY_KEYS
-# <lora:name:weight> or, with block weights, <lora:name:weight:lbw=up-only> (the LBW extension's key)
-LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)(?::lbw=([^>]+))?>")
-PAIR = re.compile(r'\s*([\w][\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+MAX_INFOTEXT = 64 * 1024  # characters: A1111 writes a few KB; a longer `parameters` text is refused
+# <lora:name:weight> or, with block weights, <lora:name:weight:lbw=up-only> (the LBW extension's key). Each part
+# is bounded, so a text of many unclosed tags is read in linear time.
+LORA_TAG = re.compile(r"[ \t]{0,64}<lora:([^:>]{1,256}):([-+0-9.eE]{1,32})(?::lbw=([^>]{1,4096}))?>")
+KEY = re.compile(r"\w[\w \-/+]*")
 
 
 def quote(value) -> str:
@@ -60,9 +65,46 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     return "\n".join(lines + [tail])
 
 
+def closing_quote(line: str, start: int) -> int:
+    """The index of the quote that closes the JSON string opened at `start`, or -1 (one pass, escapes skipped)."""
+    i = start + 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+        elif line[i] == '"':
+            return i
+        else:
+            i += 1
+    return -1
+
+
 def parse_pairs(line: str) -> dict:
-    """`key: value, key: "quoted, value"` into a dict of strings."""
-    return {key.strip(): unquote(value) for key, value in PAIR.findall(line)}
+    """`key: value, key: "quoted, value"` into a dict of strings, in one pass over the line.
+
+    A key runs to its colon; a value is a JSON-quoted string, or runs to the next comma.
+    Pieces without a colon, or whose key is not a name, are skipped.
+    """
+    pairs, i = {}, 0
+    while i < len(line):
+        colon, comma = line.find(":", i), line.find(",", i)
+        if colon == -1:
+            break
+        if comma != -1 and comma < colon:  # a piece with no key
+            i = comma + 1
+            continue
+        key = line[i:colon].strip()
+        start = colon + 1
+        while start < len(line) and line[start] == " ":
+            start += 1
+        end = closing_quote(line, start) if line.startswith('"', start) else -1
+        if end != -1 and line[end + 1:end + 2] in ("", ","):
+            value, i = line[start:end + 1], end + 2
+        else:
+            comma = line.find(",", start)
+            value, i = line[start:] if comma == -1 else line[start:comma], len(line) if comma == -1 else comma + 1
+        if KEY.fullmatch(key):
+            pairs[key] = unquote(value)
+    return pairs
 
 
 def parse_infotext(text: str) -> dict:
@@ -86,12 +128,14 @@ def parse_infotext(text: str) -> dict:
     readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int)}
     for key, (name, cast) in readers.items():
         if key in pairs:
-            params[name] = cast(pairs[key])
+            params[name] = read_number(pairs, key, cast)
     if "Sampler" in pairs:
         names = {sampler.a1111_name: name for name, sampler in SCHEDULERS.items()}
         params["scheduler"] = names.get(pairs["Sampler"], pairs["Sampler"])
     if "Size" in pairs and "x" in pairs["Size"]:
-        params["width"], params["height"] = (int(v) for v in pairs["Size"].split("x"))
+        width, _, height = pairs["Size"].partition("x")
+        params["width"], params["height"] = read_number({"width": width}, "width", int), \
+            read_number({"height": height}, "height", int)
     if "Model" in pairs:
         params["model"] = pairs["Model"]
     if "Control image" in pairs:
@@ -105,11 +149,20 @@ def parse_infotext(text: str) -> dict:
         unit = entry.get("Unit", "")
         for key, param, cast in UNIT_ENTRY:
             if key in entry:
-                params[f"{unit}.{param}" if unit else LEGACY_KEYS[param]] = cast(entry[key])
+                params[f"{unit}.{param}" if unit else LEGACY_KEYS[param]] = read_number(entry, key, cast)
         if unit:
             params.update({f"{unit}.image": entry.get("Image", ""), f"{unit}.controlnet": entry.get("Model", ""),
                            f"{unit}.preprocess": entry.get("Module", "canny")})
     return params
+
+
+def read_number(pairs: dict, key: str, cast):
+    """pairs[key] as an int or a float; a value that is not one is refused, quoted shortly."""
+    try:
+        return cast(pairs[key])
+    except ValueError:
+        raise ValueError(f"infotext `{key}` must be {'an integer' if cast is int else 'a number'}, "
+                         f"got {short(pairs[key])}") from None
 
 
 # The fields of a "ControlNet <i>" entry that are sweep parameters: (infotext key, unit parameter, type).
@@ -131,9 +184,17 @@ def png_info(text: str) -> PngInfo:
 
 
 def read_png_parameters(path) -> dict:
-    """The sweep parameters stored in a PNG written by workbench (or by A1111)."""
+    """The sweep parameters stored in a PNG written by workbench (or by A1111).
+
+    The text chunk is read from the PNG's header chunks only (`image.info`, as opening the
+    file reads them), never by decoding pixels or frames, and a text over MAX_INFOTEXT
+    characters is refused.
+    """
     with Image.open(path) as image:
-        text = image.text.get("parameters") if hasattr(image, "text") else None
-    if not text:
+        text = image.info.get("parameters")
+    if not isinstance(text, str) or not text:
         raise ValueError(f"{path} has no `parameters` text chunk")
+    if len(text) > MAX_INFOTEXT:
+        raise ValueError(f"{path}: its `parameters` text is {len(text):,} characters, more than the {MAX_INFOTEXT:,} "
+                         "an infotext holds; it was not read")
     return parse_infotext(text)
