@@ -150,3 +150,72 @@ def test_the_infotext_parser_never_crashes_on_hostile_pieces(parts):
         parse_infotext(text)
     except ValueError:
         pass  # an empty text, or a number that does not parse: refused, never a crash
+
+
+# ---- 5. specs that cannot blow up memory or the stack ---------------------------------------------
+
+LAUGHS = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+                   + [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+                      f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]"
+                      for i in range(8)] + ["prompt: *i"])
+
+
+def test_a_billion_laughs_spec_is_refused_before_anything_expands(tmp_path):
+    from workbench.__main__ import main
+    (tmp_path / "laughs.yaml").write_text(LAUGHS)
+    assert len(LAUGHS) < 600
+    started = time.perf_counter()
+    assert main(["sweep", str(tmp_path / "laughs.yaml"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert time.perf_counter() - started < 30  # 43 s and 5 GB before; refused from the YAML events now
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_alias_refusal_says_why(tmp_path):
+    from workbench.spec import load_spec
+    (tmp_path / "spec.yaml").write_text("prompt: &p a red circle on a blue background\nnegative_prompt: *p\n")
+    with pytest.raises(ValueError, match=r"uses YAML aliases \(\*name\)"):
+        load_spec(tmp_path / "spec.yaml")
+
+
+def test_nesting_hundreds_deep_is_a_clear_error(tmp_path):
+    from workbench.spec import load_spec
+    (tmp_path / "deep.yaml").write_text("prompt: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_spec(tmp_path / "deep.yaml")
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply|must be strings") as caught:
+        spec_from_dict({"prompt": [deep]})
+    assert len(str(caught.value)) < 600
+
+
+def test_errors_quote_a_huge_value_shortly():
+    with pytest.raises(ValueError) as caught:
+        spec_from_dict({"prompt": [["x" * 1_000_000]]})
+    assert "prompts must be strings" in str(caught.value) and len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"steps": 100_000}, "over the limit of 1000 steps"),
+    ({"seed": list(range(1001))}, "over the limit of 1000 seeds"),
+    ({"metric_models": {"edge": "x/y"}}, "`metric_models` names 'edge', which loads no model"),
+    ({"metric_models": {"dino": ["x"]}}, r"`metric_models` dino: give a hub id or a folder"),
+])
+def test_limits_name_the_limit(changes, match):
+    with pytest.raises(ValueError, match=match):
+        spec_from_dict({"model": "tiny", "max_trials": 100_000, **changes})
+
+
+def test_a_ladder_rung_has_an_upper_bound(tmp_path):
+    from workbench.lora import lora_rank_ladder
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="over the limit of 4096"):
+        lora_rank_ladder(tmp_path / "x.safetensors", ranks=[2, 10**9])
+
+
+def test_a_huge_spec_file_is_refused_unread(tmp_path):
+    from workbench.spec import load_spec
+    (tmp_path / "big.yaml").write_text("prompt: " + "x" * 2_000_000)
+    with pytest.raises(ValueError, match="more than the 1,000,000 a sweep spec needs"):
+        load_spec(tmp_path / "big.yaml")

@@ -148,12 +148,10 @@ def print_summary(table, run_dir) -> None:
 
 
 def cmd_search(args) -> None:
-    import yaml
-
     from .adaptive import search, split_ranges
     from .pipeline import load_pipeline
-    from .spec import spec_from_dict
-    data = yaml.safe_load(open(args.spec)) or {}
+    from .spec import read_spec_file, spec_from_dict
+    data = read_spec_file(args.spec)
     fixed, _ = split_ranges(data)
     spec = spec_from_dict(fixed)  # validate before loading any model
     controlnets = [unit.controlnet for unit in spec.units] if spec.controls else None

@@ -36,7 +36,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .spec import AXES, FLOAT_AXES, INTEGER_AXES, kind_of, spec_from_dict
+from .shorten import short
+from .spec import AXES, FLOAT_AXES, INTEGER_AXES, kind_of, read_spec_file, spec_from_dict
 from .units import is_unit_key
 
 # The axes a range can search: every numeric one but the seed (a unit's too: canny.scale behaves as conditioning_scale).
@@ -103,7 +104,7 @@ class SearchResult:
 def parse_target(text: str) -> Target:
     match = TARGET.match(text)
     if not match:
-        raise ValueError(f"a target reads 'column>=value' (or <=, >, <), e.g. 'edge_f1>=0.9'; got {text!r}")
+        raise ValueError(f"a target reads 'column>=value' (or <=, >, <), e.g. 'edge_f1>=0.9'; got {short(text)}")
     return Target(match.group(1), match.group(2), float(match.group(3)))
 
 
@@ -118,7 +119,7 @@ def split_ranges(data: dict) -> tuple[dict, list[Range]]:
                              "and <unit>.scale/start/end/low/high")
         unknown = sorted(set(value) - {"low", "high", "log", "step"})
         if unknown or "low" not in value or "high" not in value:
-            raise ValueError(f"range `{name}` needs low and high (and optionally log, step); got {value!r}")
+            raise ValueError(f"range `{name}` needs low and high (and optionally log, step); got {short(value)}")
         low, high = float(value["low"]), float(value["high"])
         if not low < high:
             raise ValueError(f"range `{name}` needs low < high, got low={low:g}, high={high:g}")
@@ -259,12 +260,12 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
         stat: how a cell's seeds are summarised: mean, median, min or max.
     """
     run_dir = Path(run_dir)
-    data = yaml.safe_load(Path(spec).read_text()) if isinstance(spec, (str, Path)) else dict(spec)
+    data = read_spec_file(spec) if isinstance(spec, (str, Path)) else dict(spec)
     targets = [parse_target(t) for t in ([target] if isinstance(target, str) else target)]
     minimize, maximize = [minimize] if isinstance(minimize, str) else list(minimize), \
         [maximize] if isinstance(maximize, str) else list(maximize)
     if stat not in STATS:
-        raise ValueError(f"`stat` must be one of {list(STATS)}, got {stat!r}")
+        raise ValueError(f"`stat` must be one of {list(STATS)}, got {short(stat)}")
     fixed, ranges = split_ranges(data)
     if not ranges:
         raise ValueError("a search spec needs at least one range axis, e.g. conditioning_scale: {low: 0, high: 1.5}")

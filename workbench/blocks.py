@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import numbers
 
+from .shorten import short
+
 PARTS = ("down", "mid", "up", "text_encoder")
 BLOCK_PRESETS = {
     "all": {"down": 1, "mid": 1, "up": 1, "text_encoder": 1},
@@ -29,7 +31,7 @@ BLOCK_PRESETS = {
 def check_block_scale(value, where: str) -> None:
     """A block scale is a finite number, a list of them (one per layer), or {"block_i": ...}."""
     if isinstance(value, bool):
-        raise ValueError(f"`lora_blocks` {where} must be a number, got {value!r}")
+        raise ValueError(f"`lora_blocks` {where} must be a number, got {short(value)}")
     if isinstance(value, numbers.Real):
         return
     if isinstance(value, list):
@@ -39,11 +41,11 @@ def check_block_scale(value, where: str) -> None:
     if isinstance(value, dict) and where in ("down", "up"):
         for key, item in value.items():
             if not (isinstance(key, str) and key.startswith("block_") and key[6:].isdigit()):
-                raise ValueError(f"`lora_blocks` {where} keys are 'block_<i>', got {key!r}")
+                raise ValueError(f"`lora_blocks` {where} keys are 'block_<i>', got {short(key)}")
             check_block_scale(item, f"{where}.{key}")
         return
     raise ValueError(f"`lora_blocks` {where} must be a number, a list or (down/up) {{'block_<i>': ...}}, "
-                     f"got {value!r}")
+                     f"got {short(value)}")
 
 
 def block_scales(value) -> dict:
@@ -52,17 +54,17 @@ def block_scales(value) -> dict:
         value = json.loads(value)
     if isinstance(value, str):
         if value not in BLOCK_PRESETS:
-            raise ValueError(f"unknown `lora_blocks` preset {value!r}; presets: {sorted(BLOCK_PRESETS)}, "
+            raise ValueError(f"unknown `lora_blocks` preset {short(value)}; presets: {sorted(BLOCK_PRESETS)}, "
                              f"or a dict with keys {list(PARTS)}")
         return dict(BLOCK_PRESETS[value])
     if not isinstance(value, dict):
-        raise ValueError(f"`lora_blocks` values are preset names or dicts, got {value!r}")
+        raise ValueError(f"`lora_blocks` values are preset names or dicts, got {short(value)}")
     unknown = sorted(set(value) - set(PARTS))
     if unknown:
         raise ValueError(f"`lora_blocks` keys are {list(PARTS)}, got {unknown}")
     for part, scale in value.items():
         if part == "text_encoder" and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
-            raise ValueError(f"`lora_blocks` text_encoder must be a number, got {scale!r}")
+            raise ValueError(f"`lora_blocks` text_encoder must be a number, got {short(scale)}")
         check_block_scale(scale, part)
     return {**{part: 1 for part in PARTS}, **value}
 

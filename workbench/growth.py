@@ -19,6 +19,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .shorten import short
 from .spec import SweepSpec, load_spec
 
 SPECS = "specs"
@@ -45,14 +46,14 @@ def check_same_model(run_dir: Path, spec: SweepSpec) -> None:
     """Refuse a spec whose `model` differs from the folder's latest spec (before anything loads)."""
     current = load_spec(Path(run_dir) / "spec.yaml")
     if current.model != spec.model:
-        raise ValueError(f"run folder {str(run_dir)!r} holds a sweep of model {current.model!r}, and this spec is for "
-                         f"{spec.model!r}: a sweep grows only on its own model. Use a new run folder.")
+        raise ValueError(f"run folder {short(str(run_dir))} holds a sweep of model {short(current.model)}, and this spec is for "
+                         f"{short(spec.model)}: a sweep grows only on its own model. Use a new run folder.")
 
 
 def check_same_fingerprint(run_dir: Path, fingerprints: set[str], fingerprint: str) -> None:
     """Refuse to grow a folder whose images all come from another model or other adapters."""
     if fingerprints and fingerprint not in fingerprints:
-        raise ValueError(f"run folder {str(run_dir)!r} holds images of another model or other adapters "
+        raise ValueError(f"run folder {short(str(run_dir))} holds images of another model or other adapters "
                          f"(fingerprint {', '.join(sorted(fingerprints))}; this pipeline with this spec's "
                          f"adapters is {fingerprint}), so this spec could reuse none of them. Use a new run folder, "
                          "or the folder's own adapters.")
@@ -98,7 +99,7 @@ def spec_of(run_dir: Path, spec) -> SweepSpec:
         if spec == 1 and not path.exists():
             path = Path(run_dir) / "spec.yaml"
         if not path.exists():
-            raise ValueError(f"run folder {str(run_dir)!r} has no spec {spec}; it has "
+            raise ValueError(f"run folder {short(str(run_dir))} has no spec {spec}; it has "
                              f"{len(spec_files(run_dir)) or 1}")
         return load_spec(path)
     return load_spec(spec)

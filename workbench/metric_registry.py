@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .shorten import short
+
 CLIP_ID = "openai/clip-vit-large-patch14"
 DINO_ID = "facebook/dinov2-small"
 
@@ -107,13 +109,23 @@ def metric_names(value) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"`metrics` is true, false or a list of names {sorted(REGISTRY)}, got {value!r}")
+        raise ValueError(f"`metrics` is true, false or a list of names {sorted(REGISTRY)}, got {short(value)}")
     for name in value:
         if not isinstance(name, str) or name not in REGISTRY:
             close = difflib.get_close_matches(str(name), sorted(REGISTRY), n=1)
-            raise ValueError(f"unknown metric {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ValueError(f"unknown metric {short(name)}" + (f" (did you mean {short(close[0])}?)" if close else "")
                              + f"; metrics: {sorted(REGISTRY)}")
     return list(dict.fromkeys(value))
+
+
+def check_metric_models(models: dict) -> None:
+    """A spec's `metric_models`: names of metrics that load a model, each mapped to a hub id or a folder (a string)."""
+    with_models = sorted(name for name, metric in REGISTRY.items() if metric.model)
+    for name, model in models.items():
+        if name not in with_models:
+            raise ValueError(f"`metric_models` names {short(name)}, which loads no model; metrics that do: {with_models}")
+        if not isinstance(model, str) or not model.strip() or len(model) > 1000:
+            raise ValueError(f"`metric_models` {name}: give a hub id or a folder (a string), got {short(model)}")
 
 
 def metrics_running(names: list[str], runs_on: str) -> list[Metric]:

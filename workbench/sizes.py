@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .families import family_of_index, known_family, sd15
 from .hubcache import cached_snapshot
+from .shorten import short
 
 MULTIPLE = 8     # sides divide by 8: the SD1.5 VAE halves the image 3 times (the toy's twice)
 MAX_FACTOR = 4   # at most 4x the trained side: SD1.5 2048 px, the toy 256 px; past it, only repeats and memory
@@ -38,7 +39,7 @@ class SizeRange:
     def check(self, resolution, name: str = "resolution", model: str = "this model") -> None:
         """Raise ValueError naming the value and the allowed range unless `resolution` is allowed."""
         if isinstance(resolution, bool) or not isinstance(resolution, int):
-            raise ValueError(f"`{name}` must be a whole number of pixels or null, got {resolution!r} "
+            raise ValueError(f"`{name}` must be a whole number of pixels or null, got {short(resolution)} "
                              f"({type(resolution).__name__})")
         if not self.smallest <= resolution <= self.largest or resolution % MULTIPLE:
             raise ValueError(
@@ -81,7 +82,7 @@ def size_range(model: str) -> SizeRange:
     family = known_family(model)
     if family is not None:
         trained = family.TRAINED_SIZES.get(model, family.DEFAULT_SIZE)
-        return SizeRange(trained, f"the {model!r} preset" if model in family.PRESETS else f"as for {family.NAME}")
+        return SizeRange(trained, f"the {short(model)} preset" if model in family.PRESETS else f"as for {family.NAME}")
     folder = Path(str(model)).expanduser()
     if not folder.is_dir() and model.count("/") == 1:
         folder = cached_snapshot(model) or folder  # a hub id the cache holds: its configs

@@ -23,8 +23,9 @@ import yaml
 
 from .blocks import block_label, block_scales
 from .families import DEFAULT_MODEL
-from .metric_registry import metric_names
+from .metric_registry import check_metric_models, metric_names
 from .schedulers import SCHEDULERS
+from .shorten import short
 from .sizes import size_range
 from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
                     is_unit_key, spec_units, split_unit_key)
@@ -41,6 +42,10 @@ FLOAT_AXES = {"conditioning_scale": (0, math.inf), "lora_weight": (-math.inf, ma
               "control_guidance_start": (0, 1), "control_guidance_end": (0, 1)}  # (lowest, highest)
 INTEGER_AXES = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}  # the lowest value
 MODES = ("product", "zip")
+# Upper bounds, so a typo cannot ask for a week of work or a spec file for gigabytes of memory.
+MAX_STEPS = 1000            # denoising steps of one image (samplers converge in 20-50; DDPM used 1000)
+MAX_SEEDS = 1000            # seeds per cell
+MAX_SPEC_BYTES = 1_000_000  # a spec file's size
 # Classifier-free guidance: one default for generate() and sweeps. The toy model likes 3-7.5;
 # SD1.5 users often use 7.5, which on the toy oversaturates colours.
 DEFAULT_GUIDANCE = 5.0
@@ -127,6 +132,14 @@ def plain_values(value) -> list:
 
 def spec_from_dict(data: dict) -> SweepSpec:
     """Build and validate a spec; single values become one-element lists; unknown keys are errors."""
+    try:
+        return build_spec(data)
+    except RecursionError:
+        raise ValueError("the spec is nested too deeply to be a sweep spec (lists inside lists, hundreds deep)") from None
+
+
+def build_spec(data: dict) -> SweepSpec:
+    """`spec_from_dict` without its guard against values nested too deeply."""
     if not isinstance(data, dict):
         raise ValueError(f"a sweep spec must be a mapping of parameter names to values, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes"}
@@ -137,11 +150,11 @@ def spec_from_dict(data: dict) -> SweepSpec:
         if is_unit_key(key) and str(key).partition(".")[0] in controls:
             unit_axes[key] = plain_values(data[key])
         elif is_unit_key(key):
-            raise ValueError(f"{key!r} names control unit {str(key).partition('.')[0]!r}, which `controls` does not "
+            raise ValueError(f"{short(key)} names control unit {short(str(key).partition('.')[0])}, which `controls` does not "
                              f"define; units: {sorted(controls) or 'none'}")
         elif key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            raise ValueError(f"Unknown spec key: {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ValueError(f"Unknown spec key: {short(key)}" + (f" (did you mean {short(close[0])}?)" if close else "")
                              + f"; known keys: {sorted(known)}")
     if controls:
         legacy = sorted(k for k in data if k in UNIT_LEGACY_AXES or k == "control_image")
@@ -157,14 +170,35 @@ def spec_from_dict(data: dict) -> SweepSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read a spec from a YAML or JSON file."""
+    return spec_from_dict(read_spec_file(path))
+
+
+def read_spec_file(path: str | Path) -> dict:
+    """A spec file's mapping, read safely (`read_yaml`), before any check of its keys."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"spec file {short(str(path))} does not exist")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ValueError(f"spec file {short(str(path))} is {path.stat().st_size:,} bytes, more than the "
+                         f"{MAX_SPEC_BYTES:,} a sweep spec needs")
+    return read_yaml(path.read_text(), f"spec file {short(str(path))}") or {}
+
+
+def read_yaml(text: str, what: str):
+    """Parse YAML (a superset of JSON) safely: no anchors and aliases, nothing nested hundreds deep.
+
+    Aliases are refused before anything is built: a few hundred bytes of nested aliases (a
+    "billion laughs") expand to gigabytes. Write repeated values out instead.
+    """
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ValueError(f"{what} uses YAML aliases (*name): they are refused, because a few nested ones "
+                             "expand to gigabytes. Write the repeated values out.")
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"spec file {str(path)!r} is not valid YAML/JSON: {err}") from None
-    return spec_from_dict(data or {})
+        raise ValueError(f"{what} is not valid YAML/JSON: {short(str(err))}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be a sweep spec") from None
 
 
 def _is_number(value) -> bool:
@@ -175,13 +209,13 @@ def check_spec(spec: SweepSpec) -> None:
     """Raise ValueError naming the parameter and value for anything that cannot run."""
     check_controls(spec.controls, reserved={f.name for f in dataclasses.fields(SweepSpec)} | set(AXES))
     if not isinstance(spec.unit_axes, dict):
-        raise ValueError(f"`unit_axes` maps '<unit>.<param>' to values, got {spec.unit_axes!r}")
+        raise ValueError(f"`unit_axes` maps '<unit>.<param>' to values, got {short(spec.unit_axes)}")
     for key, values in spec.unit_axes.items():
         if not is_unit_key(key) or split_unit_key(key)[0] not in spec.controls:
-            raise ValueError(f"unit axis {key!r} must be '<unit>.<param>' with a unit of `controls` "
+            raise ValueError(f"unit axis {short(key)} must be '<unit>.<param>' with a unit of `controls` "
                              f"({sorted(spec.controls) or 'none'}) and a param of {list(UNIT_AXES)}")
         if not isinstance(values, list):
-            raise ValueError(f"unit axis {key!r} must be a list of values, got {values!r}")
+            raise ValueError(f"unit axis {short(key)} must be a list of values, got {short(values)}")
     parameters = spec.parameters()
     for name, values in parameters.items():
         if not isinstance(values, list) or not values:
@@ -191,7 +225,7 @@ def check_spec(spec: SweepSpec) -> None:
         for value in values if kind in FLOAT_AXES else []:
             low, high = FLOAT_AXES[kind]
             if not _is_number(value):
-                raise ValueError(f"`{name}` values must be numbers, got {value!r} ({type(value).__name__})")
+                raise ValueError(f"`{name}` values must be numbers, got {short(value)} ({type(value).__name__})")
             if high == 1 and not low <= value <= high:
                 raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
             if value < low:
@@ -199,31 +233,36 @@ def check_spec(spec: SweepSpec) -> None:
         low = INTEGER_AXES.get(kind)
         for value in values if low is not None else []:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"`{name}` values must be integers >= {low}, got {value!r} ({type(value).__name__})")
+                raise ValueError(f"`{name}` values must be integers >= {low}, got {short(value)} ({type(value).__name__})")
+            if kind == "steps" and value > MAX_STEPS:
+                raise ValueError(f"`{name}` {value} is over the limit of {MAX_STEPS} steps an image")
+    if len(set(map(repr, spec.seed))) > MAX_SEEDS:
+        raise ValueError(f"`seed` has {len(spec.seed):,} values, over the limit of {MAX_SEEDS} seeds a cell")
     for unit in spec.units:  # detector names beyond these are checked when the control is made
         if not isinstance(unit.preprocess, str) or not unit.preprocess:
-            raise ValueError(f"control unit {unit.name!r}: `preprocess` is one of {list(PREPROCESSORS)} or a "
-                             f"controlnet_aux detector name, got {unit.preprocess!r}")
+            raise ValueError(f"control unit {short(unit.name)}: `preprocess` is one of {list(PREPROCESSORS)} or a "
+                             f"controlnet_aux detector name, got {short(unit.preprocess)}")
     for value in spec.prompt + spec.negative_prompt:
         if not isinstance(value, str):
-            raise ValueError(f"prompts must be strings, got {value!r} ({type(value).__name__})")
+            raise ValueError(f"prompts must be strings, got {short(value)} ({type(value).__name__})")
     for name, kind in (("adapters", dict), ("control_image", str), ("model", str), ("mode", str),
                        ("metric_models", dict)):
         if not isinstance(getattr(spec, name), kind):
-            raise ValueError(f"`{name}` must be a {kind.__name__}, got {getattr(spec, name)!r}")
+            raise ValueError(f"`{name}` must be a {kind.__name__}, got {short(getattr(spec, name))}")
     metric_names(spec.metrics)  # true, false, or known names
+    check_metric_models(spec.metric_models)
     for name, path in spec.adapters.items():
         if not isinstance(name, str) or not isinstance(path, str):
-            raise ValueError(f"`adapters` maps names to LoRA files (strings), got {name!r}: {path!r}")
+            raise ValueError(f"`adapters` maps names to LoRA files (strings), got {short(name)}: {short(path)}")
     for value in spec.adapter:
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"`adapter` values must be adapter names (strings) or null, got {value!r}")
+            raise ValueError(f"`adapter` values must be adapter names (strings) or null, got {short(value)}")
     for value in spec.scheduler:
         if not isinstance(value, str) or value not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {value!r}; known: {list(SCHEDULERS)}")
+            raise ValueError(f"unknown scheduler {short(value)}; known: {list(SCHEDULERS)}")
     for value in spec.adapter:
         if value is not None and value not in spec.adapters:
-            raise ValueError(f"adapter {value!r} is not loaded; `adapters` names {sorted(spec.adapters) or 'none'}. "
+            raise ValueError(f"adapter {short(value)} is not loaded; `adapters` names {sorted(spec.adapters) or 'none'}. "
                              "Add it there as name: path/to/lora.safetensors")
     if any(w != 0 for w in spec.lora_weight) and spec.adapter == [None]:
         raise ValueError(f"`lora_weight` {spec.lora_weight} needs an adapter: set `adapter` (and `adapters`)")
@@ -233,14 +272,14 @@ def check_spec(spec: SweepSpec) -> None:
         for value in spec.lora_blocks:
             block_scales(value)
     if spec.mode not in MODES:
-        raise ValueError(f"`mode` must be one of {list(MODES)}, got {spec.mode!r}")
+        raise ValueError(f"`mode` must be one of {list(MODES)}, got {short(spec.mode)}")
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
     if spec.resolution is not None:
         size_range(spec.model).check(spec.resolution, "resolution", repr(spec.model))
     if isinstance(spec.max_trials, bool) or not isinstance(spec.max_trials, int) or spec.max_trials < 1:
-        raise ValueError(f"`max_trials` must be a positive integer, got {spec.max_trials!r}")
+        raise ValueError(f"`max_trials` must be a positive integer, got {short(spec.max_trials)}")
     count = count_trials(spec)
     if count > spec.max_trials:
         raise ValueError(f"the spec expands to {count:,} trials, over max_trials={spec.max_trials:,}; "
@@ -273,7 +312,7 @@ def check_combinations(spec: SweepSpec) -> None:
         for a, b in combinations(spec, (first, second)):
             if not holds(a, b):
                 raise ValueError(f"`{first}` {a} with `{second}` {b} cannot run ({rule}); with mode "
-                                 f"{spec.mode!r} the spec pairs them. Change the values, or use mode "
+                                 f"{short(spec.mode)} the spec pairs them. Change the values, or use mode "
                                  f"{'zip' if spec.mode == 'product' else 'product'} if that is what you meant.")
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .shorten import short
+
 # Per-unit axes and their defaults (the same as the top-level keys of a one-unit spec).
 UNIT_AXES = {"scale": 1.0, "start": 0.0, "end": 1.0, "low": 100, "high": 200}
 UNIT_FIELDS = ("controlnet", "image", "preprocess")
@@ -70,23 +72,23 @@ def split_unit_key(key: str) -> tuple[str, str]:
 def check_controls(controls: dict, reserved: set) -> None:
     """Raise ValueError naming the unit and field for anything a `controls` mapping cannot mean."""
     if not isinstance(controls, dict):
-        raise ValueError(f"`controls` maps unit names to {{controlnet, image, preprocess}}, got {controls!r}")
+        raise ValueError(f"`controls` maps unit names to {{controlnet, image, preprocess}}, got {short(controls)}")
     for name, unit in controls.items():
         if not isinstance(name, str) or not UNIT_NAME.match(name) or name in reserved:
-            raise ValueError(f"control unit name {name!r} must be lower-case letters, digits and _, starting with a "
+            raise ValueError(f"control unit name {short(name)} must be lower-case letters, digits and _, starting with a "
                              f"letter, and not a spec key")
         if not isinstance(unit, dict):
-            raise ValueError(f"control unit {name!r} must be a mapping with `image` (and `controlnet`, "
-                             f"`preprocess`), got {unit!r}")
+            raise ValueError(f"control unit {short(name)} must be a mapping with `image` (and `controlnet`, "
+                             f"`preprocess`), got {short(unit)}")
         unknown = sorted(set(unit) - set(UNIT_FIELDS))
         if unknown:
-            raise ValueError(f"control unit {name!r} has unknown field {unknown[0]!r}; fields: {list(UNIT_FIELDS)} "
+            raise ValueError(f"control unit {short(name)} has unknown field {short(unknown[0])}; fields: {list(UNIT_FIELDS)} "
                              f"(axes go at the top level: {name}.scale, {name}.start, ...)")
         if not isinstance(unit.get("image"), str) or not unit["image"]:
-            raise ValueError(f"control unit {name!r} needs `image`: a file or 'toy:<caption>'")
+            raise ValueError(f"control unit {short(name)} needs `image`: a file or 'toy:<caption>'")
         for field in ("controlnet", "preprocess"):
             if field in unit and not isinstance(unit[field], str):
-                raise ValueError(f"control unit {name!r}: `{field}` must be a string, got {unit[field]!r}")
+                raise ValueError(f"control unit {short(name)}: `{field}` must be a string, got {short(unit[field])}")
 
 
 def spec_units(controls: dict, model: str, control_image: str) -> list[Unit]:

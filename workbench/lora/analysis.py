@@ -27,9 +27,11 @@ import pandas as pd
 import torch
 
 from ..fingerprint import file_sha256
+from ..shorten import short
 from .adapters import loaded_adapters
 from .files import lora_layers, read_lora
 
+MAX_RANK = 4096  # the largest rung: SDXL's widest projection has 10,240 outputs but 1,280 or 2,560 inputs
 GROUPS = (("text encoder", ("lora_te", "text_encoder", "text_model")), ("down", ("down_blocks", "input_blocks")),
           ("mid", ("mid_block", "middle_block")), ("up", ("up_blocks", "output_blocks")))
 
@@ -115,7 +117,10 @@ def lora_rank_ladder(path: str | Path, ranks=(1, 2, 4, 8), out_dir: str | Path |
         raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
     bad = [k for k in ranks if not isinstance(k, int) or isinstance(k, bool) or k < 1]
     if bad or not ranks:
-        raise ValueError(f"`ranks` must be positive integers, got {list(ranks)!r}")
+        raise ValueError(f"`ranks` must be positive integers, got {short(list(ranks))}")
+    if max(ranks) > MAX_RANK:
+        raise ValueError(f"rank {max(ranks)} is over the limit of {MAX_RANK}: no LoRA layer of SD1.5 or SDXL is wider "
+                         "than that, and a rung is zero-padded to its rank")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     state, header = read_lora(path)
     layers = lora_layers(state, header)
