@@ -219,3 +219,93 @@ def test_a_huge_spec_file_is_refused_unread(tmp_path):
     (tmp_path / "big.yaml").write_text("prompt: " + "x" * 2_000_000)
     with pytest.raises(ValueError, match="more than the 1,000,000 a sweep spec needs"):
         load_spec(tmp_path / "big.yaml")
+
+
+# ---- 6. a search's budget is the number of images ---------------------------------------------------
+
+def search_spec(**more):
+    return {"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2,
+            "conditioning_scale": {"low": 0.0, "high": 1.5}, "seed": [0, 1], **more}
+
+
+def test_a_search_budget_counts_every_list_axis(tiny_pipe, tmp_path):
+    import json
+
+    from workbench import search
+    spec = search_spec(guidance=[3.0, 5.0, 7.0, 9.0])  # 4 guidances x 2 seeds: 8 images a candidate
+    with pytest.raises(ValueError, match="buys 1 candidate.* of 8 images each.*give at least 16"):
+        search(tiny_pipe, spec, tmp_path / "small", target="edge_recall>=0.0", minimize="conditioning_scale",
+               budget=8, log=lambda m: None)
+    result = search(tiny_pipe, spec, tmp_path / "run", target="edge_recall>=0.0", minimize="conditioning_scale",
+                    budget=16, log=lambda m: None)
+    assert result.images <= 16 and len(load_results(tmp_path / "run")) <= 16
+    saved = json.loads((tmp_path / "run" / "search.json").read_text())
+    assert saved["budget"] == {"images": 16, "images_per_candidate": 8, "candidates": 2}
+
+
+# ---- 7. concurrency -------------------------------------------------------------------------------
+
+def test_a_second_search_into_a_busy_folder_touches_nothing(tiny_pipe, tmp_path):
+    from workbench import search
+    from workbench.run_folder import RunFolderBusy, take_lock
+    held = take_lock(tmp_path, "search", "a running search")  # the live search
+    try:
+        with pytest.raises(RunFolderBusy, match="in use by a running search"):
+            search(tiny_pipe, search_spec(), tmp_path, target="edge_recall>=0.0", minimize="conditioning_scale",
+                   budget=8, log=lambda m: None)
+    finally:
+        held.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock.search"]  # no journal, no search.yaml
+
+
+def test_a_busy_run_folder_is_not_written_before_the_lock(tiny_pipe, tmp_path):
+    from workbench.run_folder import RunFolderBusy, lock_run_dir
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / ".abc.png.1.tmp").write_bytes(b"someone's")  # what cleaning would remove
+    held = lock_run_dir(tmp_path, 0)
+    try:
+        with pytest.raises(RunFolderBusy):
+            run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    finally:
+        held.close()
+    assert not (tmp_path / "spec.yaml").exists() and (tmp_path / "images" / ".abc.png.1.tmp").exists()
+
+
+def test_a_stray_file_in_images_does_not_stop_a_run(tiny_pipe, tmp_path):
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    (tmp_path / "images").mkdir()
+    for name in (".note.tmp", ".x.tmp", "..tmp", "notes.txt"):
+        (tmp_path / "images" / name).write_text("mine")
+    table = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    assert (table.state == "COMPLETE").all() and (tmp_path / "images" / ".note.tmp").exists()
+
+
+@pytest.mark.parametrize("env,match", [({"RANK": "1"}, "set together"), ({"WORLD_SIZE": "2"}, "set together"),
+                                       ({"RANK": "2", "WORLD_SIZE": "2"}, "outside WORLD_SIZE 2"),
+                                       ({"RANK": "-1", "WORLD_SIZE": "2"}, "outside WORLD_SIZE 2")])
+def test_a_rank_without_its_world_is_refused(tmp_path, monkeypatch, capsys, env, match):
+    from workbench.__main__ import main
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "spec.yaml").write_text(f"model: tiny\nprompt: {CAPTION}\ncontrol_image: 'toy:{CAPTION}'\nsteps: 2\n")
+    assert main(["sweep", str(tmp_path / "spec.yaml"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert match in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_run_sweep_refuses_a_rank_outside_the_world(tiny_pipe, tmp_path):
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    with pytest.raises(ValueError, match="rank 3 of world size 2"):
+        run_sweep(tiny_pipe, spec, tmp_path, rank=3, world_size=2, log=lambda m: None)
+
+
+def test_a_short_write_is_completed(tmp_path, monkeypatch):
+    from workbench.results import ResultsLog, read_log
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))  # 7 bytes at a time
+    with ResultsLog(tmp_path / "results.jsonl") as log:
+        log.append({"trial_id": "a" * 16, "state": "COMPLETE", "prompt": "x" * 100})
+    rows, problems = read_log(tmp_path / "results.jsonl")
+    assert problems == [] and rows[0]["prompt"] == "x" * 100

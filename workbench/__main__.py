@@ -82,6 +82,7 @@ def cmd_sweep(args) -> None:
     from .spec import load_spec
     from .sweep import run_sweep
     spec = load_spec(args.spec)  # validate before loading any model
+    rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     device = args.device
     if device == "auto" and "LOCAL_RANK" in os.environ:
         import torch
@@ -111,8 +112,6 @@ def cmd_sweep(args) -> None:
         bar.set_postfix(failed=progress.failed, skipped=progress.skipped, refresh=False)
         bar.update(progress.skipped + progress.done - bar.n)
 
-    # Under `accelerate launch` (or torchrun) each process takes its own share of the cells.
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
         table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
                           rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr),
@@ -121,6 +120,20 @@ def cmd_sweep(args) -> None:
         for bar in bars:
             bar.close()
     print_summary(table, args.run_dir)
+
+
+def process_rank() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) from the environment, as accelerate launch and torchrun set them; (0, 1) when neither is."""
+    if ("RANK" in os.environ) != ("WORLD_SIZE" in os.environ):
+        raise ValueError("RANK and WORLD_SIZE must be set together (accelerate launch and torchrun set both); "
+                         f"got RANK={os.environ.get('RANK')!r:.40}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r:.40}")
+    try:
+        rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ValueError("RANK and WORLD_SIZE must be whole numbers") from None
+    if not 0 <= rank < world_size:
+        raise ValueError(f"RANK {rank} is outside WORLD_SIZE {world_size}: a rank runs from 0 to {world_size - 1}")
+    return rank, world_size
 
 
 def print_summary(table, run_dir) -> None:

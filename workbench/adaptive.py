@@ -10,7 +10,9 @@ spec, the searched axis is a range, and every other axis keeps its values:
     python -m workbench search spec.yaml --run-dir runs/s --target "edge_f1>=0.9" \\
         --minimize conditioning_scale --budget 40
 
-Each candidate is one cell: one value per range, with all of the spec's seeds batched. Its
+Each candidate is one value per range, drawn at every combination of the spec's other list
+axes (its seeds, and any other axis with several values) as one small sweep; the budget counts
+those images, all of them. Its
 objective is a column of the results table, summarised over the seeds (`--stat` mean,
 median or min). How candidates are chosen:
   - one range, one target, and that range minimised (or maximised): bisection, assuming the
@@ -37,7 +39,8 @@ import pandas as pd
 import yaml
 
 from .shorten import short
-from .spec import AXES, FLOAT_AXES, INTEGER_AXES, kind_of, read_spec_file, spec_from_dict
+from .run_folder import take_lock
+from .spec import AXES, FLOAT_AXES, INTEGER_AXES, count_trials, kind_of, read_spec_file, spec_from_dict
 from .units import is_unit_key
 
 # The axes a range can search: every numeric one but the seed (a unit's too: canny.scale behaves as conditioning_scale).
@@ -256,7 +259,8 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
         run_dir: the run folder: images, the table, `search.journal` and `search.json`.
         target: targets such as "edge_f1>=0.9" (a str or a list of them).
         minimize, maximize: parameters (ranges) or table columns to optimise.
-        budget: the most images to draw; each candidate costs one image per seed.
+        budget: the most images to draw; each candidate costs one image per combination of the spec's
+            list axes (seeds, guidances, ...), every one counted.
         stat: how a cell's seeds are summarised: mean, median, min or max.
     """
     run_dir = Path(run_dir)
@@ -273,12 +277,22 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
     for name in [*minimize, *maximize]:
         if name in AXES and name not in {r.name for r in ranges}:
             raise ValueError(f"`{name}` is optimised but is not a range in the spec; make it one ({{low:, high:}})")
-    seeds = len(base.seed)
-    cells = budget // seeds
+    per_candidate = count_trials(base)  # every list axis, not only the seeds
+    cells = budget // per_candidate
     if cells < 2:
-        raise ValueError(f"a budget of {budget} images buys {cells} candidate(s) of {seeds} seeds each; "
-                         f"give at least {2 * seeds}")
+        raise ValueError(f"a budget of {budget} images buys {cells} candidate(s) of {per_candidate} images each (every "
+                         f"combination of the spec's list axes); give at least {2 * per_candidate}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(run_dir, "search", "a running search")  # before the journal or search.yaml is touched
+    try:
+        return run_search(pipe, data, fixed, ranges, run_dir, targets, minimize, maximize, cells, stat, seed, log,
+                          {"images": budget, "images_per_candidate": per_candidate, "candidates": cells})
+    finally:
+        lock.close()
+
+
+def run_search(pipe, data, fixed, ranges, run_dir, targets, minimize, maximize, cells, stat, seed, log, budget):
+    """`search` with the folder's search lock held: write search.yaml, run the candidates, write search.json."""
     (run_dir / "search.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     searcher = Searcher(pipe, fixed, ranges, run_dir, stat, log)
     bisection = (len(ranges) == 1 and len(targets) == 1 and not maximize and minimize == [ranges[0].name]) or \
@@ -287,10 +301,11 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
         study = bisect(searcher, targets[0], ranges[0], bool(minimize), cells)
     else:
         study = search_with_samplers(searcher, targets, minimize, maximize, cells, seed)
-    return write_result(study, run_dir, ranges, targets, seeds, bisection, log)
+    return write_result(study, run_dir, ranges, targets, budget["images_per_candidate"], bisection, log, budget)
 
 
-def write_result(study, run_dir: Path, ranges, targets, seeds: int, bisection: bool, log):
+def write_result(study, run_dir: Path, ranges, targets, per_candidate: int, bisection: bool, log,
+                 budget: dict | None = None):
     """Pick the best candidate, write search.json, and print the answer as the last line."""
     from .results import load_results
     done = finished(study)
@@ -312,7 +327,7 @@ def write_result(study, run_dir: Path, ranges, targets, seeds: int, bisection: b
             beyond = [v for v in misses if (v < result.best[rng.name] if minimise else v > result.best[rng.name])]
             if beyond:
                 result.resolution = abs(result.best[rng.name] - (max(beyond) if minimise else min(beyond)))
-                result.grid_images = (math.floor((rng.high - rng.low) / result.resolution) + 1) * seeds
+                result.grid_images = (math.floor((rng.high - rng.low) / result.resolution) + 1) * per_candidate
     elif feasible:
         front = study.best_trials
         best = front[0]
@@ -323,7 +338,7 @@ def write_result(study, run_dir: Path, ranges, targets, seeds: int, bisection: b
     summary = {"best": result.best, "objective": result.objective, "images": images, "trials": trials,
                "targets": [str(t) for t in targets], "grid_images": result.grid_images,
                "resolution": result.resolution, "pareto_front": [t.number for t in study.best_trials]
-               if len(study.directions) > 1 else None}
+               if len(study.directions) > 1 else None, "budget": budget}
     (run_dir / "search.json").write_text(json.dumps(summary, indent=2))
     if result.best:
         shown = ", ".join(f"{k} = {v:.4g}" for k, v in result.best.items())

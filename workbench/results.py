@@ -78,7 +78,13 @@ class ResultsLog:
             return f.read(1) == b"\n"
 
     def append(self, row: dict) -> None:
-        os.write(self.fd, (json.dumps(row, default=str) + "\n").encode())
+        """Write `row` as one line, all of it (a short write goes on where it stopped), then fsync."""
+        data = memoryview((json.dumps(row, default=str) + "\n").encode())
+        while data:
+            written = os.write(self.fd, data)
+            if written <= 0:
+                raise OSError(f"writing {self.path.name} stopped after a write of {written} bytes")
+            data = data[written:]
         os.fsync(self.fd)
 
     def close(self) -> None:

@@ -1,13 +1,15 @@
 """A sweep's run folder: made writable, locked per process, cleaned of a killed writer's leftovers.
 
-`prepare_run_dir` creates the folder and writes spec.yaml before the first image;
-`lock_run_dir` keeps a second, independent sweep out while one runs. The files inside it
+`open_run_dir` creates the folder and takes this process's lock, which keeps a second,
+independent sweep out while one runs; only then does `prepare_run_dir` clean a killed
+writer's leftovers and write spec.yaml, before the first image. The files inside it
 are the store's (`results.py`) and the growth log's (`growth.py`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -26,15 +28,20 @@ def lock_run_dir(run_dir: Path, rank: int):
     a second, independent sweep into the same folder collides on rank 0 and is refused.
     The lock is released by the OS when the process ends, even by kill -9.
     """
+    return take_lock(run_dir, f"rank{rank}", "a running sweep")
+
+
+def take_lock(run_dir: Path, name: str, what: str):
+    """Hold `run_dir/.lock.<name>` (an flock) until the returned file is closed; RunFolderBusy if another has it."""
     import fcntl
-    handle = open(run_dir / f".lock.rank{rank}", "a+")
+    handle = open(run_dir / f".lock.{name}", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunFolderBusy(f"run folder {str(run_dir)!r} is in use by a running sweep ({holder}); wait for it, "
+        raise RunFolderBusy(f"run folder {str(run_dir)!r} is in use by {what} ({holder}); wait for it, "
                             "or stop it and run again to resume") from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()}")
@@ -59,18 +66,35 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def prepare_run_dir(run_dir: str | Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
-    """Create `run_dir`, check it is writable and holds this model's sweeps, and write spec.yaml (with `keep_spec`)."""
+def open_run_dir(run_dir: str | Path, rank: int = 0):
+    """Create `run_dir` and take rank `rank`'s lock on it, before anything in it is written; return (folder, lock)."""
     run_dir = Path(run_dir)
     try:
-        (run_dir / "images").mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, lock_run_dir(run_dir, rank)
+    except RunFolderBusy:
+        raise
+    except OSError as err:
+        raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
+
+
+# What a writer's temporary PNG is called: .<trial id>.png.<pid>.tmp (results.write_png_atomic)
+TEMPORARY_PNG = re.compile(r"^\.[^/]+\.png\.(\d{1,10})\.tmp$")
+
+
+def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
+    """With the folder locked: check it is writable and holds this model's sweeps, clean a killed writer's
+    temporary PNGs, and write spec.yaml (with `keep_spec`)."""
+    try:
+        (run_dir / "images").mkdir(exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
         raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
     for leftover in (run_dir / "images").glob(".*.tmp"):
-        if not process_alive(int(leftover.suffixes[-2].lstrip("."))):
+        match = TEMPORARY_PNG.match(leftover.name)  # anything else there is someone's own file: left alone
+        if match and not process_alive(int(match.group(1))):
             leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
     spec_path = run_dir / "spec.yaml"
     if spec_path.exists():

@@ -39,7 +39,7 @@ from .metric_registry import ALWAYS, ScoringContext, metric_names
 from .pipeline import set_scheduler
 from .results import (COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, read_rows,
                       write_png_atomic)
-from .run_folder import RunFolderBusy, fault_point, lock_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
+from .run_folder import RunFolderBusy, fault_point, open_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
 from .scoring import check_metrics, score_after_sweep, writer_scores
 from .sizes import SizeRange
 from .speed import auto_batch_size, is_compiled
@@ -219,6 +219,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
+    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
+        raise ValueError(f"this process is rank {rank!r} of world size {world_size!r}: a rank runs from 0 to the "
+                         "world size - 1 (set RANK and WORLD_SIZE together, as accelerate launch and torchrun do)")
     warn_duplicates(spec)                                                              # 1
     for unit in spec.units:
         check_control_image(unit.image, unit.name)
@@ -226,9 +229,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
-    run_dir = prepare_run_dir(run_dir, spec, keep_spec)
-    lock = lock_run_dir(run_dir, rank)
+    run_dir, lock = open_run_dir(run_dir, rank)  # the lock before anything in the folder is written or cleaned
     try:
+        prepare_run_dir(run_dir, spec, keep_spec)
         return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
                            columns or {}, keep_spec)
     finally:
