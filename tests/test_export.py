@@ -50,3 +50,47 @@ def test_cli_exports_to_the_default_store_in_the_run_folder(finished, capsys):
     assert main(["export", str(run_dir), "--to", "mlflow"]) == 0
     assert "exported 2 cells" in capsys.readouterr().out
     assert (run_dir / "mlflow.db").exists() and (run_dir / "mlflow-artifacts").is_dir()
+
+
+def test_a_cell_that_fails_halfway_is_exported_again(finished, tmp_path, monkeypatch):
+    """Tagged only once logged whole: an artifact upload that fails leaves the cell to the next export."""
+    from workbench.export import export_mlflow
+    run_dir, _ = finished
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real, calls = mlflow.log_artifact, []
+
+    def fail_once(*args, **kwargs):
+        if kwargs.get("artifact_path") == "images":  # a cell's image, not the sweep's own files
+            calls.append(args)
+            if len(calls) == 2:
+                raise OSError("the artifact store went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_artifact", fail_once)
+    first = export_mlflow(run_dir, tracking_uri=uri, experiment="flaky", log=lambda m: None)
+    assert first["failed"] == 1 and first["exported"] == 1
+    monkeypatch.setattr(mlflow, "log_artifact", real)
+    second = export_mlflow(run_dir, tracking_uri=uri, experiment="flaky", log=lambda m: None)
+    assert second["exported"] == 1 and second["skipped"] == 1 and second["failed"] == 0
+
+
+def test_two_folders_in_one_experiment_do_not_skip_each_other(tiny_pipe, finished, tmp_path, monkeypatch):
+    import shutil
+
+    from workbench.export import export_mlflow
+    run_dir, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("workbench.json", "mlflow*"))  # same cells
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)  # a stray run id must not become the parent
+    assert export_mlflow(run_dir, tracking_uri=uri, experiment="shared", log=lambda m: None)["exported"] == 2
+    assert export_mlflow(copy, tracking_uri=uri, experiment="shared", log=lambda m: None)["exported"] == 2
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["shared"], output_format="list")
+    assert len([r for r in runs if "workbench.folder" in r.data.tags]) == 2 and len(runs) == 6
+
+
+def test_a_long_parameter_value_is_shortened_with_its_hash():
+    from workbench.export import PARAM_LIMIT, clean
+    value = clean("a red circle " * 2000)
+    assert len(value) <= PARAM_LIMIT and "(sha256 " in value and clean("short") == "short"

@@ -309,3 +309,147 @@ def test_a_short_write_is_completed(tmp_path, monkeypatch):
         log.append({"trial_id": "a" * 16, "state": "COMPLETE", "prompt": "x" * 100})
     rows, problems = read_log(tmp_path / "results.jsonl")
     assert problems == [] and rows[0]["prompt"] == "x" * 100
+
+
+# ---- 2. a run folder's rows cannot point outside it ---------------------------------------------------
+
+def write_spec(folder, control="star.png", **more):
+    """A spec file in `folder` whose control image is a file beside it (named relatively)."""
+    import yaml
+
+    from workbench.toy.world import render_scene, scene_from_caption
+    folder.mkdir(parents=True, exist_ok=True)
+    render_scene(scene_from_caption(CAPTION), 32).save(folder / "star.png")
+    data = {"model": "tiny", "prompt": CAPTION, "control_image": control, "steps": 2, "seed": [0, 1], **more}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(data))
+    return folder / "spec.yaml"
+
+
+def test_a_sweep_resumed_from_another_folder_finds_its_trials(tmp_path, monkeypatch):
+    from workbench.__main__ import main
+    spec = write_spec(tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "specs/spec.yaml", "--run-dir", "runs/r"]) == 0
+    rows = (tmp_path / "runs" / "r" / "results.jsonl").read_text().splitlines()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # a notebook beside the repository's root
+    assert main(["sweep", "../specs/spec.yaml", "--run-dir", "../runs/r"]) == 0
+    assert (tmp_path / "runs" / "r" / "results.jsonl").read_text().splitlines() == rows  # nothing redrawn
+    assert all('"image_path": "images/' in row for row in rows) and spec.exists()
+
+
+def test_linked_report_images_resolve_from_the_page(tiny_pipe, tmp_path, monkeypatch):
+    import re
+
+    from workbench.__main__ import main
+    write_spec(tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "specs/spec.yaml", "--run-dir", "runs/r"]) == 0
+    assert main(["report", "runs/r", "--link-images"]) == 0
+    page = (tmp_path / "runs" / "r" / "report.html").read_text()
+    sources = re.findall(r'"src": ?"([^"]+)"', page)
+    assert len(sources) == 2 and all((tmp_path / "runs" / "r" / s).is_file() for s in sources), sources
+
+
+def test_a_forged_row_cannot_embed_or_upload_a_local_file(tiny_pipe, tmp_path):
+    import json
+
+    from workbench.report import write_report
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    run_sweep(tiny_pipe, spec, tmp_path / "run", log=lambda m: None)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-PASSWORD-1234")
+    row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    forged = [{**row, "trial_id": "f" * 16, "image_path": str(secret)},
+              {**row, "trial_id": "e" * 16, "image_path": "../secret.txt"},
+              {**row, "trial_id": "d" * 16, "image_path": f"images/{row['trial_id']}.png", "image_sha256": "0" * 64}]
+    with open(tmp_path / "run" / "results.jsonl", "a") as log:
+        for line in forged:
+            log.write(json.dumps(line) + "\n")
+    with pytest.warns(UserWarning, match="3 rows name no image of this folder"):
+        page = write_report(tmp_path / "run").read_text()
+    assert "SECRET" not in page and "U0VDUkVU" not in page  # nor its base64
+    table = load_results(tmp_path / "run")
+    assert all(path.startswith(str((tmp_path / "run" / "images").absolute())) for path in table.image_path if path)
+
+
+def test_metrics_jsonl_adds_scores_only(tiny_pipe, tmp_path):
+    import json
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    table = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    trial = table.trial_id[0]
+    with open(tmp_path / "metrics.jsonl", "a") as log:
+        log.write(json.dumps({"trial_id": trial, "image_path": "/etc/passwd", "conditioning_scale": 9,
+                              "state": "FAILED", "clip_score": 42.0, "dino_distance": "not a number"}) + "\n")
+        log.write('{"trial_id": "' + trial + '", "clip_')  # a line torn by a crash
+    from workbench.results import append_scores
+    append_scores(tmp_path, {trial: {"dino_distance": 0.5}})
+    again = load_results(tmp_path)
+    assert again.clip_score[0] == 42.0 and again.dino_distance[0] == 0.5
+    assert again.conditioning_scale[0] == 1.0 and again.state[0] == "COMPLETE"
+    assert again.image_path[0].endswith(f"images/{trial}.png")
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines()[-1].startswith('{"trial_id"')  # torn line kept apart
+
+
+def test_a_spec_names_files_relative_to_its_own_folder(tiny_pipe, tmp_path, monkeypatch):
+    from workbench.spec import load_spec
+    spec = load_spec(write_spec(tmp_path / "project"))
+    monkeypatch.chdir(tmp_path)  # not where the spec is
+    table = run_sweep(tiny_pipe, spec, tmp_path / "run", log=lambda m: None)
+    assert (table.state == "COMPLETE").all() and set(table.control_image) == {"star.png"}  # rows keep the name
+
+
+def test_trial_ids_hash_a_control_files_content(tiny_pipe, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from workbench.spec import load_spec
+    path = write_spec(tmp_path / "project")
+    first = run_sweep(tiny_pipe, load_spec(path), tmp_path / "project" / "run", log=lambda m: None)
+    assert first.control_image_sha256.str.startswith("sha256:").all()
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "project", moved)  # the folder and its control image move together: still found
+    again = run_sweep(tiny_pipe, load_spec(moved / "spec.yaml"), moved / "run", log=lambda m: None)
+    assert set(again.trial_id) == set(first.trial_id) and len(load_results(moved / "run")) == 2
+    Image.new("RGB", (32, 32), "white").save(moved / "star.png")  # the control edited in place
+    edited = run_sweep(tiny_pipe, load_spec(moved / "spec.yaml"), moved / "run", log=lambda m: None)
+    assert not set(edited.trial_id) & set(first.trial_id) and len(load_results(moved / "run")) == 4
+
+
+def test_a_folder_from_before_keeps_its_trial_ids(tiny_pipe, tmp_path):
+    """A folder with rows but no workbench.json hashes control names (scheme 1), and resumes without redrawing."""
+    import json
+
+    from workbench.spec import load_spec
+    path = write_spec(tmp_path / "project")
+    run_dir = tmp_path / "project" / "run"
+    run_dir.mkdir()
+    (run_dir / "workbench.json").write_text(json.dumps({"trial_id_scheme": 1, "folder_id": "x"}))
+    first = run_sweep(tiny_pipe, load_spec(path), run_dir, log=lambda m: None)
+    (run_dir / "workbench.json").unlink()  # as a folder made before the record was
+    rows = (run_dir / "results.jsonl").read_text()
+    again = run_sweep(tiny_pipe, load_spec(path), run_dir, log=lambda m: None)
+    assert (run_dir / "results.jsonl").read_text() == rows and set(again.trial_id) == set(first.trial_id)
+    assert json.loads((run_dir / "workbench.json").read_text())["trial_id_scheme"] == 1
+
+
+def test_rows_store_posix_paths_inside_the_folder(tiny_pipe, tmp_path):
+    import json
+    spec = spec_from_dict({"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2})
+    run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    row = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert row["image_path"] == f"images/{row['trial_id']}.png"
+    # a row written on Windows, or by an older version with a working-directory path, is read the same way
+    from workbench.results import image_file
+    for stored in (f"images\\{row['trial_id']}.png", f"runs/r/images/{row['trial_id']}.png",
+                   f"/elsewhere/images/{row['trial_id']}.png"):
+        assert image_file(tmp_path, stored) == (tmp_path / "images" / f"{row['trial_id']}.png").absolute()
+
+
+def test_a_refused_checkpoint_leaves_the_pipeline_as_it_was(tiny_pipe, tmp_path):
+    plant(tmp_path / "evil2.checkpoint.pt", tmp_path / "pwned")
+    with pytest.raises(ValueError):
+        train_lora(tiny_pipe, make_dataset(4, size=32), rank=2, steps=2, out_dir=tmp_path, adapter_name="evil2",
+                   load=False)
+    assert not getattr(tiny_pipe.unet, "peft_config", None)

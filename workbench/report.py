@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import base64
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from .columns import cell_columns, metric_columns
-from .results import load_results
+from .results import load_results, verified_image
 from .scoring import fill_scores
 
 EMBED_LIMIT = 25_000_000  # bytes of PNG embedded; a bigger sweep links its images instead
@@ -50,21 +51,26 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
     """What the page needs: rows (with an image source each), the pickable axes, the metrics, the specs."""
     params = cell_columns(table) + ["seed"]
     metrics = [c for c in metric_columns(table) if table[c].notna().any()]
-    rows = []
+    rows, left_out = [], []
     for record in table.to_dict("records"):
-        path = Path(str(record.get("image_path") or ""))
-        if record.get("state") == "COMPLETE" and path.is_file():
+        path = verified_image(run_dir, record)  # only files in RUN_DIR/images whose sha256 matches the row
+        if path is not None:
             source = ("data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()) if embed else \
-                path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else path.as_posix()
+                path.relative_to(run_dir.absolute()).as_posix()
         else:
             source = None
+            if record.get("state") == "COMPLETE":
+                left_out.append(str(record.get("trial_id"))[:32])
         rows.append({"src": source, "state": record.get("state"), "trial_id": record.get("trial_id"),
                      **{c: json_value(record.get(c)) for c in params + metrics}})
     specs = [(p.name, p.read_text()) for p in sorted((run_dir / "specs").glob("*.yaml"))] or \
         [(name, (run_dir / name).read_text()) for name in ("spec.yaml", "search.yaml") if (run_dir / name).exists()]
     axes = varying_columns(table, [c for c in params if c != "seed"]) or ["seed"]
+    if left_out:
+        warnings.warn(f"{len(left_out)} rows name no image of this folder whose sha256 matches (first: "
+                      f"{left_out[0]}); they are left out of the page", stacklevel=3)
     return {"rows": rows, "params": params, "axes": axes + [c for c in params if c not in axes], "varying": axes,
-            "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows)}
+            "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out}
 
 
 def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:
@@ -86,9 +92,26 @@ def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:
     return path
 
 
+def finite(value):
+    """`value` with every NaN or infinity, however deep in lists and dicts, as None (JSON's null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
 def render_page(data: dict) -> str:
-    """The report page with `data` in it: autoescaped text, and the data as JSON (`tojson`)."""
+    """The report page with `data` in it: autoescaped text, and the data as strict JSON (`tojson`).
+
+    Jinja2's `tojson` writes <, >, & and ' as \\u escapes, so no text in a run folder (a prompt
+    holding `</script>` or `<!--<script>`) can end the data block or start markup; the page is
+    filled in one pass, so a folder named like a placeholder injects nothing.
+    """
     import jinja2
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.get_template("report.html.j2").render(title=data["title"], data=data)
+    environment.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
+    return environment.get_template("report.html.j2").render(title=data["title"], data=finite(data))

@@ -12,6 +12,11 @@ file is readable with `tail`; and SQLite's WAL mode is unsafe on network filesys
 where cluster run folders often live. Each writer process has its own log
 (`results.jsonl`, `results.rank1.jsonl`, ...), and `load_results` merges them.
 
+A row names its image relative to the folder, as a POSIX path (`images/<trial_id>.png`), so a
+folder moves, and resumes from any working directory or from Windows. Reading resolves it
+inside `images/` whatever a row says (rows from before stored other forms), so no row points
+outside the folder.
+
 Order of writes per trial: image first, then its row. A kill between the two leaves an
 image with no row; the trial is redone on resume, so no row ever points at a missing or
 half-written image, and the newest row for a trial id wins when logs are read.
@@ -105,8 +110,9 @@ class LogProblem:
     reason: str
 
 
-def read_log(path: Path) -> tuple[list[dict], list[LogProblem]]:
+def read_log(path: Path, require_state: bool = True) -> tuple[list[dict], list[LogProblem]]:
     """Every row of one log, and the lines that are damaged (torn by a crash, or edited)."""
+    needs = ("trial_id", "state") if require_state else ("trial_id",)
     rows, problems = [], []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -114,8 +120,8 @@ def read_log(path: Path) -> tuple[list[dict], list[LogProblem]]:
                 continue
             try:
                 row = json.loads(raw)
-                if not isinstance(row, dict) or "trial_id" not in row or "state" not in row:
-                    raise ValueError("not a results row (needs trial_id and state)")
+                if not isinstance(row, dict) or any(key not in row for key in needs):
+                    raise ValueError(f"not a row of this log (needs {' and '.join(needs)})")
                 rows.append(row)
             except ValueError as err:
                 problems.append(LogProblem(str(path), number, f"{type(err).__name__}: {err}"[:200]))
@@ -137,11 +143,32 @@ def read_rows(run_dir: str | Path) -> tuple[list[dict], list[LogProblem]]:
     return list(latest.values()), problems
 
 
+def image_file(run_dir: Path, stored) -> Path | None:
+    """The image a row names, always inside run_dir/images: `images/<id>.png` as rows store it, or the file name
+    of an absolute or working-directory path that older rows stored; None when it names no PNG there."""
+    name = str(stored or "").replace("\\", "/").rsplit("/", 1)[-1]
+    if not name.endswith(".png") or name.startswith(".") or len(name) > 255:
+        return None
+    return Path(run_dir).absolute() / "images" / name
+
+
+def verified_image(run_dir: Path, row: dict) -> Path | None:
+    """A COMPLETE row's image, only if it is in run_dir/images and its bytes hash to the row's image_sha256.
+
+    What a report embeds or an export uploads: a row edited to name another file, or a file
+    swapped under a row, is left out.
+    """
+    path = image_file(run_dir, row.get("image_path"))
+    if row.get("state") != COMPLETE or path is None or not path.is_file() or not row.get("image_sha256"):
+        return None
+    return path if hashlib.sha256(path.read_bytes()).hexdigest() == row["image_sha256"] else None
+
+
 def finished_trial_ids(run_dir: str | Path) -> set[str]:
     """Ids of trials whose row is COMPLETE and whose image is on disk: these are skipped on resume."""
     rows, _ = read_rows(run_dir)
-    return {row["trial_id"] for row in rows
-            if row["state"] == COMPLETE and row.get("image_path") and Path(row["image_path"]).is_file()}
+    return {row["trial_id"] for row in rows if row["state"] == COMPLETE
+            and (path := image_file(Path(run_dir), row.get("image_path"))) is not None and path.is_file()}
 
 
 def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd.DataFrame:
@@ -163,6 +190,8 @@ def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd
     table = pd.DataFrame(rows)
     if not table.empty:
         table = merge_scores(table, run_dir)
+        table["image_path"] = [str(path) if (path := image_file(run_dir, stored)) else ""
+                               for stored in table.get("image_path", pd.Series("", index=table.index))]
     if spec is not None and not table.empty:
         table = rows_of_spec(table, run_dir, spec)
     if table.empty:
@@ -174,37 +203,58 @@ def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd
 
 
 def append_scores(run_dir: Path, values: dict) -> None:
-    """Append after-sweep scores, {trial_id: {column: value}}, to metrics.jsonl."""
+    """Append after-sweep scores, {trial_id: {column: value}}, to metrics.jsonl (one fsync'd line each)."""
     if not values:
         return
-    with open(Path(run_dir) / METRICS_LOG, "a") as log:
+    with ResultsLog(Path(run_dir) / METRICS_LOG) as log:  # a line torn by a crash stays alone on its line
         for trial, scores in values.items():
-            log.write(json.dumps({"trial_id": trial, **scores}) + "\n")
+            log.append({"trial_id": trial, **scores})
+
+
+def stored_score_columns() -> set[str]:
+    """The columns metrics.jsonl may add: those of the metrics scored after a sweep."""
+    from .metric_registry import REGISTRY
+    return {column for metric in REGISTRY.values() if metric.runs_on == "after" for column in metric.columns}
 
 
 def merge_scores(table: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
-    """Add the columns metrics.jsonl holds (the newest value of each trial's column wins)."""
+    """Add the score columns metrics.jsonl holds (the newest value of each trial's column wins).
+
+    Only the columns of after-sweep metrics, with numbers as values, are read: a line cannot
+    overwrite a row's image, trial id or parameters.
+    """
     path = Path(run_dir) / METRICS_LOG
     if not path.exists() or table.empty:
         return table
-    latest: dict = {}
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash: its scores are computed again on the next run
-        latest.setdefault(record.pop("trial_id"), {}).update(record)
+    allowed, latest = stored_score_columns(), {}
+    rows, _ = read_log(path, require_state=False)
+    for record in rows:
+        trial = record.pop("trial_id")
+        scores = {k: v for k, v in record.items() if k in allowed and (v is None or (isinstance(v, (int, float))
+                                                                                    and not isinstance(v, bool)))}
+        if isinstance(trial, str) and scores:
+            latest.setdefault(trial, {}).update(scores)
+    if not latest:
+        return table
     scores = pd.DataFrame.from_dict(latest, orient="index")
     table = table.drop(columns=[c for c in scores if c in table])
     return table.merge(scores, left_on="trial_id", right_index=True, how="left")
 
 
 def rows_of_spec(table: pd.DataFrame, run_dir: Path, spec) -> pd.DataFrame:
-    """The rows whose trial ids one spec expands to, under each model fingerprint the folder holds."""
+    """The rows whose trial ids one spec expands to, under each model fingerprint the folder holds.
+
+    Where ids hash control images' content (the `<image>_sha256` columns rows carry), the
+    content each image name had is read from the rows themselves.
+    """
     from .growth import spec_of
     from .spec import expand
     spec = spec_of(run_dir, spec)
-    ids = {t.trial_id for fingerprint in table.model_fingerprint.dropna().unique() for t in expand(spec, fingerprint)}
+    keys = [unit.key("image") for unit in spec.units]
+    content = {name: sha for key in keys if f"{key}_sha256" in table
+               for name, sha in zip(table[key], table[f"{key}_sha256"]) if isinstance(sha, str)} or None
+    ids = {t.trial_id for fingerprint in table.model_fingerprint.dropna().unique()
+           for t in expand(spec, fingerprint, content)}
     return table[table.trial_id.isin(ids)]
 
 

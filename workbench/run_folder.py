@@ -8,12 +8,15 @@ are the store's (`results.py`) and the growth log's (`growth.py`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import uuid
 from pathlib import Path
 
 from .growth import check_same_model, is_known
+from .results import LOG_PATTERN
 from .spec import SweepSpec
 
 
@@ -82,9 +85,48 @@ def open_run_dir(run_dir: str | Path, rank: int = 0):
 TEMPORARY_PNG = re.compile(r"^\.[^/]+\.png\.(\d{1,10})\.tmp$")
 
 
-def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> Path:
+RECORD = "workbench.json"  # the folder's own facts: its trial-id scheme and its identity
+TRIAL_ID_SCHEME = 2         # 1: ids hash a control image's name (folders made before); 2: its content
+
+
+def folder_record(run_dir: Path, create: bool = False) -> dict:
+    """{"trial_id_scheme": 1 or 2, "folder_id": ...}: read from workbench.json, else made (with `create`).
+
+    A folder that holds rows but no record was made before the record: its trial ids hash
+    control image names (scheme 1), and keep doing so, so it resumes. A new folder hashes their
+    content (scheme 2). The folder id stays when the folder moves (an exported sweep's identity).
+    The record is created once (O_EXCL), so the processes of one launch all read the same one.
+    """
+    path = Path(run_dir) / RECORD
+    for _ in range(2):
+        try:
+            record = json.loads(path.read_text())
+            if isinstance(record, dict) and record.get("trial_id_scheme") in (1, 2):
+                return record
+        except FileNotFoundError:
+            pass
+        except ValueError:  # a record torn by a crash as it was made: made again
+            if create:
+                path.unlink(missing_ok=True)
+        older = any(Path(run_dir).glob(LOG_PATTERN))
+        record = {"trial_id_scheme": 1 if older else TRIAL_ID_SCHEME, "folder_id": uuid.uuid4().hex}
+        if not create:
+            return record
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # another process of this launch made it first: read theirs
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+            f.flush()
+            os.fsync(f.fileno())
+        return record
+    raise ValueError(f"{path} could not be read or written")
+
+
+def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> dict:
     """With the folder locked: check it is writable and holds this model's sweeps, clean a killed writer's
-    temporary PNGs, and write spec.yaml (with `keep_spec`)."""
+    temporary PNGs, and write spec.yaml (with `keep_spec`). Returns the folder's record (`folder_record`)."""
     try:
         (run_dir / "images").mkdir(exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -96,6 +138,7 @@ def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> P
         match = TEMPORARY_PNG.match(leftover.name)  # anything else there is someone's own file: left alone
         if match and not process_alive(int(match.group(1))):
             leftover.unlink(missing_ok=True)  # a PNG a killed process was writing; its trial is redone
+    record = folder_record(run_dir, create=True)  # before spec.yaml: a new folder is not mistaken for an old one
     spec_path = run_dir / "spec.yaml"
     if spec_path.exists():
         if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
@@ -104,4 +147,4 @@ def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> P
         temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
         spec.save(temporary)
         temporary.replace(spec_path)
-    return run_dir
+    return record

@@ -3,7 +3,11 @@
 A spec lists values for each parameter; a parameter with one value is fixed, one with
 several is an axis. `expand` makes the cartesian product (mode "product") or walks the
 axes side by side (mode "zip"). Every trial gets a `trial_id`: a hash of everything that
-changes its image, plus the model fingerprint, so a re-run knows what is already done.
+changes its image, plus the model fingerprint, so a re-run knows what is already done. A
+control image that is a file counts by its content (`expand`'s `content`), so an edited file
+never reuses old images and a moved folder still finds its own. Files a spec names are read
+relative to the spec file's folder (`base_dir`), or to the working directory for a spec made
+in Python.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ FLOAT_AXES = {"conditioning_scale": (0, math.inf), "lora_weight": (-math.inf, ma
               "control_guidance_start": (0, 1), "control_guidance_end": (0, 1)}  # (lowest, highest)
 INTEGER_AXES = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}  # the lowest value
 MODES = ("product", "zip")
+TOY_SOURCES = ("toy:", "toy-mask:")  # control sources drawn by the toy world, not read from a file
 # Upper bounds, so a typo cannot ask for a week of work or a spec file for gigabytes of memory.
 MAX_STEPS = 1000            # denoising steps of one image (samplers converge in 20-50; DDPM used 1000)
 MAX_SEEDS = 1000            # seeds per cell
@@ -78,6 +83,7 @@ class SweepSpec:
     metric_models: dict = field(default_factory=dict)  # metric name -> hub id or folder, e.g. {clip_score: ...}
     controls: dict = field(default_factory=dict)   # unit name -> {controlnet, image, preprocess} (units.py)
     unit_axes: dict = field(default_factory=dict)  # "canny.scale" -> values; YAML has them as top-level keys
+    base_dir: str | None = field(default=None, compare=False)  # the spec file's folder (set by load_spec, not saved)
 
     @property
     def units(self) -> list[Unit]:
@@ -99,6 +105,20 @@ class SweepSpec:
                 values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
         return values
 
+    def resolve(self, path: str) -> str:
+        """A file the spec names, as a path from here: relative ones are read from the spec file's folder."""
+        if path.startswith(TOY_SOURCES) or self.base_dir is None or Path(path).expanduser().is_absolute():
+            return path
+        return str(Path(self.base_dir) / path)
+
+    def resolved_units(self) -> list[Unit]:
+        """The units, with their image files resolved (`resolve`)."""
+        return [dataclasses.replace(unit, image=self.resolve(unit.image)) for unit in self.units]
+
+    def resolved_adapters(self) -> dict:
+        """`adapters`, with their files resolved (`resolve`)."""
+        return {name: self.resolve(path) for name, path in self.adapters.items()}
+
     @property
     def axes(self) -> dict:
         """The parameters with more than one value."""
@@ -107,6 +127,7 @@ class SweepSpec:
     def to_dict(self) -> dict:
         """The spec as its YAML reads: per-unit axes as top-level keys, no empty `controls`."""
         data = dataclasses.asdict(self)
+        del data["base_dir"]
         data.update(data.pop("unit_axes"))
         if not data["controls"]:
             del data["controls"]
@@ -142,7 +163,7 @@ def build_spec(data: dict) -> SweepSpec:
     """`spec_from_dict` without its guard against values nested too deeply."""
     if not isinstance(data, dict):
         raise ValueError(f"a sweep spec must be a mapping of parameter names to values, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes"}
+    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes", "base_dir"}
     controls = data.get("controls") or {}
     check_controls(controls, reserved=known | set(AXES))
     unit_axes = {}
@@ -169,8 +190,10 @@ def build_spec(data: dict) -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read a spec from a YAML or JSON file."""
-    return spec_from_dict(read_spec_file(path))
+    """Read a spec from a YAML or JSON file; the files it names are read relative to the file's folder."""
+    spec = spec_from_dict(read_spec_file(path))
+    spec.base_dir = str(Path(path).absolute().parent)
+    return spec
 
 
 def read_spec_file(path: str | Path) -> dict:
@@ -365,13 +388,20 @@ class Trial:
     params: dict
 
 
-def expand(spec: SweepSpec, fingerprint: str = "") -> list[Trial]:
-    """Expand a spec into trials (a pure function: no model, no files)."""
+def expand(spec: SweepSpec, fingerprint: str = "", content: dict | None = None) -> list[Trial]:
+    """Expand a spec into trials (a pure function: no model, no files).
+
+    `content` maps a control image as the spec names it to its content ("sha256:..."): the trial
+    id then hashes that instead of the name (a run folder's trial-id scheme 2; None is scheme 1,
+    the name, for folders made before). A trial's params keep the name either way.
+    """
     check_spec(spec)
     parameters = spec.parameters()
     names, values = list(parameters), [[coerce(name, v) for v in vs] for name, vs in parameters.items()]
     fixed = {"control_image": spec.control_image} if not spec.controls else {
         f"{unit.name}.{field}": getattr(unit, field) for unit in spec.units for field in UNIT_FIELDS}
+    image_keys = [unit.key("image") for unit in spec.units]
+    by_content = {} if content is None else {key: content.get(fixed[key], fixed[key]) for key in image_keys}
     if spec.mode == "zip":
         n = count_trials(spec)
         combos = [[vs[i] if len(vs) > 1 else vs[0] for vs in values] for i in range(n)]
@@ -380,5 +410,5 @@ def expand(spec: SweepSpec, fingerprint: str = "") -> list[Trial]:
     trials = []
     for index, combo in enumerate(combos):
         params = dict(zip(names, combo), **fixed, resolution=spec.resolution)
-        trials.append(Trial(trial_id(params, fingerprint), index, params))
+        trials.append(Trial(trial_id({**params, **by_content}, fingerprint), index, params))
     return trials

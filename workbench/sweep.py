@@ -43,7 +43,7 @@ from .run_folder import RunFolderBusy, fault_point, open_run_dir, prepare_run_di
 from .scoring import check_metrics, score_after_sweep, writer_scores
 from .sizes import SizeRange
 from .speed import auto_batch_size, is_compiled
-from .spec import SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
+from .spec import TOY_SOURCES, SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
 from .units import Unit
 
 
@@ -223,7 +223,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         raise ValueError(f"this process is rank {rank!r} of world size {world_size!r}: a rank runs from 0 to the "
                          "world size - 1 (set RANK and WORLD_SIZE together, as accelerate launch and torchrun do)")
     warn_duplicates(spec)                                                              # 1
-    for unit in spec.units:
+    for unit in spec.resolved_units():  # files are read from the spec file's folder
         check_control_image(unit.image, unit.name)
     check_controlnets(pipe, spec.units)
     check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
@@ -231,24 +231,33 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir, lock = open_run_dir(run_dir, rank)  # the lock before anything in the folder is written or cleaned
     try:
-        prepare_run_dir(run_dir, spec, keep_spec)
+        scheme = prepare_run_dir(run_dir, spec, keep_spec)["trial_id_scheme"]
         return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
-                           columns or {}, keep_spec)
+                           columns or {}, keep_spec, scheme)
     finally:
         lock.close()
 
 
-def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec):
+def control_content(spec: SweepSpec) -> dict:
+    """{control image as the spec names it: "sha256:<hex>" of its file} for every unit whose image is a file."""
+    return {unit.image: f"sha256:{file_sha256(Path(resolved.image))}"
+            for unit, resolved in zip(spec.units, spec.resolved_units()) if not unit.image.startswith(TOY_SOURCES)}
+
+
+def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec,
+                scheme):
     """Stages 2-5 of `run_sweep`, with the run folder locked."""
-    fingerprint = model_fingerprint(pipe, spec.adapters)  # adapter files are hashed, not loaded, for this # 2
+    adapters = spec.resolved_adapters()
+    fingerprint = model_fingerprint(pipe, adapters)  # adapter files are hashed, not loaded, for this # 2
     if keep_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
         rows, _ = read_rows(run_dir)
         check_same_fingerprint(run_dir, {r["model_fingerprint"] for r in rows if r.get("model_fingerprint")},
                                fingerprint)
         n = record_spec(run_dir, spec)
         log(f"growing the sweep in {run_dir}: spec {n}; finished trials are reused")
-    load_adapters(pipe, spec.adapters)
-    trials = expand(spec, fingerprint)
+    load_adapters(pipe, adapters)
+    content = control_content(spec) if scheme >= 2 else None  # scheme 1: a folder from before hashes names
+    trials = expand(spec, fingerprint, content)
     finished = finished_trial_ids(run_dir)
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
@@ -257,12 +266,12 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             log(f"batch size {max_batch}, from free GPU memory")
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
-    units = spec.units  # one unnamed unit for a spec without `controls`
+    units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
     cells = [[t for t in cell if t.trial_id not in finished]
              for cell in order_cells(trials, batched_keys(units))[rank::world_size]]
     on_cpu, controls = pipe.device.type == "cpu", {}
     if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
-        width, height = unit_controls(spec.units, trials[0].params, size, controls)[0].size
+        width, height = unit_controls(units, trials[0].params, size, controls)[0].size
         max_batch = fit_batch(pipe, width, height, max_batch, log)
     batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
@@ -270,7 +279,9 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns}
+               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
+               **{f"{unit.key('image')}_sha256": content[unit.image] for unit in spec.units
+                  if content and unit.image in content}}
     embeddings, limit = {}, BatchLimit(max_batch)
     progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
 
@@ -295,7 +306,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
             batch_controls = None
             try:                                                                      # 4
-                batch_controls = unit_controls(spec.units, params, size, controls)
+                batch_controls = unit_controls(units, params, size, controls)
                 if on_cpu:  # other programs may have taken memory since the last batch
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
@@ -375,7 +386,7 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
     text = format_infotext(trial.params, image.width, image.height, spec.model, trial.trial_id)
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
-    row.update(image_path=str(path), width=image.width, height=image.height, state=COMPLETE)
-    context = ScoringContext(spec.model, spec.units, controls, trial.params)
+    row.update(image_path=f"images/{path.name}", width=image.width, height=image.height, state=COMPLETE)
+    context = ScoringContext(spec.model, spec.resolved_units(), controls, trial.params)
     row.update(writer_scores(metric_names(spec.metrics), image, context))
     return row

@@ -61,3 +61,38 @@ def test_report_is_one_offline_page_with_axes_hover_zoom_and_a_plot(report, tmp_
             browser.close()
     assert not errors, errors
     assert all(url.startswith(("file:", "data:")) for url in requests), [u for u in requests if "file:" not in u][:3]
+
+
+HOSTILE = 'a red circle </script><!--<script> <img src=x onerror="window.pwned=1"> \u2028 & \' on a blue background'
+
+
+def test_any_text_in_a_run_folder_stays_text(tiny_pipe, tmp_path):
+    """A prompt (or folder name) holding script-closing, comment-opening and event-handler markup: the page works,
+    shows it as text, and runs none of it."""
+    from playwright.sync_api import sync_playwright
+
+    from workbench.report import write_report
+    run_dir = tmp_path / "x__DATA__ {{ title }}</title>"
+    spec = spec_from_dict({"model": "tiny", "prompt": [CAPTION, HOSTILE], "control_image": f"toy:{CAPTION}",
+                           "steps": 2, "seed": [0], "metrics": ["edge"]})
+    run_sweep(tiny_pipe, spec, run_dir, log=lambda m: None)
+    page_path = write_report(run_dir)
+    assert "</script><!--" not in page_path.read_text().split('<script id="data"')[1].split("</script>")[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: errors.append("a dialog opened"))
+        try:
+            page.goto(page_path.as_uri())
+            page.wait_for_selector("table.grid img")
+            assert page.locator("table.grid img").count() == 2
+            assert page.evaluate("() => window.pwned") is None
+            assert page.locator("h1").inner_text() == run_dir.name  # the folder's name, as text
+            page.select_option("#col", "prompt")
+            assert "onerror" in page.locator("table.grid").inner_text()  # shown, not run
+            assert page.locator("img[src='x']").count() == 0
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -153,8 +153,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                                     settings=dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr,
                                                   batch_size=batch_size, seed=seed, data=data_hash,
                                                   base=base_fingerprint))
-    start, losses = checkpoint.restore(trainable, optimizer, generator)
     try:
+        start, losses = checkpoint.restore(trainable, optimizer, generator)  # a refused checkpoint unwinds too
         for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
                          disable=callback is not None):
             idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
