@@ -453,3 +453,16 @@ def test_a_refused_checkpoint_leaves_the_pipeline_as_it_was(tiny_pipe, tmp_path)
         train_lora(tiny_pipe, make_dataset(4, size=32), rank=2, steps=2, out_dir=tmp_path, adapter_name="evil2",
                    load=False)
     assert not getattr(tiny_pipe.unet, "peft_config", None)
+
+
+def test_an_image_past_the_decompression_bomb_limit_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from workbench.control import load_image
+    Image.new("RGB", (64, 64)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is over it (and over twice it)
+    with pytest.raises(ValueError, match="bomb.png.*decompression-bomb limit"):
+        load_image(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # over it but under twice it: Pillow only warns
+    with pytest.raises(ValueError, match="decompression-bomb limit"):
+        load_image(tmp_path / "bomb.png")

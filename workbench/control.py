@@ -13,6 +13,7 @@ import importlib.util
 import numbers
 import sys
 import types
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import model_not_available
+from .shorten import short
 from .units import Unit
 
 MIN_DETECT_SIZE = 64  # controlnet_aux rounds sizes to multiples of 64; below 64 cv2 crashes
@@ -36,11 +38,16 @@ def load_image(image) -> Image.Image:
         if not path.is_file():
             raise FileNotFoundError(f"image file {str(path)!r} does not exist")
         try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
+            with warnings.catch_warnings():  # past Pillow's decompression-bomb limit: refused, not a warning
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:
+                    opened.load()
+                    image = opened.copy()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ValueError(f"image file {short(str(path))} has more pixels than Pillow's decompression-bomb limit "
+                             f"({Image.MAX_IMAGE_PIXELS:,}): it was not decoded. Resize it first if it is yours.") from None
         except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"{str(path)!r} is not an image file PIL can read ({err})") from None
+            raise ValueError(f"{short(str(path))} is not an image file PIL can read ({short(str(err))})") from None
     if isinstance(image, np.ndarray):
         image = Image.fromarray(to_uint8(image))
     if not isinstance(image, Image.Image):
