@@ -76,13 +76,13 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from .spec import load_spec
+    spec = load_spec(args.spec)  # validate before importing or loading any model
+    rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     from tqdm import tqdm
 
     from .pipeline import load_pipeline
-    from .spec import load_spec
     from .sweep import run_sweep
-    spec = load_spec(args.spec)  # validate before loading any model
-    rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     device = args.device
     if device == "auto" and "LOCAL_RANK" in os.environ:
         import torch
