@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import workbench as wb
 from report import machine, publish
-from workbench.plots import rank_curve
+from workbench.curves import rank_curve
 from workbench.toy.data import style_dataset
 
 

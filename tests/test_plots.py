@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from workbench.plots import MAX_CELLS, plot_grid, plot_metric
+from workbench.curves import plot_metric
+from workbench.plots import MAX_CELLS, plot_grid
 
 
 @pytest.fixture

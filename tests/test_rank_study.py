@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from workbench import load_pipeline, rank_study
-from workbench.plots import rank_curve
+from workbench.curves import rank_curve
 from workbench.ranks import alpha_for, held_out_captions
 from workbench.toy.data import make_dataset
 

@@ -34,12 +34,13 @@ _EXPORTS = {
     "lora_rank_ladder": "lora", "norm_kept_table": "lora", "rank_study": "ranks",
     "DEFAULT_MODEL": "pipeline", "load_pipeline": "pipeline",
     "controlnet_residuals": "explain",
-    "plot_grid": "plots", "plot_images": "plots", "plot_metric": "plots", "plot_spectra": "plots",
-    "plot_norm_kept": "plots", "plot_rank_study": "plots", "plot_search": "plots", "plot_losses": "plots",
+    "plot_grid": "plots", "plot_images": "plots", "plot_metric": "curves", "plot_spectra": "curves",
+    "plot_norm_kept": "curves", "plot_rank_study": "curves", "plot_search": "curves", "plot_losses": "curves",
     "export_results": "results", "load_results": "results",
     "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
     "run_sweep": "sweep", "search": "adaptive", "write_report": "report", "export_mlflow": "export",
     "SweepPanel": "widgets", "compare": "widgets",
+    "cell_stats": "statistics", "compare_cells": "statistics", "seeds_needed": "statistics", "plot_diff": "plots",
 }
 __all__ = sorted(_EXPORTS)
 _PACKAGE_DIR = Path(__file__).parent

@@ -1,4 +1,4 @@
-"""Plots of a results table (one row per image): labelled image grids and metric curves.
+"""Pictures of a results table (one row per image): labelled image grids, image rows, and paired differences.
 
 Plotting is a pure function of the table: any two columns as rows and columns, an
 optional third as facets (one figure each), seeds as a strip or the first only.
@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from .statistics import cell_stats, compare_cells
 
 MAX_CELLS = 400   # one figure with more cells is unreadable; page it (`page=`) or filter the table
 PAGE_ROWS = 12    # rows per page when a grid is paged
@@ -83,7 +85,7 @@ def draw_failed(ax, rows: pd.DataFrame) -> None:
 
 def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioning_scale", facet: str | None = None,
               seeds="first", control: Image.Image | None = None, title: str | None = None,
-              page: int | None = None, cell_inches: float = 1.6):
+              page: int | None = None, cell_inches: float = 1.6, annotate: str | None = None):
     """Image grid of a results table: `row` values down, `col` values across, labelled once per axis.
 
     Args:
@@ -93,6 +95,10 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
         seeds: "first" (lowest seed), "all" (a strip of every seed) or an int (the first n).
         control: the control image, drawn left of the first row as a reference.
         page: for grids over MAX_CELLS cells, which page of PAGE_ROWS rows to draw (from 0).
+        annotate: a metric (e.g. "edge_f1"): under each column and row header, its mean over the
+            cell's seeds and other parameters, +- the half-width of the 95% interval; a header that
+            differs from its axis's first value (Wilcoxon, paired over seeds and every other
+            parameter, Holm p < 0.05) gets a star, with the p-values in a footnote.
     Returns a matplotlib Figure (a list of Figures with `facet`). Save with fig.savefig("x.png" or "x.pdf").
     """
     check_columns(df, row, col, facet, "image_path")
@@ -100,7 +106,7 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
         raise ValueError(f"`seeds` must be 'first', 'all' or a positive int, got {seeds!r}")
     if facet is not None:
         return [plot_grid(df[df[facet] == value], row, col, None, seeds, control,
-                          f"{title + ', ' if title else ''}{facet} = {value}", page, cell_inches)
+                          f"{title + ', ' if title else ''}{facet} = {value}", page, cell_inches, annotate)
                 for value in ordered_values(df[facet])]
     rows, cols = ordered_values(df[row]), ordered_values(df[col])
     if len(rows) * len(cols) > MAX_CELLS:
@@ -110,6 +116,7 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
         rows = rows[page * PAGE_ROWS:(page + 1) * PAGE_ROWS]
         if not rows:
             raise ValueError(f"page {page} is past the last page")
+    notes = {axis: axis_notes(df, axis, annotate) for axis in (col, row)} if annotate else {col: {}, row: {}}
     strip = 1 if seeds == "first" else df["seed"].nunique() if seeds == "all" else seeds
     extra = 1 if control is not None else 0
     fig, axes = new_figure(len(rows), len(cols) + extra, squeeze=False,
@@ -128,9 +135,9 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
             else:
                 ax.set_facecolor("#eeeeee")  # no trial for this combination (zip mode, filtering)
             if i == 0:
-                ax.set_title(f"{c}", fontsize=9)
+                ax.set_title(f"{c}{notes[col].get(c, '')}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"{r}", fontsize=9)
+                ax.set_ylabel(f"{r}{notes[row].get(r, '')}", fontsize=9)
         if extra:
             axes[i, 0].axis("off")
     if extra:
@@ -141,43 +148,83 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    if annotate:
+        footnote = grid_footnote(df, annotate, [col, row])
+        fig.text(0.01, -0.02, footnote, fontsize=7, va="top", wrap=True)
     return fig
 
 
-def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_f1", hue: str | None = "lora_weight",
-                spread: str = "minmax", ax=None):
-    """Mean of `y` against `x`, one line per `hue` value, with the spread over seeds shaded.
+def axis_notes(df: pd.DataFrame, axis: str, metric: str) -> dict:
+    """{axis value: "\nmean ± half-width ★"}: a header's annotation (★ when it differs from the axis's first value)."""
+    if axis == "seed" or axis not in df or df[axis].nunique() < 2:  # seeds are what the statistics run over
+        return {}
+    stats = cell_stats(df, metric, by=[axis]).set_index(axis)
+    stars = significant_values(df, axis, metric)
+    return {value: f"\n{row['mean']:.2f} ± {(row.ci_high - row.ci_low) / 2:.2f}{' ★' if value in stars else ''}"
+            if row.n >= 3 else f"\n{row['mean']:.2f} (n={row.n})" for value, row in stats.iterrows()}
 
-    spread: "minmax" (the range over seeds) or "ci" (mean +- 1.96 standard errors).
-    Effect size against rank at a fixed weight is the same call:
-    plot_metric(df[df.lora_weight == 1], x="lora_rank", y="lora_effect", hue=None).
-    For y="seconds", warm-up rows (a process's first batch) are left out.
+
+def significant_values(df: pd.DataFrame, axis: str, metric: str) -> dict:
+    """{value: Holm p} of the values of `axis` that differ from its first value; {} where nothing pairs."""
+    if axis == "seed" or df[axis].nunique() < 2:
+        return {}
+    try:
+        found = compare_cells(df, metric, axis, baseline=ordered_values(df[axis])[0])
+    except ValueError:  # unpaired (other seeds), or a table of several sweeps
+        return {}
+    return dict(zip(found.b[found.significant], found.p_holm[found.significant]))
+
+
+def grid_footnote(df: pd.DataFrame, metric: str, axes: list[str]) -> str:
+    """What the header annotations mean, and each star's p-value."""
+    parts = [f"{metric}: mean ± half-width of its 95% interval over seeds (bootstrap)."]
+    for axis in axes:
+        stars = significant_values(df, axis, metric)
+        if stars:
+            first = ordered_values(df[axis])[0]
+            listed = ", ".join(f"{value} p={p:.3g}" for value, p in stars.items())
+            parts.append(f"★ {axis} differs from {first} (Wilcoxon signed-rank, paired over seeds and every other "
+                         f"parameter, Holm-corrected): {listed}.")
+    return " ".join(parts)
+
+
+def select(table: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """The COMPLETE rows whose columns hold every value of `where`."""
+    rows = table[table["state"] == "COMPLETE"] if "state" in table else table
+    for column, value in where.items():
+        check_columns(rows, column)
+        rows = rows[rows[column] == value]
+    return rows
+
+
+def plot_diff(table: pd.DataFrame, a: dict, b: dict, max_pairs: int = 6, cell_inches: float = 1.8):
+    """Two cells side by side, seed by seed: image a, image b, and a heat map of their per-pixel difference.
+
+    `a` and `b` select the cells ({"conditioning_scale": 0.5}, ...); their images pair up by
+    seed and every other parameter, as `statistics.compare_cells` pairs them. Each heat map is
+    |a - b| averaged over the colour channels (0-255), with its mean printed above it.
     """
-    check_columns(df, x, y, hue)
-    if spread not in ("minmax", "ci"):
-        raise ValueError(f"`spread` must be 'minmax' or 'ci', got {spread!r}")
-    done = df[df["state"] == "COMPLETE"] if "state" in df else df
-    if y == "seconds" and "warmup" in done:  # a process's first batch also pays one-time start-up costs
-        done = done[done["warmup"] != True]  # noqa: E712 (old rows have no flag: NaN, kept)
-    if ax is None:
-        _, ax = new_figure(figsize=(5, 3.5))
-    groups = [(None, done)] if hue is None else [(v, done[done[hue] == v]) for v in ordered_values(done[hue])]
-    for value, group in groups:
-        stats = group.groupby(x)[y].agg(["mean", "min", "max", "std", "count"])
-        label = None if hue is None else f"{hue} = {value}"
-        line, = ax.plot(stats.index, stats["mean"], marker="o", label=label)
-        if spread == "minmax":
-            low, high = stats["min"], stats["max"]
-        else:
-            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
-            low, high = stats["mean"] - half, stats["mean"] + half
-        ax.fill_between(stats.index, low, high, alpha=0.2, color=line.get_color())
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    if hue is not None:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax.figure
+    from .columns import cell_columns
+    first, second = select(table, a), select(table, b)
+    keys = [c for c in [*cell_columns(table), "seed"] if c in table and c not in set(a) | set(b)]
+    pairs = first.merge(second, on=keys, suffixes=("_a", "_b")).sort_values("seed").head(max_pairs)
+    if pairs.empty:
+        raise ValueError(f"no seed has both {a} and {b} with the same other parameters")
+    fig, axes = new_figure(len(pairs), 3, squeeze=False, figsize=(3 * cell_inches, (cell_inches + 0.35) * len(pairs)))
+    label = lambda where: ", ".join(f"{k}={v}" for k, v in where.items())  # noqa: E731
+    for ax_row, pair in zip(axes, pairs.itertuples()):
+        images = [np.asarray(Image.open(path).convert("RGB"), np.float32) for path in (pair.image_path_a,
+                                                                                        pair.image_path_b)]
+        difference = np.abs(images[0] - images[1]).mean(axis=2)
+        for ax, image, title in zip(ax_row, [*images, difference],
+                                    [f"{label(a)}\nseed {pair.seed}", f"{label(b)}\nseed {pair.seed}",
+                                     f"|a - b|, mean {difference.mean():.1f}"]):
+            ax.imshow(image.astype(np.uint8) if image.ndim == 3 else image, interpolation="nearest",
+                      cmap=None if image.ndim == 3 else "magma", vmin=0, vmax=255)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def plot_images(images, titles=None, cell_inches: float = 1.8, columns: int | None = None):
@@ -195,138 +242,3 @@ def plot_images(images, titles=None, cell_inches: float = 1.8, columns: int | No
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def plot_spectra(spectra: dict, ax=None):
-    """Mean singular value by index for each adapter: how much of its rank an adapter uses.
-
-    `spectra` maps adapter names to `lora_delta_spectrum` tables.
-    """
-    if ax is None:
-        _, ax = new_figure(figsize=(5, 3.5))
-    for name, table in spectra.items():
-        means = table.groupby("index").singular_value.mean()
-        ax.plot(means.index + 1, means.values, marker="o", label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("singular value index")
-    ax.set_ylabel("mean singular value of (alpha/r) B A")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax.figure
-
-
-def plot_norm_kept(table: pd.DataFrame, ax=None):
-    """Share of a LoRA's update kept against rank k, one line per layer group (`ladder.norm_kept_table`).
-
-    Where a line reaches about 1, more rank adds nothing: that is how many directions the
-    adapter really uses in those layers.
-    """
-    check_columns(table, "group", "rank", "norm_kept")
-    if ax is None:
-        _, ax = new_figure(figsize=(5, 3.5))
-    for group in ordered_values(table["group"]):
-        part = table[table["group"] == group].sort_values("rank")
-        ax.plot(part["rank"], part["norm_kept"], marker="o", label=group,
-                linewidth=2.5 if group == "all" else 1.2, color="black" if group == "all" else None)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("rank k of the cut")
-    ax.set_ylabel("norm kept  ||dW_k|| / ||dW||")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax.figure
-
-
-def rank_curve(table: pd.DataFrame, column: str, weight: float = 1.0) -> pd.DataFrame:
-    """Per rank at `weight`: the mean of `column` over training seeds, and the lowest and highest seed's mean."""
-    rows = table[(table.lora_weight == weight) & (table.state == "COMPLETE")]
-    per_seed = rows.groupby(["lora_rank", "train_seed"])[column].mean()
-    return per_seed.groupby("lora_rank").agg(["mean", "min", "max"])
-
-
-def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = None, parameters: dict | None = None,
-                    weight: float = 1.0):
-    """Two panels against rank at LoRA weight `weight`: style strength, and colour fidelity (content kept).
-
-    Each shows the mean over training seeds with a band from the worst to the best seed; the
-    style panel adds the best adapter cut to each rank by SVD (dashed), and a second axis
-    gives an adapter's trainable parameters per rank (grey).
-    """
-    check_columns(table, "lora_rank", "train_seed", "lora_weight", "style_strength", "colour_fidelity")
-    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
-    for ax, column, label in ((axes[0], "style_strength", "style strength"),
-                              (axes[1], "colour_fidelity", "colour fidelity (share of images)")):
-        curve = rank_curve(table, column, weight)
-        ax.plot(curve.index, curve["mean"], marker="o", color="C0", label="trained at rank r (mean of seeds)")
-        ax.fill_between(curve.index, curve["min"], curve["max"], color="C0", alpha=0.2, label="seed band (min-max)")
-        if ladder_table is not None and len(ladder_table) and column in ladder_table:
-            cut = ladder_table.groupby("lora_rank")[column].mean()
-            ax.plot(cut.index, cut.values, marker="s", linestyle="--", color="C3",
-                    label=f"{ladder_table.source.iloc[0]} cut to rank r (SVD)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(list(curve.index), [str(r) for r in curve.index])
-        ax.set_xlabel("LoRA rank r")
-        ax.set_ylabel(label)
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        if parameters:
-            twin = ax.twinx()
-            ranks = sorted(parameters)
-            twin.plot(ranks, [parameters[r] for r in ranks], color="grey", linestyle=":", marker=".")
-            twin.set_yscale("log")
-            twin.set_ylabel("trainable parameters", color="grey")
-            twin.tick_params(axis="y", colors="grey")
-    axes[0].legend(fontsize=7, loc="lower right")
-    axes[0].set_title(f"style at weight {weight:g}", fontsize=10)
-    axes[1].set_title(f"content at weight {weight:g}", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_search(table: pd.DataFrame, parameter: str, column: str, target: float | None = None, stat: str = "mean",
-                ax=None):
-    """A search's candidates: `column` (summarised over seeds) against `parameter`, numbered in the order tried.
-
-    Each point is one candidate (a cell of all seeds, `search_trial` in the table); the dotted
-    path joins them in order, and the dashed line is the target.
-    """
-    check_columns(table, "search_trial", parameter, column)
-    done = table[table["state"] == "COMPLETE"] if "state" in table else table
-    cells = done.groupby("search_trial").agg(x=(parameter, "first"), y=(column, stat)).sort_index()
-    if ax is None:
-        _, ax = new_figure(figsize=(5.5, 3.6))
-    ax.plot(cells.x, cells.y, ":", color="grey", linewidth=1)
-    points = ax.scatter(cells.x, cells.y, c=range(len(cells)), cmap="viridis", zorder=3, s=36)
-    for order, (x, y) in enumerate(zip(cells.x, cells.y), start=1):
-        ax.annotate(str(order), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if target is not None:
-        ax.axhline(target, color="C3", linestyle="--", linewidth=1, label=f"target {target:g}")
-        ax.legend(fontsize=8, loc="lower right")
-    ax.figure.colorbar(points, ax=ax, label="order tried")
-    ax.set_xlabel(parameter)
-    ax.set_ylabel(f"{column} ({stat} over seeds)")
-    ax.grid(alpha=0.3)
-    return ax.figure
-
-
-def plot_losses(path, window: int = 25, ax=None):
-    """A LoRA's training loss from its `<name>.losses.csv` (or the adapter file beside it), with a running mean.
-
-    The noise-prediction loss of one batch jumps with the timesteps drawn, so the running
-    mean over `window` steps is the line to read.
-    """
-    from pathlib import Path
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        path = path.with_name(path.stem + ".losses.csv")
-    losses = pd.read_csv(path)
-    if ax is None:
-        _, ax = new_figure(figsize=(5, 3.2))
-    ax.plot(losses["step"], losses["loss"], color="lightgrey", linewidth=0.8, label="one batch")
-    ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), color="C0",
-            label=f"mean of {window} steps")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("noise-prediction loss (MSE)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax.figure

@@ -29,7 +29,7 @@ import pandas as pd
 from .lora import DEFAULT_STEPS, lora_rank_ladder, train_lora, training_pairs
 from .lora.analysis import ladder_adapters
 from .lora.files import cache_key, dataset_hash, file_parameters
-from .plots import plot_rank_study
+from .curves import plot_rank_study
 from .spec import spec_from_dict
 from .sweep import run_sweep
 from .toy.world import PALETTE, SHAPES, Scene, scene_from_caption

@@ -201,7 +201,7 @@ class SweepPanel:
 
     def _on_search_step(self, message: str, target) -> None:
         """After each candidate: the message, and the live plot of the objective against the scale."""
-        from .plots import plot_search
+        from .curves import plot_search
         self.show_message(message)
         self.table = load_results(self.run_dir, lora_effect=False)
         if self.table.empty or "search_trial" not in self.table:
