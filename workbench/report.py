@@ -27,6 +27,7 @@ import pandas as pd
 from .columns import cell_columns, metric_columns
 from .results import load_results, verified_image
 from .scoring import fill_scores
+from .statistics import cell_stats
 
 EMBED_LIMIT = 25_000_000  # bytes of PNG embedded; a bigger sweep links its images instead
 TEMPLATES = Path(__file__).parent / "templates"
@@ -70,7 +71,38 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
         warnings.warn(f"{len(left_out)} rows name no image of this folder whose sha256 matches (first: "
                       f"{left_out[0]}); they are left out of the page", stacklevel=3)
     return {"rows": rows, "params": params, "axes": axes + [c for c in params if c not in axes], "varying": axes,
-            "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out}
+            "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out,
+            "default_metric": default_metric(run_dir, metrics), "stats": plot_statistics(table, metrics, axes),
+            "numeric": [c for c in params if pd.api.types.is_numeric_dtype(table[c])]}
+
+
+def default_metric(run_dir: Path, metrics: list[str]) -> str | None:
+    """The metric the page opens on: edge_f1, else the first the spec asked for, else the first there is."""
+    if "edge_f1" in metrics:
+        return "edge_f1"
+    try:
+        from .metric_registry import REGISTRY, metric_names
+        from .spec import load_spec
+        asked = [c for name in metric_names(load_spec(run_dir / "spec.yaml").metrics) for c in REGISTRY[name].columns]
+    except (OSError, ValueError):
+        asked = []
+    return next((m for m in asked if m in metrics), metrics[0] if metrics else None)
+
+
+def plot_statistics(table: pd.DataFrame, metrics: list[str], axes: list[str]) -> dict:
+    """The metric plot's points and seed intervals (`statistics.cell_stats`), for every metric, x axis and
+    line axis ("(none)" for one line), over the whole table: {"metric|x|line": [{x, line, mean, lo, hi, n}]}."""
+    statistics = {}
+    for metric in metrics:
+        for x in axes:
+            for line in ["(none)", *(a for a in axes if a != x)]:
+                by = [x] if line == "(none)" else [x, line]
+                cells = cell_stats(table, metric, by=by)
+                statistics[f"{metric}|{x}|{line}"] = [
+                    {"x": json_value(c[x]), "line": "-" if line == "(none)" else json_value(c[line]),
+                     "mean": json_value(c["mean"]), "lo": json_value(c.ci_low), "hi": json_value(c.ci_high),
+                     "n": int(c.n)} for _, c in cells.iterrows()]
+    return statistics
 
 
 def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:

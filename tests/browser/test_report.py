@@ -96,3 +96,47 @@ def test_any_text_in_a_run_folder_stays_text(tiny_pipe, tmp_path):
         finally:
             browser.close()
     assert not errors, errors
+
+
+LONG = "a white star on a purple background in outlined style"
+
+
+def test_the_metric_plot_has_seed_intervals_all_seeds_and_an_ab_wipe(tiny_pipe, tmp_path):
+    """The statistics issue's fixes: intervals from Python, lines only along numbers, an HTML legend, whole labels
+    in a tooltip, an "all seeds" view and an A/B wipe between two cells."""
+    from playwright.sync_api import sync_playwright
+
+    from workbench.report import write_report
+    spec = spec_from_dict({"model": "tiny", "prompt": [CAPTION, LONG], "control_image": f"toy:{CAPTION}", "steps": 2,
+                           "conditioning_scale": [0.0, 1.0], "seed": [0, 1, 2], "metrics": ["edge"]})
+    run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
+    page_path = write_report(tmp_path)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(page_path.as_uri())
+            page.wait_for_selector("#plot svg")
+            assert page.input_value("#metric") == "edge_f1"
+            page.select_option("#col", "conditioning_scale")
+            page.select_option("#row", "prompt")
+            assert page.locator("#plot svg polyline").count() == 2 and page.locator("#plot svg polygon").count() >= 1
+            assert "95% interval of the mean over seeds" in page.locator("#legend").inner_text()
+            page.select_option("#col", "prompt")  # a category along x: points with bars, no line between prompts
+            page.select_option("#row", "conditioning_scale")
+            assert page.locator("#plot svg polyline").count() == 0 and page.locator("#plot svg line").count() >= 4
+            titles = page.eval_on_selector_all("#plot svg text title", "es => es.map(e => e.textContent)")
+            labels = page.eval_on_selector_all("#plot svg text", "es => es.map(e => e.firstChild.textContent)")
+            assert LONG in titles and any(t.endswith("\u2026") for t in labels)
+            page.select_option("#seed", "all seeds")
+            assert page.locator("table.grid .strip").count() == 4 and page.locator("table.grid img").count() == 12
+            before = page.eval_on_selector("#imageB", "e => e.style.clipPath")
+            page.locator("#wipe").fill("80")
+            assert before == "inset(0px 0px 0px 50%)" and "80%" in page.eval_on_selector("#imageB", "e => e.style.clipPath")
+            assert page.eval_on_selector("#imageA", "e => e.naturalWidth") > 0
+        finally:
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            browser.close()
+    assert not errors, errors
