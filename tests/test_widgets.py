@@ -105,3 +105,17 @@ def test_search_mode_shows_a_bad_target(tiny_pipe, tmp_path):
     panel.mode.value, panel.target.value = "Search", "edge_f1 about 0.9"
     panel.run_button.click()
     assert "a target reads 'column&gt;=value'" in panel.message.value and panel._thread is None
+
+
+def test_the_panel_shows_the_seed_statistics_the_report_shows(tiny_pipe, tmp_path):
+    from workbench.statistics import cell_stats
+    from workbench.widgets import seed_statistics_html
+    panel = make_panel(tiny_pipe, tmp_path)
+    panel.seeds.value = "0-3"
+    panel.run_button.click()
+    panel.wait(120)
+    html = panel.stats_html.value
+    assert "edge_f1 over seeds" in html and "p vs first (Wilcoxon, Holm)" in html
+    cells = cell_stats(panel.table, "edge_f1", by=["conditioning_scale"])
+    assert f"{cells.ci_high.iloc[-1]:.3f}" in html  # the same numbers as cell_stats (and report.html)
+    assert seed_statistics_html(panel.table, "seed") == ""  # seeds are what the statistics run over

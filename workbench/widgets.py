@@ -103,6 +103,7 @@ class SweepPanel:
         # An Image and an HTML widget, not Output: Output does not capture from a background thread.
         self.grid_image = w.Image(format="png", layout=w.Layout(max_width="720px"))
         self.table_html = w.HTML()
+        self.stats_html = w.HTML()  # the seed statistics of the column axis, as report.html shows them
         self.run_button.on_click(self.run)
         self.stop_button.on_click(self.stop)
         self.row_picker.observe(lambda change: self.redraw(), names="value")
@@ -113,7 +114,7 @@ class SweepPanel:
         controls += [w.HBox([self.seeds, self.steps, self.guidance]), w.HBox([self.mode, self.target, self.budget]),
                      w.HBox([self.run_button, self.stop_button,
                      self.progress]), self.message, w.HBox([self.row_picker, self.col_picker])]
-        self.widget = w.VBox(controls + [self.grid_image, self.table_html])
+        self.widget = w.VBox(controls + [self.grid_image, self.stats_html, self.table_html])
 
     def _ipython_display_(self):
         display(self.widget)
@@ -252,6 +253,23 @@ class SweepPanel:
         columns = [c for c in ("state", "adapter", "lora_weight", "conditioning_scale", "seed", "edge_f1",
                                "lora_effect", "seconds") if c in self.table]
         self.table_html.value = self.table[columns].to_html(index=False, float_format="{:.3f}".format)
+        self.stats_html.value = seed_statistics_html(self.table, self.col_picker.value)
+
+
+def seed_statistics_html(table: pd.DataFrame, axis: str, metric: str = "edge_f1") -> str:
+    """Per value of `axis`: mean, 95% interval over seeds and the paired test against the first value (HTML)."""
+    from .statistics import cell_stats, compare_cells
+    if metric not in table or axis not in table or axis == "seed" or table[axis].nunique() < 2:
+        return ""
+    cells = cell_stats(table, metric, by=[axis])
+    try:
+        tests = compare_cells(table, metric, axis, baseline=cells[axis].iloc[0]).set_index("b")
+    except ValueError:  # unpaired, or several sweeps' rows
+        tests = pd.DataFrame(columns=["p_holm", "significant"])
+    cells["p vs first (Wilcoxon, Holm)"] = cells[axis].map(tests["p_holm"]) if len(tests) else None
+    cells["differs"] = cells[axis].map(lambda v: "★" if v in tests.index and tests.significant.get(v) else "")
+    shown = cells[[axis, "n", "mean", "ci_low", "ci_high", "p vs first (Wilcoxon, Holm)", "differs"]]
+    return f"<b>{metric} over seeds</b>" + shown.to_html(index=False, float_format="{:.3f}".format, na_rep="")
 
 
 def compare(df: pd.DataFrame, a: int, b: int):
