@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from .blocks import block_label, block_scales
-from .families import DEFAULT_MODEL
+from .families import DEFAULT_MODEL, SPEC_KEYS, spec_defaults
 from .metric_registry import check_metric_models, metric_names
 from .schedulers import SCHEDULERS
 from .shorten import short
@@ -51,8 +51,8 @@ TOY_SOURCES = ("toy:", "toy-mask:")  # control sources drawn by the toy world, n
 MAX_STEPS = 1000            # denoising steps of one image (samplers converge in 20-50; DDPM used 1000)
 MAX_SEEDS = 1000            # seeds per cell
 MAX_SPEC_BYTES = 1_000_000  # a spec file's size
-# Classifier-free guidance: one default for generate() and sweeps. The toy model likes 3-7.5;
-# SD1.5 users often use 7.5, which on the toy oversaturates colours.
+# Classifier-free guidance: the default of generate() (a spec's comes from its model's profile). The toy model
+# likes 3-7.5; SD1.5 users often use 7.5, which on the toy oversaturates colours.
 DEFAULT_GUIDANCE = 5.0
 
 
@@ -67,9 +67,9 @@ class SweepSpec:
     adapter: list = field(default_factory=lambda: [None])  # LoRA adapter names; None = no LoRA
     lora_weight: list = field(default_factory=lambda: [0.0])  # multiplies the adapter's B @ A
     lora_blocks: list = field(default_factory=lambda: [None])  # block weight presets or dicts (blocks.py)
-    guidance: list = field(default_factory=lambda: [DEFAULT_GUIDANCE])  # CFG scale
-    steps: list = field(default_factory=lambda: [20])
-    scheduler: list = field(default_factory=lambda: ["ddim"])
+    guidance: list | None = None   # CFG scale; None = the model's profile's (`profiles.spec_defaults`; the toy's 5)
+    steps: list | None = None      # denoising steps; None = the profile's (the toy's 20)
+    scheduler: list | None = None  # None = the profile's (the toy's ddim)
     canny_low: list = field(default_factory=lambda: [100])  # controlnet_aux defaults
     canny_high: list = field(default_factory=lambda: [200])
     seed: list = field(default_factory=lambda: [0])
@@ -84,6 +84,13 @@ class SweepSpec:
     controls: dict = field(default_factory=dict)   # unit name -> {controlnet, image, preprocess} (units.py)
     unit_axes: dict = field(default_factory=dict)  # "canny.scale" -> values; YAML has them as top-level keys
     base_dir: str | None = field(default=None, compare=False)  # the spec file's folder (set by load_spec, not saved)
+
+    def __post_init__(self):
+        """Steps, guidance and scheduler left out come from the model's profile (no torch, no weights)."""
+        if any(getattr(self, name) is None for name in SPEC_KEYS):
+            for name, value in spec_defaults(self.model).items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
 
     @property
     def units(self) -> list[Unit]:

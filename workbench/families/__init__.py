@@ -34,6 +34,9 @@ class Family(Protocol):
     RENAMED_IDS: dict[str, str]                # hub ids taken off the hub -> their mirror
     TRAINED_SIZES: dict[str, int]              # preset name or hub id -> the side it was trained at, px
     DEFAULT_SIZE: int                          # the trained side of a model of this family not listed above
+    PROFILES: dict[str, dict]                  # preset name -> what a lesson uses on a GPU (`workbench.profiles`)
+    DEFAULT_PROFILE: str                       # the profile of any other hub id or folder of this family
+    CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
     COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
     LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
 
@@ -79,6 +82,43 @@ def known_family(name: str) -> ModuleType | None:
     """The family of a preset, or of a hub id a family lists (its presets' ids, renamed ids); else None."""
     return next((family for family in FAMILIES if name in family.TRAINED_SIZES or name in family.RENAMED_IDS
                   or name in family.PRESETS), None)
+
+
+def family_for(model: str) -> ModuleType:
+    """The family of a model name as a spec gives it, without loading anything: a preset or listed hub id, a folder's
+    or a cached hub snapshot's model_index.json, else SD1.x."""
+    import json
+    from pathlib import Path
+
+    from ..hubcache import cached_snapshot
+    family = known_family(model)
+    if family is not None:
+        return family
+    folder = Path(str(model)).expanduser()
+    if not folder.is_dir() and str(model).count("/") == 1:
+        folder = cached_snapshot(str(model)) or folder
+    try:
+        return family_of_index(json.loads((folder / "model_index.json").read_text()))
+    except (OSError, ValueError):
+        return sd15
+
+
+def base_profile(model: str) -> tuple:
+    """(family module, its GPU profile of `model`): the preset's own, else the family's default (`workbench.profiles`)."""
+    family = family_for(model)
+    return family, dict(family.PROFILES.get(model, family.PROFILES[family.DEFAULT_PROFILE]))
+
+
+SPEC_KEYS = ("steps", "guidance", "scheduler")  # what a spec that leaves them out takes from its model's profile
+
+
+def spec_defaults(model) -> dict:
+    """The steps, guidance and scheduler of a spec for `model` that leaves them out: its GPU profile's, whatever the
+    machine, so one spec gives the same trial ids everywhere (the toy's: 20, 5.0, ddim, as always)."""
+    if not isinstance(model, str) or not model.strip():
+        model = DEFAULT_MODEL  # the spec's check refuses such a model later, naming it; these defaults never run
+    _, values = base_profile(model)
+    return {name: [values[name]] for name in SPEC_KEYS}
 
 
 def repeat(embeddings: dict, n: int) -> dict:

@@ -32,6 +32,31 @@ COMPONENTS = ("unet", "controlnet", "vae", "text_encoder")
 LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 CONFIGS = Path(__file__).parents[1] / "configs" / "sd15"  # the published architecture, for random builds
 
+# What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU; keys are preset names, and
+# DEFAULT_PROFILE serves any other hub id or folder of this family.
+PROFILES = {
+    # The toy: exactly the spec defaults it always had, so its trial ids never change; LoRA as notebook 02 trains it.
+    "toy": dict(resolution=64, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1, 2], lora_steps=1200,
+                lora_batch=8, lora_lr=1e-3, mixed_precision="no", gradient_checkpointing=False,
+                metrics=["edge", "toy"], report_metric="style_strength", controlnets=["toy", "toy-mask"]),
+    # The random test model: the toy's sampling defaults (its tests' ids stay), a few LoRA steps.
+    "tiny": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8, lora_batch=4,
+                 lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False, metrics=["edge"],
+                 report_metric="lora_effect", controlnets=["tiny", "tiny"]),
+    # SD1.5: 512 px and guidance 7.5 from its model card; DPM-Solver++ 2M converges in 20-30 steps (Lu et al. 2022);
+    # LoRA as diffusers' train_text_to_image_lora.py and train_dreambooth_lora.py run it: lr 1e-4, batch 1 with 4
+    # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered; 500 steps as the DreamBooth
+    # LoRA example. Lesson 04's second ControlNet reads segmentation-like filled regions.
+    "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", seeds=[0, 1, 2, 3], lora_steps=500,
+                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
+                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance",
+                 controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"]),
+}
+DEFAULT_PROFILE = "sd15"
+# On a CPU a real model's lesson is shortened so it runs in minutes: the smallest sensible size (SD1.5's 512 / 4),
+# two denoising steps, one seed, a few LoRA steps.
+CPU_PROFILE = dict(resolution=128, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no")
+
 
 def owns_index(model_index: dict) -> bool:
     return "text_encoder" in model_index or "StableDiffusion" in str(model_index.get("_class_name", ""))

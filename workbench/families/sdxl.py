@@ -24,6 +24,23 @@ RENAMED_IDS: dict = {}
 TRAINED_SIZES = {"sdxl": 1024, "tiny-sdxl": 32, SDXL_ID: 1024, SDXL_CANNY_ID: 1024}
 DEFAULT_SIZE = 1024
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
+# What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU. SDXL base 1.0: 1024 px from its model
+# card, guidance 5.0 and the Euler scheduler of its pipeline's and scheduler's configs; LoRA as diffusers'
+# train_dreambooth_lora_sdxl.py runs it (lr 1e-4, fp16 mixed precision, gradient checkpointing, 500 steps,
+# batch 1 with 4 accumulation steps). Lesson 04's second ControlNet reads depth maps.
+PROFILES = {
+    "sdxl": dict(resolution=1024, steps=30, guidance=5.0, scheduler="euler", seeds=[0, 1, 2, 3], lora_steps=500,
+                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
+                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance",
+                 controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"]),
+    # The random test model: the toy's sampling defaults, a few LoRA steps.
+    "tiny-sdxl": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8,
+                      lora_batch=4, lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False,
+                      metrics=["edge"], report_metric="lora_effect", controlnets=["tiny-sdxl", "tiny-sdxl"]),
+}
+DEFAULT_PROFILE = "sdxl"
+# On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.
+CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no")
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 

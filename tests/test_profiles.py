@@ -1,0 +1,76 @@
+"""Model profiles: the values a lesson and a spec take on each model and device, with the toy's exactly as before."""
+
+import json
+
+import pytest
+import yaml
+
+from workbench.profiles import profile
+from workbench.spec import expand, spec_from_dict
+
+CAPTION = "a red circle on a blue background"
+
+
+def test_the_toy_profile_is_todays_defaults_so_toy_trial_ids_do_not_change():
+    left_out = spec_from_dict({"prompt": CAPTION, "seed": [0, 1]})
+    written = spec_from_dict({"prompt": CAPTION, "seed": [0, 1], "steps": 20, "guidance": 5.0, "scheduler": "ddim"})
+    assert (left_out.steps, left_out.guidance, left_out.scheduler) == ([20], [5.0], ["ddim"])
+    assert [t.trial_id for t in expand(left_out, "fp")] == [t.trial_id for t in expand(written, "fp")]
+    toy = profile("toy", "cpu")
+    assert (toy.resolution, toy.steps, toy.guidance, toy.scheduler, toy.shortened) == (64, 20, 5.0, "ddim", False)
+    assert profile("toy", "cuda") == profile("toy", "cpu").__class__(**{**profile("toy", "cpu").__dict__,
+                                                                       "device": "cuda"})
+
+
+@pytest.mark.parametrize("model,steps,guidance,scheduler", [("sd15", 30, 7.5, "dpm++2m"), ("sdxl", 30, 5.0, "euler"),
+                                                            ("stabilityai/stable-diffusion-xl-base-1.0", 30, 5.0, "euler"),
+                                                            ("someone/an-sd15-finetune", 30, 7.5, "dpm++2m")])
+def test_a_spec_that_leaves_values_out_takes_its_models_and_saves_them(tmp_path, model, steps, guidance, scheduler):
+    spec = spec_from_dict({"model": model, "prompt": CAPTION})
+    assert (spec.steps, spec.guidance, spec.scheduler) == ([steps], [guidance], [scheduler])
+    spec.save(tmp_path / "spec.yaml")
+    saved = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    assert (saved["steps"], saved["guidance"], saved["scheduler"]) == ([steps], [guidance], [scheduler])
+    assert spec_from_dict({"model": model, "steps": 7}).steps == [7]  # a value given is kept
+
+
+def test_a_real_model_on_a_cpu_is_shortened_and_says_so():
+    cpu, gpu = profile("sd15", "cpu"), profile("sd15", "cuda")
+    assert (cpu.resolution, cpu.steps, cpu.seeds, cpu.shortened) == (128, 2, [0], True)
+    assert (gpu.resolution, gpu.steps, gpu.mixed_precision, gpu.shortened) == (512, 30, "fp16", False)
+    assert "SHORTENED for a CPU" in str(cpu) and "SHORTENED" not in str(gpu)
+    xl = profile("sdxl", "cpu")
+    assert (xl.resolution, xl.gradient_checkpointing, xl.controlnets[0]) == (256, True, "diffusers/controlnet-canny-sdxl-1.0")
+    for tiny in ("tiny", "tiny-sdxl"):  # test models are the same everywhere: never shortened
+        assert not profile(tiny, "cpu").shortened and profile(tiny, "cpu").resolution == 32
+    assert profile("toy", "auto").device in ("cpu", "cuda", "mps")
+
+
+def fake_snapshot(cache, repo_id):
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+
+
+def test_model_metrics_are_requested_only_when_their_weights_are_cached(tmp_path, monkeypatch):
+    from workbench.metric_registry import CLIP_ID, DINO_ID
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("workbench.profiles._told", set())  # the note is said once per process
+    with pytest.warns(UserWarning, match="not in the hub cache: this profile reports lora_effect"):
+        bare = profile("sdxl", "cuda")
+    assert bare.metrics == ["edge"] and bare.report_metric == "lora_effect"
+    assert CLIP_ID in bare.notes[0] and DINO_ID in bare.notes[0] and "huggingface-cli download" in bare.notes[0]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "full"))
+    for repo_id in (CLIP_ID, DINO_ID):
+        fake_snapshot(tmp_path / "full", repo_id)
+    full = profile("sdxl", "cuda")
+    assert full.metrics == ["edge", "clip_score", "dino"] and full.report_metric == "dino_distance" and not full.notes
+
+
+def test_a_folder_gets_its_familys_profile(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLControlNetPipeline",
+                                                           "text_encoder_2": ["transformers", "CLIPTextModel"]}))
+    assert profile(str(tmp_path), "cuda").family == "sdxl" and profile(str(tmp_path), "cuda").resolution == 1024
+    with pytest.raises(ValueError, match="`model` must be"):
+        profile(None)
