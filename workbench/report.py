@@ -92,7 +92,7 @@ def default_metric(run_dir: Path, metrics: list[str]) -> str | None:
 def plot_statistics(table: pd.DataFrame, metrics: list[str], axes: list[str]) -> dict:
     """The metric plot's points and seed intervals (`statistics.cell_stats`), for every metric, x axis and
     line axis ("(none)" for one line), over the whole table: {"metric|x|line": [{x, line, mean, lo, hi, n}]}."""
-    statistics = {}
+    statistics, axes = {}, [a for a in axes if a != "seed"]  # seeds are what the intervals run over
     for metric in metrics:
         for x in axes:
             for line in ["(none)", *(a for a in axes if a != x)]:
