@@ -45,7 +45,7 @@ class Family(Protocol):
     def encode(self, pipe, prompt: str, negative: str) -> dict: ...          # pipeline-call keywords
     def unet_conditioning(self, pipe, context, rows: int) -> dict: ...       # a bare UNet call's extras
     def tokenize(self, pipe, captions: list[str]) -> list: ...              # token ids for training
-    def text_context(self, pipe, tokens: list) -> tuple: ...                 # (embeddings, extras)
+    def text_context(self, pipe, tokens: list, image_sizes=None) -> tuple: ...  # (embeddings, extras)
     def lora_loader(self): ...                 # the class whose save_lora_weights writes our files
     def pipeline_class(self): ...              # the diffusers class itself
     def build_tiny(self, seed: int = 0): ...   # a random-weight pipeline from configs, for tests

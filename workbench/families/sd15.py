@@ -85,8 +85,8 @@ def tokenize(pipe, captions: list[str]) -> list:
     return [pipe.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids]
 
 
-def text_context(pipe, tokens: list) -> tuple:
-    """(text embeddings, extra UNet keywords) for training, from `tokenize`'s ids."""
+def text_context(pipe, tokens: list, image_sizes: list | None = None) -> tuple:
+    """(text embeddings, extra UNet keywords) for training, from `tokenize`'s ids; SD1.5 takes no image sizes."""
     return pipe.text_encoder(tokens[0].to(pipe.device))[0], {}
 
 

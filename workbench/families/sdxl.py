@@ -91,8 +91,12 @@ def tokenize(pipe, captions: list[str]) -> list:
             for tokenizer in (pipe.tokenizer, pipe.tokenizer_2)]
 
 
-def text_context(pipe, tokens: list) -> tuple:
-    """(both encoders' penultimate hidden states, concatenated; pooled text and size ids) for training."""
+def text_context(pipe, tokens: list, image_sizes: list | None = None) -> tuple:
+    """(both encoders' penultimate hidden states, concatenated; pooled text and size ids) for training.
+
+    `image_sizes` gives each row's six size ids (original height and width, crop top and left, target
+    height and width), as diffusers' SDXL training script records them; None: the trained size, uncropped.
+    """
     import torch
     first = pipe.text_encoder(tokens[0].to(pipe.device), output_hidden_states=True)
     second = pipe.text_encoder_2(tokens[1].to(pipe.device), output_hidden_states=True)
@@ -100,8 +104,9 @@ def text_context(pipe, tokens: list) -> tuple:
     from .parts import trained_size
     size = trained_size(pipe)
     rows = len(tokens[0])
-    return context, {"added_cond_kwargs": {"text_embeds": second.text_embeds,
-                                           "time_ids": add_time_ids(pipe, size, rows)}}
+    time_ids = add_time_ids(pipe, size, rows) if image_sizes is None else \
+        torch.tensor(image_sizes, dtype=pipe.unet.dtype, device=pipe.device)
+    return context, {"added_cond_kwargs": {"text_embeds": second.text_embeds, "time_ids": time_ids}}
 
 
 def lora_loader():

@@ -17,40 +17,19 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
-from ..families import family_of
 from ..fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, lora_disabled, unload_adapter
 from .files import cache_key, dataset_hash, save_lora
+from .prepare import check_options, drop_captions, noise_loss, select_rows, training_data, training_pairs
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 # Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
 # cores); 600 steps look no better (benchmarks/RESULTS.md, lora_bench).
 DEFAULT_STEPS = 300
-
-
-def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
-    """(images as (N, 3, H, W) floats in [-1, 1], captions) from a ToyDataset or (images, captions)."""
-    if hasattr(dataset, "images") and hasattr(dataset, "captions"):
-        images, captions = dataset.images, dataset.captions
-    elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
-        images, captions = dataset
-    else:
-        raise ValueError("dataset must be a ToyDataset or a pair (images, captions)")
-    if len(images) == 0:
-        raise ValueError("dataset is empty: give at least one (image, caption) pair")
-    if len(images) != len(captions):
-        raise ValueError(f"dataset has {len(images)} images but {len(captions)} captions; they must pair up")
-    if not isinstance(images, torch.Tensor):
-        import numpy as np
-        from ..control import load_image
-        images = torch.stack([torch.from_numpy(np.asarray(load_image(i)).copy()).permute(2, 0, 1) for i in images])
-    images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
-    return images, list(captions)
 
 
 def smallest_target_dim(unet) -> int:
@@ -103,12 +82,15 @@ class TrainingCheckpoint:
 def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int = DEFAULT_STEPS, lr: float = 1e-3,
                batch_size: int = 8, seed: int = 0, use_rslora: bool = False, out_dir: str | Path = "runs/lora",
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
-               load: bool = True, checkpoint_every: int = 50) -> Path:
+               load: bool = True, checkpoint_every: int = 50, caption_dropout: float = 0.0,
+               snr_gamma: float | None = None, gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
+               mixed_precision: str = "no") -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
         pipe: the pipeline whose UNet is adapted (its weights stay frozen).
-        dataset: a ToyDataset, or (images, captions) with images as a uint8 tensor or PIL list.
+        dataset: a ToyDataset, (images, captions) with images as a uint8 tensor or PIL list, or a folder of
+            captioned images (`image_folder`), whose latents are encoded in chunks and kept in fp16 when large.
         rank: r, the inner size of B @ A. alpha: defaults to r (see the module docstring).
         steps, lr, batch_size, seed: training settings; the same seed gives the same adapter.
         out_dir: where `<adapter_name>.safetensors` and `<adapter_name>.losses.csv` go.
@@ -117,19 +99,25 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         checkpoint_every: save the adapter, optimiser and random state this often to
             `<adapter_name>.checkpoint.pt`; an interrupted run with the same settings resumes
             from it and ends with the same adapter as an uninterrupted one.
+        caption_dropout: the share of samples trained with an empty caption (the prompt-free half of
+            classifier-free guidance; this project's rank study found it keeps colours).
+        snr_gamma: weight each sample's loss by min(SNR, gamma) / SNR (min-SNR, Hang et al. 2023; 5 is
+            the paper's); None trains with the plain loss.
+        gradient_accumulation: micro-batches of `batch_size` per optimizer step, for large images.
+        gradient_checkpointing: recompute the UNet's activations in the backward pass (less memory).
+        mixed_precision: "no", or "fp16"/"bf16" autocast on CUDA (fp16 with a gradient scaler).
     """
     unet, device = pipe.unet, pipe.device
     check_rank(unet, rank)
-    images, captions = training_pairs(dataset)
+    options = check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
+                            mixed_precision)
     alpha = float(rank if alpha is None else alpha)
     adapter_name = adapter_name or f"rank{rank}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    with torch.no_grad():  # the frozen parts run once: latents and text embeddings
-        latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(device, pipe.vae.dtype)).latent_dist.mean
-                             for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
-        context, extra = text_conditioning(pipe, captions)
+    data = training_data(pipe, dataset, caption_dropout > 0, out / f"{adapter_name}.latents")
+    latents, rows, context, extra = data.latents, data.rows, data.context, data.extra
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
                         use_rslora=use_rslora)
     training_name = f"{adapter_name}-training"
@@ -148,24 +136,38 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     scheduler = pipe.scheduler
-    data_hash, base_fingerprint = dataset_hash(images, captions), module_fingerprint(unet)  # LoRA excluded
-    checkpoint = TrainingCheckpoint(out / f"{adapter_name}.checkpoint.pt",
-                                    settings=dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr,
-                                                  batch_size=batch_size, seed=seed, data=data_hash,
-                                                  base=base_fingerprint))
+    data_hash, base_fingerprint = data.data_hash, module_fingerprint(unet)  # LoRA excluded
+    settings = dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                    data=data_hash, base=base_fingerprint, **options)  # options only where not the default
+    checkpoint = TrainingCheckpoint(out / f"{adapter_name}.checkpoint.pt", settings=settings)
+    checkpointing = getattr(unet, "is_gradient_checkpointing", False)
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision == "fp16")
     try:
         start, losses = checkpoint.restore(trainable, optimizer, generator)  # a refused checkpoint unwinds too
         for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
                          disable=callback is not None):
-            idx = torch.randint(0, len(latents), (batch_size,), generator=generator)
-            noise = torch.randn(latents[idx].shape, generator=generator).to(device, latents.dtype)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
-            noisy = scheduler.add_noise(latents[idx], noise, t)
-            loss = F.mse_loss(unet(noisy, t, context[idx], **select_rows(extra, idx)).sample.float(), noise.float())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            loss_sum = 0.0
+            for _ in range(gradient_accumulation):
+                idx = rows[torch.randint(0, len(rows), (batch_size,), generator=generator)]
+                sample = latents[idx].to(device, unet.dtype)
+                noise = torch.randn(sample.shape, generator=generator).to(device, sample.dtype)
+                t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+                noisy = scheduler.add_noise(sample, noise, t)
+                text, keywords = context[idx], select_rows(extra, idx)
+                if caption_dropout:
+                    text, keywords = drop_captions(text, keywords, data.empty, idx, caption_dropout, generator)
+                with torch.autocast("cuda", dtype=precision, enabled=precision is not None):
+                    prediction = unet(noisy, t, text.to(device), **keywords).sample.float()
+                loss = noise_loss(prediction, noise.float(), scheduler, t, snr_gamma) / gradient_accumulation
+                scaler.scale(loss).backward()
+                loss_sum += loss.item()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss_sum)
             if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint.save(step + 1, losses, trainable, optimizer, generator)
             if callback:
@@ -175,10 +177,14 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         if disabled and getattr(unet, "peft_config", None):
             unet.disable_adapters()
         raise
+    finally:
+        if gradient_checkpointing and not checkpointing:
+            unet.disable_gradient_checkpointing()
+        data.close()
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
-                "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint}
+                "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint, **options}
     save_lora(pipe, training_name, config, path, metadata)
     unload_adapter(pipe, training_name)
     if disabled and getattr(unet, "peft_config", None):
@@ -190,27 +196,6 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
         adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return path
-
-
-def text_conditioning(pipe, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, dict]:
-    """Text embeddings of every caption, and the family's extra UNet keywords (SDXL: pooled text, size ids)."""
-    family = family_of(pipe)
-    tokens = family.tokenize(pipe, captions)
-    parts = [family.text_context(pipe, [t[i:i + chunk] for t in tokens]) for i in range(0, len(captions), chunk)]
-    return torch.cat([context for context, _ in parts]), concatenate_keywords([extra for _, extra in parts])
-
-
-def concatenate_keywords(parts: list[dict]) -> dict:
-    """Chunks of nested keyword dicts of tensors, joined along the batch dimension."""
-    if not parts or not parts[0]:
-        return {}
-    return {key: concatenate_keywords([p[key] for p in parts]) if isinstance(parts[0][key], dict)
-            else torch.cat([p[key] for p in parts]) for key in parts[0]}
-
-
-def select_rows(keywords: dict, idx: torch.Tensor) -> dict:
-    """The rows `idx` of every tensor in a nested keyword dict."""
-    return {key: select_rows(value, idx) if isinstance(value, dict) else value[idx] for key, value in keywords.items()}
 
 
 def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = DEFAULT_STEPS,

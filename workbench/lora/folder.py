@@ -1,0 +1,150 @@
+"""LoRA training data from a folder of images with captions, in the two layouts people already have.
+
+    Hugging Face `imagefolder`        kohya-ss
+      data/metadata.jsonl               data/10_mystyle/img1.png
+        {"file_name": "a.png",          data/10_mystyle/img1.txt   <- the caption
+         "text": "a caption"}           data/1_regular/img9.jpg    <- `<repeats>_<name>`: each image
+      data/a.png                                                      counts `repeats` times an epoch
+
+Images are read when an item is asked for: EXIF orientation applied, resized so the short side
+is the resolution, centre-cropped to a square. Each item records the original size and the
+crop's top-left corner, which SDXL's UNet takes as its "time ids" (as diffusers' SDXL training
+script does). A broken image, one past Pillow's decompression-bomb limit, or a metadata line
+naming a file outside the folder is an error naming the file, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..fingerprint import file_sha256
+from ..shorten import short
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+KOHYA_FOLDER = re.compile(r"^(\d{1,4})_(.+)$")  # <repeats>_<name>
+MAX_METADATA_BYTES = 50 * 2**20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image of the folder: its file, caption, and how many times it counts in an epoch."""
+    path: Path
+    caption: str
+    repeats: int = 1
+
+
+def read_training_image(path: Path) -> Image.Image:
+    """An image file as RGB, upright by its EXIF orientation; refused, naming the file, when it cannot be read."""
+    try:
+        with warnings.catch_warnings():  # past Pillow's decompression-bomb limit: refused, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image.load()
+                return image.convert("RGB")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ValueError(f"training image {short(str(path))} has more pixels than Pillow's decompression-bomb limit "
+                         f"({Image.MAX_IMAGE_PIXELS:,}); resize it or leave it out") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"training image {short(str(path))} cannot be read ({short(str(err))})") from None
+
+
+def square_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Resize so the short side is `resolution`, centre-crop a square; return it and the crop's (top, left)."""
+    scale = resolution / min(image.size)
+    width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
+    resized = image.resize((width, height), Image.LANCZOS)
+    top, left = (height - resolution) // 2, (width - resolution) // 2
+    return resized.crop((left, top, left + resolution, top + resolution)), (top, left)
+
+
+def huggingface_entries(folder: Path) -> list[Entry]:
+    """metadata.jsonl's lines: {"file_name": ..., "text": ...}, each file inside the folder."""
+    path = folder / "metadata.jsonl"
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise ValueError(f"{short(str(path))} is over {MAX_METADATA_BYTES:,} bytes")
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            name, caption = record["file_name"], record.get("text", "")
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path.name} line {number} is not {{\"file_name\": ..., \"text\": ...}}: "
+                             f"{short(line)}") from None
+        file = (folder / str(name)).resolve()
+        if not file.is_relative_to(folder.resolve()) or not file.is_file():
+            raise ValueError(f"{path.name} line {number} names {short(name)}, which is not a file inside {folder}")
+        entries.append(Entry(file, str(caption)))
+    return entries
+
+
+def kohya_entries(folder: Path) -> list[Entry]:
+    """Images with a `.txt` caption beside each, in the folder and its `<repeats>_<name>` subfolders."""
+    entries = []
+    places = [(folder, 1, "")] + [(sub, int(m.group(1)), m.group(2)) for sub in sorted(folder.iterdir())
+                                  if sub.is_dir() and (m := KOHYA_FOLDER.match(sub.name))]
+    for place, repeats, name in places:
+        for image in sorted(p for p in place.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            text = image.with_suffix(".txt")
+            caption = text.read_text().strip() if text.is_file() else name.replace("_", " ")  # kohya: the class name
+            entries.append(Entry(image, caption, max(1, repeats)))
+    return entries
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """A folder of images and captions, read lazily (see the module docstring); `train_lora` takes it.
+
+    Item i is a dict: `pixels` (3, R, R) uint8, `caption`, `original_size` (height, width) and
+    `crop_top_left` (top, left), and `file`.
+    """
+
+    def __init__(self, folder: str | Path, resolution: int):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"image folder {short(str(folder))} does not exist")
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 4096:
+            raise ValueError(f"`resolution` must be a whole number of pixels from 8 to 4096, got {short(resolution)}")
+        self.resolution = resolution
+        self.layout = "huggingface" if (self.folder / "metadata.jsonl").is_file() else "kohya"
+        self.entries = huggingface_entries(self.folder) if self.layout == "huggingface" else kohya_entries(self.folder)
+        if not self.entries:
+            raise ValueError(f"image folder {short(str(folder))} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.order = [i for i, entry in enumerate(self.entries) for _ in range(entry.repeats)]  # repeats counted
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[self.order[index]]
+        image = read_training_image(entry.path)
+        square, (top, left) = square_crop(image, self.resolution)
+        pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1)
+        return {"pixels": pixels, "caption": entry.caption, "original_size": (image.height, image.width),
+                "crop_top_left": (top, left), "file": str(entry.path)}
+
+    @property
+    def captions(self) -> list[str]:
+        return [self.entries[i].caption for i in self.order]
+
+    def fingerprint(self) -> str:
+        """A hash of the data as trained on: every file's bytes, its caption and repeats, and the resolution."""
+        digest = hashlib.sha256(f"{self.resolution}".encode())
+        for entry in self.entries:
+            digest.update(f"{file_sha256(entry.path)}|{entry.repeats}|{entry.caption}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def image_folder(folder: str | Path, resolution: int) -> ImageFolder:
+    """A folder of captioned images (Hugging Face `imagefolder` or kohya-ss layout) as a LoRA training dataset."""
+    return ImageFolder(folder, resolution)

@@ -1,0 +1,184 @@
+"""What LoRA training reads, computed once before the first step: latents, text embeddings, the loss.
+
+The frozen parts (VAE encoder, text encoders) run once over the data: latents are encoded in
+chunks (fewer images a chunk as they grow), kept in fp32 while small, in fp16 past
+`HALF_BYTES`, and in an fp16 file on disk past `DISK_BYTES`, so a folder of 1024 px images does
+not have to fit in memory as floats. A toy dataset takes exactly the path it always took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..families import family_of
+from .files import dataset_hash
+from .folder import ImageFolder
+
+HALF_BYTES = 256 * 2**20   # latents larger than this (as fp32) are kept in fp16
+DISK_BYTES = 2 * 2**30     # and larger than this (as fp16), in a file on disk
+CHUNK_PIXELS = 64 * 64 * 64  # images per VAE call: 64 at 64 px, 1 at 512 px and above
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
+    """(images as (N, 3, H, W) floats in [-1, 1], captions) from a ToyDataset or (images, captions)."""
+    if hasattr(dataset, "images") and hasattr(dataset, "captions"):
+        images, captions = dataset.images, dataset.captions
+    elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        images, captions = dataset
+    else:
+        raise ValueError("dataset must be a ToyDataset or a pair (images, captions)")
+    if len(images) == 0:
+        raise ValueError("dataset is empty: give at least one (image, caption) pair")
+    if len(images) != len(captions):
+        raise ValueError(f"dataset has {len(images)} images but {len(captions)} captions; they must pair up")
+    if not isinstance(images, torch.Tensor):
+        import numpy as np
+        from ..control import load_image
+        images = torch.stack([torch.from_numpy(np.asarray(load_image(i)).copy()).permute(2, 0, 1) for i in images])
+    images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+    return images, list(captions)
+
+
+def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
+                  mixed_precision) -> dict:
+    """Refuse an impossible training option, naming it; return the ones not at their default (for the record)."""
+    if not (isinstance(caption_dropout, (int, float)) and 0 <= caption_dropout < 1):
+        raise ValueError(f"`caption_dropout` is a share of samples in [0, 1), got {caption_dropout!r}")
+    if snr_gamma is not None and not (isinstance(snr_gamma, (int, float)) and snr_gamma > 0):
+        raise ValueError(f"`snr_gamma` is a positive number (5 in the min-SNR paper) or None, got {snr_gamma!r}")
+    if isinstance(gradient_accumulation, bool) or not isinstance(gradient_accumulation, int) or gradient_accumulation < 1:
+        raise ValueError(f"`gradient_accumulation` is a whole number >= 1, got {gradient_accumulation!r}")
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"`mixed_precision` is one of {list(PRECISIONS)}, got {mixed_precision!r}")
+    if mixed_precision != "no" and torch.device(device).type != "cuda":
+        raise ValueError(f"`mixed_precision` {mixed_precision!r} is for CUDA; on {device} train with 'no'")
+    given = dict(caption_dropout=caption_dropout, snr_gamma=snr_gamma, gradient_accumulation=gradient_accumulation,
+                 gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision)
+    defaults = dict(caption_dropout=0.0, snr_gamma=None, gradient_accumulation=1, gradient_checkpointing=False,
+                    mixed_precision="no")
+    return {name: value for name, value in given.items() if value != defaults[name]}
+
+
+@dataclass
+class TrainingData:
+    """Latents and text conditioning, one row per distinct image; `rows` maps a sample to its row (repeats)."""
+    latents: torch.Tensor
+    rows: torch.Tensor
+    context: torch.Tensor
+    extra: dict
+    data_hash: str
+    empty: tuple | None = None      # (context, extra) of the empty caption per row, for caption dropout
+    files: list = field(default_factory=list)
+
+    def close(self) -> None:
+        """Remove the latents' file on disk, if there is one."""
+        for path in self.files:
+            Path(path).unlink(missing_ok=True)
+
+
+def training_data(pipe, dataset, with_empty: bool, spill: Path) -> TrainingData:
+    """Encode the dataset once: latents (chunked), text embeddings, and the empty caption's where dropout needs it."""
+    with torch.no_grad():
+        if isinstance(dataset, ImageFolder):
+            items = [dataset[dataset.order.index(i)] for i in range(len(dataset.entries))]  # each image once
+            captions = [item["caption"] for item in items]
+            sizes = [(*item["original_size"], *item["crop_top_left"], dataset.resolution, dataset.resolution)
+                     for item in items]
+            pixels = (item["pixels"] for item in items)
+            latents, files = encode_latents(pipe, pixels, len(items), dataset.resolution, spill)
+            rows, data_hash = torch.tensor(dataset.order), dataset.fingerprint()
+        else:
+            images, captions = training_pairs(dataset)
+            sizes, files = None, []
+            latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
+                                 for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
+            rows, data_hash = torch.arange(len(latents)), dataset_hash(images, captions)
+        context, extra = text_conditioning(pipe, captions, image_sizes=sizes)
+        empty = text_conditioning(pipe, [""] * len(captions), image_sizes=sizes) if with_empty else None
+    return TrainingData(latents, rows, context, extra, data_hash, empty, files)
+
+
+def encode_latents(pipe, pixels, count: int, resolution: int, spill: Path) -> tuple[torch.Tensor, list]:
+    """VAE latents of `count` uint8 images, in chunks; fp16 when large, in a file on disk when larger."""
+    vae = pipe.vae
+    chunk = max(1, CHUNK_PIXELS // (resolution * resolution))
+    side = resolution // pipe.vae_scale_factor
+    shape = (count, vae.config.latent_channels, side, side)
+    half = 4 * np.prod(shape) > HALF_BYTES
+    on_disk = 2 * np.prod(shape) > DISK_BYTES
+    if on_disk:
+        store = torch.from_numpy(np.lib.format.open_memmap(spill.with_suffix(".npy"), "w+", np.float16, shape))
+    else:
+        store = torch.empty(shape, dtype=torch.float16 if half else torch.float32)
+    batch, start = [], 0
+    for image in pixels:
+        batch.append(image)
+        if len(batch) == chunk or start + len(batch) == count:
+            images = torch.stack(batch).to(pipe.device, vae.dtype) / 127.5 - 1.0
+            store[start:start + len(batch)] = (vae.encode(images).latent_dist.mean * vae.config.scaling_factor).cpu()
+            start, batch = start + len(batch), []
+    return store, [spill.with_suffix(".npy")] if on_disk else []
+
+
+def drop_captions(context, keywords: dict, empty: tuple, idx, rate: float, generator) -> tuple:
+    """Swap a share `rate` of the batch's text conditioning for the empty caption's (same rows' sizes)."""
+    drop = torch.rand(len(idx), generator=generator) < rate
+    mask = drop.view(-1, *([1] * (context.dim() - 1)))
+    empty_context, empty_extra = empty
+    return torch.where(mask, empty_context[idx], context), swap_rows(keywords, select_rows(empty_extra, idx), drop)
+
+
+def swap_rows(keywords: dict, other: dict, drop: torch.Tensor) -> dict:
+    """In nested keyword dicts of tensors, take `other`'s rows where `drop` is set."""
+    swapped = {}
+    for key, value in keywords.items():
+        if isinstance(value, dict):
+            swapped[key] = swap_rows(value, other[key], drop)
+        else:
+            swapped[key] = torch.where(drop.view(-1, *([1] * (value.dim() - 1))).to(value.device), other[key], value)
+    return swapped
+
+
+def noise_loss(prediction, noise, scheduler, t, snr_gamma: float | None):
+    """The noise-prediction MSE; with `snr_gamma`, each sample weighted by min(SNR, gamma) / SNR (Hang et al. 2023)."""
+    if snr_gamma is None:
+        return F.mse_loss(prediction, noise)
+    alphas = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alphas / (1 - alphas)
+    weight = torch.clamp(snr, max=snr_gamma) / snr
+    return (weight * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+def text_conditioning(pipe, captions: list[str], chunk: int = 64, image_sizes: list | None = None) -> tuple:
+    """Text embeddings of every caption, and the family's extra UNet keywords (SDXL: pooled text, size ids).
+
+    `image_sizes`, one (original height, width, crop top, left, target height, width) per caption,
+    are the sizes a family that conditions on them (SDXL) is given; None means the trained size.
+    """
+    family = family_of(pipe)
+    tokens = family.tokenize(pipe, captions)
+    parts = [family.text_context(pipe, [t[i:i + chunk] for t in tokens],
+                                 image_sizes=None if image_sizes is None else image_sizes[i:i + chunk])
+             for i in range(0, len(captions), chunk)]
+    return torch.cat([context for context, _ in parts]), concatenate_keywords([extra for _, extra in parts])
+
+
+def concatenate_keywords(parts: list[dict]) -> dict:
+    """Chunks of nested keyword dicts of tensors, joined along the batch dimension."""
+    if not parts or not parts[0]:
+        return {}
+    return {key: concatenate_keywords([p[key] for p in parts]) if isinstance(parts[0][key], dict)
+            else torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def select_rows(keywords: dict, idx: torch.Tensor) -> dict:
+    """The rows `idx` of every tensor in a nested keyword dict."""
+    return {key: select_rows(value, idx) if isinstance(value, dict) else value[idx] for key, value in keywords.items()}
+
+
