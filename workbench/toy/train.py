@@ -36,6 +36,7 @@ from ..devices import pick_device
 from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
                                  build_unet, build_vae)
 from ..families.sd15 import assemble_pipeline
+from ..lora.prepare import noise_loss
 from .data import make_dataset, to_model_range
 from .world import PALETTE, SHAPES, STYLES, caption_words, sample_scenes
 
@@ -190,12 +191,7 @@ def diffusion_loss(cfg: TrainConfig, scheduler, predict, latents, generator, **i
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
-    prediction = predict(noisy, t, **inputs)
-    alphas = scheduler.alphas_cumprod.to(latents.device)[t]
-    snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-    per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
-    return (weight * per_sample).mean()
+    return noise_loss(predict(noisy, t, **inputs), noise, scheduler, t, cfg.min_snr_gamma)  # LoRA training's too
 
 
 def drop_captions(ids: torch.Tensor, empty: torch.Tensor, rate: float, generator) -> torch.Tensor:
