@@ -6,7 +6,9 @@ Run it first whenever a GPU is lent. In order, each with its own time limit:
   2. gpu_sweep.py: the SD1.5 architecture (random weights unless sd15 is cached), 512 px, the
      96-image sweep: naive loops, the engine, the ceiling, peak memory, the auto batch size
   3. gpu_profile.py: where a batch's time goes (text encoder, ControlNet, UNet, VAE, writer)
-Steps 2 and 3 append their tables to benchmarks/RESULTS.md; commit them. On a machine
+  4. lora_step.py: a LoRA training step on SD1.5 and SDXL at their profiles' size and settings
+     (mixed precision, gradient checkpointing): seconds and peak memory
+Steps 2 to 4 append their tables to benchmarks/RESULTS.md; commit them. On a machine
 without CUDA it says so and exits 0.
 """
 
@@ -22,8 +24,10 @@ BUDGET_S = 8 * 60
 STEPS = [  # (what, command, seconds allowed)
     ("tests marked gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"], 150),
     ("gpu_sweep, SD1.5 architecture, 512 px, 96 images",
-     [sys.executable, "benchmarks/gpu_sweep.py", "--append-results"], 210),
-    ("gpu_profile, SD1.5 architecture, batch 8", [sys.executable, "benchmarks/gpu_profile.py", "--append-results"], 90),
+     [sys.executable, "benchmarks/gpu_sweep.py", "--append-results"], 180),
+    ("gpu_profile, SD1.5 architecture, batch 8", [sys.executable, "benchmarks/gpu_profile.py", "--append-results"], 75),
+    ("lora_step, SD1.5 512 px and SDXL 1024 px at their profiles",
+     [sys.executable, "benchmarks/lora_step.py", "--append-results"], 75),
 ]
 
 

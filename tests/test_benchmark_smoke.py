@@ -65,3 +65,9 @@ def test_gpu_check_says_there_is_no_gpu_and_succeeds():
 def test_import_time_benchmark_compares_lazy_and_eager():
     report = run_benchmark("import_time.py", "--repeats", "1")
     assert "import workbench (lazy, now)" in report and "Eager / lazy: import" in report
+
+
+def test_lora_step_smoke_on_both_families():
+    """The gpu-check's LoRA step at the profiles' settings, on tiny models and the CPU: the code path runs."""
+    out = run_benchmark("lora_step.py", "--smoke")
+    assert "| tiny | 32 | no | True |" in out and "| tiny-sdxl | 32 | no | True |" in out
