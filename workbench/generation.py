@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .families import unit_controlnets
+from .schedules import schedule_factor
 from .spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
 
 
@@ -68,19 +69,28 @@ def warn_unknown_words(pipe, prompt: str) -> None:
 
 
 @contextmanager
-def per_sample_scales(controlnet, scales: list[float]):
-    """Inside this block, the ControlNet's residuals for image i are multiplied by scales[i].
+def per_sample_scales(controlnet, scales: list[float], schedules: list | None = None, total_steps=None):
+    """Inside this block, the ControlNet's residuals for image i are multiplied by scales[i] (x its schedule).
 
     diffusers accepts one float scale per ControlNet. A forward hook scales each image's
     residuals instead, so images at different scales share one batched call. With
     classifier-free guidance the batch is [unconditional..., conditional...], so the
-    scales repeat once per half: a (2B, 1, 1, 1) tensor.
+    scales repeat once per half: a (2B, 1, 1, 1) tensor. With `schedules` (one per image,
+    `schedules.py`), the hook counts its calls, one a denoising step, and multiplies image i's
+    scale by its schedule's factor at that step of `total_steps()` (the scheduler's own count).
     """
     factors = torch.tensor([check_scale(s) for s in scales])
+    scheduled = schedules is not None and any(s not in (None, "constant") for s in schedules)
+    calls = [0]
 
     def scale_residuals(module, inputs, output):
         down, mid = output
-        per_image = factors.to(mid.device, mid.dtype).repeat(mid.shape[0] // len(factors)).view(-1, 1, 1, 1)
+        step_factors = factors
+        if scheduled:
+            steps = total_steps()
+            step_factors = factors * torch.tensor([schedule_factor(s, calls[0], steps) for s in schedules])
+            calls[0] += 1
+        per_image = step_factors.to(mid.device, mid.dtype).repeat(mid.shape[0] // len(factors)).view(-1, 1, 1, 1)
         return [residual * per_image for residual in down], mid * per_image
 
     handle = controlnet.register_forward_hook(scale_residuals)
@@ -91,7 +101,8 @@ def per_sample_scales(controlnet, scales: list[float]):
 
 
 @contextmanager
-def per_unit_scales(controlnet, scales_by_unit: list[list[float]]):
+def per_unit_scales(controlnet, scales_by_unit: list[list[float]], schedules_by_unit: list | None = None,
+                    total_steps=None):
     """`per_sample_scales` on each ControlNet of a pipeline: scales_by_unit[u][i] for unit u, image i.
 
     With several units the pipeline holds a MultiControlNetModel, which calls each of its
@@ -101,8 +112,9 @@ def per_unit_scales(controlnet, scales_by_unit: list[list[float]]):
     if len(nets) != len(scales_by_unit):
         raise ValueError(f"{len(scales_by_unit)} units' scales for {len(nets)} ControlNets")
     with ExitStack() as stack:
-        for net, scales in zip(nets, scales_by_unit):
-            stack.enter_context(per_sample_scales(net, scales))
+        for u, (net, scales) in enumerate(zip(nets, scales_by_unit)):
+            schedules = schedules_by_unit[u] if schedules_by_unit is not None else None
+            stack.enter_context(per_sample_scales(net, scales, schedules, total_steps))
         yield
 
 

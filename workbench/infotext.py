@@ -54,6 +54,8 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
                  "Weight": params[key("scale")], "Guidance Start": params[key("start")],
                  "Guidance End": params[key("end")], "Threshold A": params[key("low")],
                  "Threshold B": params[key("high")]}
+        if params.get(key("schedule")):  # workbench's own field, where the trial has a schedule
+            entry["Schedule"] = params[key("schedule")]
         if name:  # workbench's own fields: sd-webui-controlnet ignores keys it does not know
             entry.update({"Unit": name, "Image": params[f"{name}.image"]})
         pairs[f"ControlNet {i}"] = ", ".join(f"{k}: {quote(v)}" for k, v in entry.items())
@@ -167,7 +169,7 @@ def read_number(pairs: dict, key: str, cast):
 
 # The fields of a "ControlNet <i>" entry that are sweep parameters: (infotext key, unit parameter, type).
 UNIT_ENTRY = (("Weight", "scale", float), ("Guidance Start", "start", float), ("Guidance End", "end", float),
-              ("Threshold A", "low", int), ("Threshold B", "high", int))
+              ("Threshold A", "low", int), ("Threshold B", "high", int), ("Schedule", "schedule", str))
 
 
 def unit_names(params: dict) -> list[str]:

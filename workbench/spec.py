@@ -31,15 +31,18 @@ from .metric_registry import check_metric_models, metric_names
 from .schedulers import SCHEDULERS
 from .shorten import short
 from .sizes import size_range
-from .units import (LEGACY_KEYS, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
+from .schedules import parse_schedule
+from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
                     is_unit_key, spec_units, split_unit_key)
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
 AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
-        "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "canny_low", "canny_high", "seed")
-OPTIONAL_AXES = ("lora_blocks",)  # parameters of a trial only where the spec sets them
+        "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "canny_low", "canny_high",
+        "control_schedule", "seed")
+OPTIONAL_AXES = ("lora_blocks", "control_schedule")  # parameters of a trial only where the spec sets them
 # The top-level keys that belong to the one unnamed ControlNet unit of a spec without `controls`.
-UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high")
+UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high",
+                    "control_schedule")
 # How each numeric parameter is checked and coerced: floats in a range, integers from a lowest value.
 # A unit's parameters behave like the top-level one they stand for (`kind_of`: canny.scale -> conditioning_scale).
 FLOAT_AXES = {"conditioning_scale": (0, math.inf), "lora_weight": (-math.inf, math.inf), "guidance": (0, math.inf),
@@ -67,6 +70,7 @@ class SweepSpec:
     adapter: list = field(default_factory=lambda: [None])  # LoRA adapter names; None = no LoRA
     lora_weight: list = field(default_factory=lambda: [0.0])  # multiplies the adapter's B @ A
     lora_blocks: list = field(default_factory=lambda: [None])  # block weight presets or dicts (blocks.py)
+    control_schedule: list = field(default_factory=lambda: [None])  # ControlNet strength over steps (schedules.py)
     guidance: list | None = None   # CFG scale; None = the model's profile's (`profiles.spec_defaults`; the toy's 5)
     steps: list | None = None      # denoising steps; None = the profile's (the toy's 20)
     scheduler: list | None = None  # None = the profile's (the toy's ddim)
@@ -109,7 +113,8 @@ class SweepSpec:
         values = {name: getattr(self, name) for name in names if name not in UNIT_LEGACY_AXES}
         for unit in self.units:
             for param, default in UNIT_AXES.items():
-                values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
+                if param not in OPTIONAL_UNIT_AXES or unit.key(param) in self.unit_axes:
+                    values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
         return values
 
     def resolve(self, path: str) -> str:
@@ -260,6 +265,8 @@ def check_spec(spec: SweepSpec) -> None:
                 raise ValueError(f"`{name}` is a fraction of the steps and must be in [0, 1], got {value}")
             if value < low:
                 raise ValueError(f"`{name}` must be >= {low}, got {value}")
+        for value in values if kind == "control_schedule" else []:
+            parse_schedule(value)  # unknown names, F outside (0, 1]: a did-you-mean error
         low = INTEGER_AXES.get(kind)
         for value in values if low is not None else []:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:

@@ -85,8 +85,8 @@ def model_fingerprint(pipe, adapters: dict) -> str:
 # ---- 3. cells ---------------------------------------------------------------------------------
 
 def batched_keys(units: list[Unit]) -> tuple[str, ...]:
-    """Trials differing only in these share one pipeline call: the seed and every unit's scale."""
-    return ("seed", *(unit.key("scale") for unit in units))
+    """Trials differing only in these share one pipeline call: the seed, every unit's scale and schedule."""
+    return ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
 
 
 def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
@@ -145,7 +145,8 @@ def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
 
     generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
     scales = [[t.params[unit.key("scale")] for t in trials] for unit in units]
-    with torch.no_grad(), per_unit_scales(pipe.controlnet, scales):
+    schedules = [[t.params.get(unit.key("schedule")) for t in trials] for unit in units]
+    with torch.no_grad(), per_unit_scales(pipe.controlnet, scales, schedules, lambda: len(pipe.scheduler.timesteps)):
         return pipe(**repeat(embeddings, len(trials)), image=controls[0] if one else controls,
                     num_inference_steps=params["steps"], guidance_scale=params["guidance"],
                     controlnet_conditioning_scale=1.0 if one else [1.0] * len(units),  # the hooks scale each image
