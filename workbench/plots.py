@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .schedules import schedule_curve
 from .statistics import cell_stats, compare_cells
 
 MAX_CELLS = 400   # one figure with more cells is unreadable; page it (`page=`) or filter the table
@@ -135,7 +136,9 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
             else:
                 ax.set_facecolor("#eeeeee")  # no trial for this combination (zip mode, filtering)
             if i == 0:
-                ax.set_title(f"{c}{notes[col].get(c, '')}", fontsize=9)
+                ax.set_title(f"{c}{notes[col].get(c, '')}", fontsize=9, pad=22 if is_schedule(col) else 6)
+                if is_schedule(col):
+                    draw_schedule(ax, c)
             if j == 0:
                 ax.set_ylabel(f"{r}{notes[row].get(r, '')}", fontsize=9)
         if extra:
@@ -152,6 +155,19 @@ def plot_grid(df: pd.DataFrame, row: str = "lora_weight", col: str = "conditioni
         footnote = grid_footnote(df, annotate, [col, row])
         fig.text(0.01, -0.02, footnote, fontsize=7, va="top", wrap=True)
     return fig
+
+
+def is_schedule(column: str) -> bool:
+    """True for a ControlNet schedule axis (`control_schedule`, `canny.schedule`)."""
+    return column == "control_schedule" or column.endswith(".schedule")
+
+
+def draw_schedule(ax, value) -> None:
+    """A small curve of a schedule's factor over the steps, above a grid column (0 to 1, left to right)."""
+    curve = ax.inset_axes([0.05, 1.02, 0.9, 0.16])
+    curve.plot(schedule_curve(value, 40), color="#0072B2", linewidth=1.2)
+    curve.set_ylim(-0.1, 1.1)
+    curve.axis("off")
 
 
 def axis_notes(df: pd.DataFrame, axis: str, metric: str) -> dict:
