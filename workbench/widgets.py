@@ -250,8 +250,8 @@ class SweepPanel:
             self.show_message(str(err), error=True)
             return
         self.show_figure(fig)
-        columns = [c for c in ("state", "adapter", "lora_weight", "conditioning_scale", "seed", "edge_f1",
-                               "lora_effect", "seconds") if c in self.table]
+        columns = [c for c in ("state", "adapter", "lora_weight", "conditioning_scale", "control_schedule", "seed",
+                               "edge_f1", "lora_effect", "seconds") if c in self.table]
         self.table_html.value = self.table[columns].to_html(index=False, float_format="{:.3f}".format)
         self.stats_html.value = seed_statistics_html(self.table, self.col_picker.value)
 
