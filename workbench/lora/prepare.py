@@ -86,12 +86,20 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path) -> TrainingData:
     """Encode the dataset once: latents (chunked), text embeddings, and the empty caption's where dropout needs it."""
     with torch.no_grad():
         if isinstance(dataset, ImageFolder):
-            items = [dataset[dataset.order.index(i)] for i in range(len(dataset.entries))]  # each image once
-            captions = [item["caption"] for item in items]
-            sizes = [(*item["original_size"], *item["crop_top_left"], dataset.resolution, dataset.resolution)
-                     for item in items]
-            pixels = (item["pixels"] for item in items)
-            latents, files = encode_latents(pipe, pixels, len(items), dataset.resolution, spill)
+            first = {}  # each image once: the first sample that reads it
+            for sample, entry in enumerate(dataset.order):
+                first.setdefault(entry, sample)
+            captions, sizes = [], []
+
+            def pixels():  # read one image at a time; its caption and sizes are noted as it passes
+                for i in range(len(dataset.entries)):
+                    item = dataset[first[i]]
+                    captions.append(item["caption"])
+                    sizes.append((*item["original_size"], *item["crop_top_left"], dataset.resolution,
+                                  dataset.resolution))
+                    yield item["pixels"]
+
+            latents, files = encode_latents(pipe, pixels(), len(dataset.entries), dataset.resolution, spill)
             rows, data_hash = torch.tensor(dataset.order), dataset.fingerprint()
         else:
             images, captions = training_pairs(dataset)
