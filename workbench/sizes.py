@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .families import family_of_index, known_family, sd15
-from .hubcache import cached_snapshot
+from .families import family_for, known_family, model_folder
 from .shorten import short
 
 MULTIPLE = 8     # sides divide by 8: the SD1.5 VAE halves the image 3 times (the toy's twice)
@@ -64,14 +63,6 @@ def read_trained_size(folder: Path) -> int | None:
         return None
 
 
-def read_family_size(folder: Path) -> int | None:
-    """The trained side of a folder's family, from its model_index.json (None without one)."""
-    try:
-        return family_of_index(json.loads((folder / "model_index.json").read_text())).DEFAULT_SIZE
-    except (OSError, ValueError):
-        return None
-
-
 def size_range(model: str) -> SizeRange:
     """The size range of a model name as a spec gives it: a preset, a folder, or a hub id.
 
@@ -83,14 +74,9 @@ def size_range(model: str) -> SizeRange:
     if family is not None:
         trained = family.TRAINED_SIZES.get(model, family.DEFAULT_SIZE)
         return SizeRange(trained, f"the {short(model)} preset" if model in family.PRESETS else f"as for {family.NAME}")
-    folder = Path(str(model)).expanduser()
-    if not folder.is_dir() and model.count("/") == 1:
-        folder = cached_snapshot(model) or folder  # a hub id the cache holds: its configs
-    if folder.is_dir():
-        trained = read_trained_size(folder)
-        if trained:
-            return SizeRange(trained, "from its unet and vae configs")
-        trained = read_family_size(folder)
-        if trained:
-            return SizeRange(trained, "from its model_index.json")
-    return SizeRange(sd15.DEFAULT_SIZE, "as for SD1.x")
+    folder = model_folder(model)  # a folder, or a hub id the cache holds: its configs
+    trained = read_trained_size(folder) if folder is not None else None
+    if trained:
+        return SizeRange(trained, "from its unet and vae configs")
+    family = family_for(model)  # from its model_index.json, else SD1.x
+    return SizeRange(family.DEFAULT_SIZE, f"as for {family.NAME}")

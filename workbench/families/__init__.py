@@ -84,19 +84,24 @@ def known_family(name: str) -> ModuleType | None:
                   or name in family.PRESETS), None)
 
 
+def model_folder(model: str):
+    """The folder a model name points at, read from disk only: a folder, or a hub id's cached snapshot (else None)."""
+    from pathlib import Path
+
+    from ..hubcache import cached_snapshot
+    folder = Path(str(model)).expanduser()
+    if not folder.is_dir() and str(model).count("/") == 1:
+        folder = cached_snapshot(str(model)) or folder
+    return folder if folder.is_dir() else None
+
+
 def family_for(model: str) -> ModuleType:
     """The family of a model name as a spec gives it, without loading anything: a preset or listed hub id, a folder's
     or a cached hub snapshot's model_index.json, else SD1.x."""
     import json
-    from pathlib import Path
-
-    from ..hubcache import cached_snapshot
-    family = known_family(model)
-    if family is not None:
-        return family
-    folder = Path(str(model)).expanduser()
-    if not folder.is_dir() and str(model).count("/") == 1:
-        folder = cached_snapshot(str(model)) or folder
+    family, folder = known_family(model), model_folder(model)
+    if family is not None or folder is None:
+        return family or sd15
     try:
         return family_of_index(json.loads((folder / "model_index.json").read_text()))
     except (OSError, ValueError):
