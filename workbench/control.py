@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import model_not_available
 from .shorten import short
+from .spec import TOY_SOURCES
 from .units import Unit
 
 MIN_DETECT_SIZE = 64  # controlnet_aux rounds sizes to multiples of 64; below 64 cv2 crashes
@@ -38,14 +39,7 @@ def load_image(image) -> Image.Image:
         if not path.is_file():
             raise FileNotFoundError(f"image file {str(path)!r} does not exist")
         try:
-            with warnings.catch_warnings():  # past Pillow's decompression-bomb limit: refused, not a warning
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = opened.copy()
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ValueError(f"image file {short(str(path))} has more pixels than Pillow's decompression-bomb limit "
-                             f"({Image.MAX_IMAGE_PIXELS:,}): it was not decoded. Resize it first if it is yours.") from None
+            image = decode_image(path, "image file")
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"{short(str(path))} is not an image file PIL can read ({short(str(err))})") from None
     if isinstance(image, np.ndarray):
@@ -61,6 +55,23 @@ def load_image(image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")  # transparent means white
     return image.convert("RGB")
+
+
+def decode_image(path: Path, what: str) -> Image.Image:
+    """A file's image, decoded whole; one past Pillow's decompression-bomb limit is refused, naming `what` and the file.
+
+    Pillow only warns between the limit and twice it; here that is a refusal too. Other read
+    errors (not an image, truncated) are left to the caller to word.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                return opened.copy()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ValueError(f"{what} {short(str(path))} has more pixels than Pillow's decompression-bomb limit "
+                         f"({Image.MAX_IMAGE_PIXELS:,}): it was not decoded. Resize it first if it is yours.") from None
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -189,7 +200,7 @@ def make_control(image, preprocess: str = "canny", low: float = 100, high: float
 
 def source_image(source: str, size: int):
     """A control's source: a file, "toy:<caption>" (the toy scene) or "toy-mask:<caption>" (its silhouette)."""
-    if source.startswith(("toy:", "toy-mask:")):
+    if source.startswith(TOY_SOURCES):
         from .toy.world import render_mask, render_scene, scene_from_caption
         kind, caption = source.split(":", 1)
         scene = scene_from_caption(caption)
@@ -221,7 +232,7 @@ def check_control_image(control_image: str, unit: str = "") -> None:
     name = f"control unit {unit!r} `image`" if unit else "`control_image`"
     if not isinstance(control_image, str) or not control_image:
         raise ValueError(f"{name} must be a file path or 'toy:<caption>', got {control_image!r}")
-    if control_image.startswith(("toy:", "toy-mask:")):
+    if control_image.startswith(TOY_SOURCES):
         from .toy.world import scene_from_caption
         scene_from_caption(control_image.split(":", 1)[1])
     else:

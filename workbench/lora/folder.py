@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..control import decode_image
 from ..fingerprint import file_sha256
 from ..shorten import short
 
@@ -45,15 +45,7 @@ class Entry:
 def read_training_image(path: Path) -> Image.Image:
     """An image file as RGB, upright by its EXIF orientation; refused, naming the file, when it cannot be read."""
     try:
-        with warnings.catch_warnings():  # past Pillow's decompression-bomb limit: refused, not a warning
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-                return image.convert("RGB")
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ValueError(f"training image {short(str(path))} has more pixels than Pillow's decompression-bomb limit "
-                         f"({Image.MAX_IMAGE_PIXELS:,}); resize it or leave it out") from None
+        return ImageOps.exif_transpose(decode_image(path, "training image")).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"training image {short(str(path))} cannot be read ({short(str(err))})") from None
 

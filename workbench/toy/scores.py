@@ -14,6 +14,7 @@ import numpy as np
 
 from ..metric_registry import ScoringContext
 from ..metrics import mask_iou
+from ..spec import TOY_SOURCES
 from .world import (OUTLINE_WIDTH, PALETTE, Scene, render_mask, render_scene, rim_shade, scene_from_caption,
                     stripe_period)
 
@@ -173,7 +174,7 @@ def scene_scores(image, prompt: str, control_source: str) -> dict:
       shape_iou: the generated shape (pixels nearer the shape's colour than the
         background's) against the control scene's silhouette.
     """
-    if not control_source.startswith(("toy:", "toy-mask:")):
+    if not control_source.startswith(TOY_SOURCES):
         return {}
     try:
         asked = scene_from_caption(prompt.strip())
@@ -198,5 +199,5 @@ def row_scores(image, context: ScoringContext) -> dict:
     """
     if context.model != "toy":
         return {}
-    source = next((u.image for u in context.units if u.image.startswith(("toy:", "toy-mask:"))), None)
+    source = next((u.image for u in context.units if u.image.startswith(TOY_SOURCES)), None)
     return {} if source is None else scene_scores(image, context.params["prompt"], source)
