@@ -39,7 +39,8 @@ def test_gpu_profile_smoke_attributes_the_time():
     assert sum(parts.values()) == pytest.approx(report["wall_s"])  # every second attributed
 
 
-@pytest.mark.parametrize("style", ["outlined", "zebra"])
+# zebra's run is the same code path as outlined's: slow, to keep the default suite under 10 minutes
+@pytest.mark.parametrize("style", ["outlined", pytest.param("zebra", marks=pytest.mark.slow)])
 def test_lora_bench_smoke_trains_scores_and_switches(tmp_path, style):
     table = run_benchmark("lora_bench.py", "--ranks", "1", "2", "--steps", "2", "--n-eval", "1", "--style", style,
                           cwd=tmp_path)
@@ -47,6 +48,7 @@ def test_lora_bench_smoke_trains_scores_and_switches(tmp_path, style):
     assert (tmp_path / "outputs" / f"lora_bench_{style}_rank2_2steps.png").exists()
 
 
+@pytest.mark.slow  # 20 s, a research benchmark's smoke run: slow, to keep the default suite under 10 minutes
 def test_lora_layout_probe_smoke_reports_both_layouts(tmp_path):
     table = run_benchmark("lora_layout_probe.py", "--unet-steps", "2", "--lora-steps", "2", "--n-plain", "64",
                           cwd=tmp_path)
@@ -62,6 +64,7 @@ def test_gpu_check_says_there_is_no_gpu_and_succeeds():
     assert "no CUDA device on this machine" in run_benchmark("gpu_check.py")
 
 
+@pytest.mark.slow  # 19 s of fresh interpreters; test_package checks that `import workbench` loads no heavy library
 def test_import_time_benchmark_compares_lazy_and_eager():
     report = run_benchmark("import_time.py", "--repeats", "1")
     assert "import workbench (lazy, now)" in report and "Eager / lazy: import" in report

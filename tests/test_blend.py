@@ -99,17 +99,22 @@ def test_bad_blends_are_refused(two_adapters, weights, match):
         blend_adapters(two_adapters, weights)
 
 
-def test_blend_table_scores_toy_captions(two_adapters):
-    blends = [{}, {"a": 1.0}, {"a": 0.5, "b": 0.5}]
-    table, images = blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION], steps=2)
+def test_blend_table_scores_with_the_models_profile_against_the_base(two_adapters, tmp_path):
+    """On the tiny model no toy column appears: edge F1, and lora_effect against the base image, which is drawn."""
+    blends = [{"a": 1.0}, {"a": 0.5, "b": 0.5}]
+    table, images = blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION], steps=2, model="tiny",
+                                out_dir=tmp_path)
     assert list(table.blend) == ["base", "a 1", "a 0.5 + b 0.5"]
-    assert {"style_strength", "colour_fidelity", "shape_iou"} <= set(table.columns)
+    assert "style_strength" not in table and {"edge_f1", "lora_effect"} <= set(table.columns)
+    assert table.lora_effect.iloc[0] == 0 and (table.lora_effect.iloc[1:] > 0).all()
     assert set(images) == {("base", 0), ("a 1", 0), ("a 0.5 + b 0.5", 0)}
     assert blend_label({"a": 0.0}) == "base"
     with pytest.raises(ValueError, match="1 captions but 2 control sources"):
-        blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION] * 2)
+        blend_table(two_adapters, blends, [CAPTION], ["toy:" + CAPTION] * 2, model="tiny")
 
 
-def test_blend_table_draws_the_base_without_any_adapter(own_pipe):
-    table, images = blend_table(own_pipe, [{}], [CAPTION], ["toy:" + CAPTION], steps=2)
+def test_blend_table_on_the_toy_scores_style_and_colours():
+    from workbench import load_pipeline
+    table, images = blend_table(load_pipeline("toy", device="cpu"), [{}], [CAPTION], ["toy:" + CAPTION], steps=2)
     assert list(table.blend) == ["base"] and ("base", 0) in images
+    assert {"colour_fidelity", "shape_iou", "edge_f1"} <= set(table.columns)

@@ -12,7 +12,9 @@ from workbench.spec import expand, spec_from_dict
 from sweep_helpers import SPEC, check_run, count_lines, start_sweep
 
 
-@pytest.mark.parametrize("kill_after_rows", [0, 6, 20])
+# A kill mid-sweep runs by default; before the first row and near the end under `slow` (12 s each)
+@pytest.mark.parametrize("kill_after_rows", [pytest.param(0, marks=pytest.mark.slow), 6,
+                                             pytest.param(20, marks=pytest.mark.slow)])
 def test_kill_9_then_resume_loses_and_doubles_nothing(tmp_path, kill_after_rows):
     spec_path = tmp_path / "spec.yaml"
     spec_from_dict(SPEC).save(spec_path)

@@ -1,4 +1,9 @@
-"""Every notebook runs top to bottom on the toy model, offline, on the CPU; outputs are stripped in git."""
+"""Every notebook runs top to bottom on the toy model, offline, on the CPU; outputs are stripped in git.
+
+And with only its `MODEL` line changed it runs on every family: on `tiny-sdxl` (the SDXL-shaped test model) in the
+default suite, on `tiny` and on the SD1.5 hub-cache rehearsal (00 and 01) under `slow`. The model's profile does
+the shortening there, never injected parameters.
+"""
 
 import json
 import os
@@ -110,6 +115,55 @@ def test_lora_notebook_at_full_length(path, full_length_workdir, monkeypatch):
     check_executed(notebook, path, seconds)
     save_largest_figure(notebook, path.stem)
     save_html(notebook, path.stem, seconds)
+
+
+@pytest.fixture(scope="module")
+def family_workdir(tmp_path_factory):
+    """One folder per test model, so 03 finds the lesson data 02 wrote."""
+    return lambda model: tmp_path_factory.getbasetemp() / f"notebooks-{model}"
+
+
+def run_with_only_model_changed(path: Path, model: str, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    notebook, seconds = execute(path, folder, model=model)
+    print(f"{path.name} on {model}: {seconds:.0f} s")
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    assert f"profile of {model!r}" in printed, "the parameters cell prints the model's profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_on_tiny_sdxl_with_only_model_changed(path, family_workdir):
+    run_with_only_model_changed(path, "tiny-sdxl", family_workdir("tiny-sdxl"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_on_tiny_with_only_model_changed(path, family_workdir):
+    run_with_only_model_changed(path, "tiny", family_workdir("tiny"))
+
+
+@pytest.fixture(scope="module")
+def sd15_hub_cache(tmp_path_factory):
+    """The SD1.5 hub-cache rehearsal (`tests/hub_cache.py`): the published architecture, random weights."""
+    from hub_cache import write_sd15_cache
+    from workbench.families.sd15 import SD15_CANNY_ID, SD15_ID
+    root = tmp_path_factory.mktemp("notebook-hub")
+    write_sd15_cache(root / "hf_home", SD15_ID, SD15_CANNY_ID, root / "work")
+    return root / "hf_home"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS[:2], ids=lambda p: p.name)
+def test_notebook_runs_on_the_sd15_hub_cache_through_the_cpu_profile(path, sd15_hub_cache, tmp_path, monkeypatch):
+    """00 and 01 with MODEL = "sd15" loading the 860M-parameter architecture from a hub cache: 128 px, 2 steps, 1 seed."""
+    monkeypatch.setenv("HF_HOME", str(sd15_hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    notebook, seconds = execute(path, tmp_path, model="sd15")
+    print(f"{path.name} on the SD1.5 rehearsal: {seconds:.0f} s")
+    printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    assert "SHORTENED for a CPU" in printed and "resolution = 128" in printed and "steps = 2" in printed
 
 
 def test_figures_show_when_mplbackend_is_agg(workdir, monkeypatch):

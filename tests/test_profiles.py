@@ -44,6 +44,10 @@ def test_a_real_model_on_a_cpu_is_shortened_and_says_so():
     for tiny in ("tiny", "tiny-sdxl"):  # test models are the same everywhere: never shortened
         assert not profile(tiny, "cpu").shortened and profile(tiny, "cpu").resolution == 32
     assert profile("toy", "auto").device in ("cpu", "cuda", "mps")
+    assert (cpu.ranks, cpu.train_seeds, cpu.scenes) == ([1, 4], [0, 1], 2)  # a rank study in minutes
+    toy = profile("toy", "cpu")  # notebook 02's study, as its shipped adapters were trained
+    assert (toy.ranks, toy.train_seeds, toy.scenes, toy.report_metric, toy.content_metric) == (
+        [1, 2, 4, 8, 16], [0, 1, 2], 12, "style_strength", "colour_fidelity")
 
 
 def fake_snapshot(cache, repo_id):
@@ -59,13 +63,14 @@ def test_model_metrics_are_requested_only_when_their_weights_are_cached(tmp_path
     monkeypatch.setattr("workbench.profiles._told", set())  # the note is said once per process
     with pytest.warns(UserWarning, match="not in the hub cache: this profile reports lora_effect"):
         bare = profile("sdxl", "cuda")
-    assert bare.metrics == ["edge"] and bare.report_metric == "lora_effect"
+    assert bare.metrics == ["edge"] and bare.report_metric == "lora_effect" and bare.content_metric == "edge_f1"
     assert CLIP_ID in bare.notes[0] and DINO_ID in bare.notes[0] and "huggingface-cli download" in bare.notes[0]
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "full"))
     for repo_id in (CLIP_ID, DINO_ID):
         fake_snapshot(tmp_path / "full", repo_id)
     full = profile("sdxl", "cuda")
     assert full.metrics == ["edge", "clip_score", "dino"] and full.report_metric == "dino_distance" and not full.notes
+    assert full.content_metric == "clip_score"
 
 
 def test_a_folder_gets_its_familys_profile(tmp_path):

@@ -72,7 +72,36 @@ def test_notebook_02s_study_adapters_are_shipped_and_seed_the_cache(tmp_path):
               for r in (1, 2, 4, 8, 16) for s in (0, 1, 2)}
     assert wanted == members, "the shipped adapters' keys no longer match notebook 02's recipe"
     assert SHIPPED_ADAPTERS.stat().st_size < 2_000_000
-    path = cached_adapter(pipe, images, captions, 2, 2.0, False, 1200, 1e-3, 1, tmp_path, "r2-s1")  # no training
+    path = cached_adapter(pipe, (images, captions), dataset_hash(images, captions), 2, 2.0, False, 1200, 1e-3, 1,
+                          tmp_path, "r2-s1")  # no training
     assert path.parent.parent == tmp_path and path.exists()
     with safe_open(str(path), framework="pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16 and "workbench_shipped" in f.metadata()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-sdxl"])
+def test_a_rank_study_on_any_model_scores_with_its_profile_and_names_it(preset, tmp_path):
+    """Nothing toy in it: a folder of photos, the profile's metrics (lora_effect and edge F1 offline), the model's name."""
+    from workbench import lesson_data
+    pipe = load_pipeline(preset, device="cpu")
+    data = lesson_data(preset, None, "outlined", 32, folder=tmp_path / "data")
+    assert type(data).__name__ == "ImageFolder" and any(c.endswith("in outlined style") for c in data.captions)
+    study = rank_study(pipe, data, ranks=[1, 2], seeds=[0, 1], steps=2, scenes=1, weights=[0.0, 1.0], sample_steps=2,
+                       run_dir=tmp_path / "study", cache_dir=tmp_path / "cache", log=lambda m: None)
+    table = study.table
+    assert set(table.model) == {preset} and len(table) == 2 * 2 * 2
+    assert "style_strength" not in table and {"lora_effect", "edge_f1"} <= set(table.columns)
+    assert (table[table.lora_weight == 0].lora_effect == 0).all()
+    assert table[table.lora_weight == 1].lora_effect.notna().all()
+    assert set(study.ladder_table.lora_rank) == {1, 2} and study.ladder_table.lora_effect.notna().all()
+    assert [ax.get_ylabel() for ax in study.figure.axes[:2]] == ["LoRA effect (pixel distance from weight 0)",
+                                                                  "edge F1 (follows the control)"]
+
+
+def test_a_rank_study_evaluates_on_given_prompts_and_refuses_them_without_controls(tiny_pipe, tmp_path):
+    data = make_dataset(4, seed=3, size=32, style="outlined")
+    with pytest.raises(ValueError, match="not a toy scene.*pass controls="):
+        rank_study(tiny_pipe, data, ["a watercolour harbour"], model="tiny", ranks=[1], seeds=[0], steps=1,
+                   cache_dir=tmp_path, log=lambda m: None)
+    with pytest.raises(ValueError, match="this pipeline was not loaded by `wb.load_pipeline`"):
+        rank_study(tiny_pipe, data, ranks=[1], seeds=[0], steps=1, cache_dir=tmp_path, log=lambda m: None)

@@ -41,7 +41,8 @@ _EXPORTS = {
     "run_sweep": "sweep", "search": "adaptive", "write_report": "report", "export_mlflow": "export",
     "SweepPanel": "widgets", "compare": "widgets",
     "cell_stats": "statistics", "compare_cells": "statistics", "seeds_needed": "statistics", "plot_diff": "plots",
-    "profile": "profiles", "Profile": "profiles", "image_folder": "lora",
+    "profile": "profiles", "Profile": "profiles", "image_folder": "lora", "lesson_data": "lessons",
+    "blend_table": "blend",
 }
 __all__ = sorted(_EXPORTS)
 _PACKAGE_DIR = Path(__file__).parent

@@ -96,18 +96,26 @@ def rank_curve(table: pd.DataFrame, column: str, weight: float = 1.0) -> pd.Data
     return per_seed.groupby("lora_rank").agg(["mean", "min", "max"])
 
 
+# What a rank study's columns measure, as axis labels; with the range of the scores in [0, 1]
+STUDY_LABELS = {"style_strength": "style strength", "colour_fidelity": "colour fidelity (share of images)",
+                "lora_effect": "LoRA effect (pixel distance from weight 0)", "dino_distance": "DINO distance from weight 0",
+                "clip_score": "CLIP score (prompt adherence)", "edge_f1": "edge F1 (follows the control)"}
+UNIT_RANGE = {"style_strength", "colour_fidelity", "edge_f1"}
+
+
 def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = None, parameters: dict | None = None,
-                    weight: float = 1.0):
-    """Two panels against rank at LoRA weight `weight`: style strength, and colour fidelity (content kept).
+                    weight: float = 1.0, style: str = "style_strength", content: str = "colour_fidelity"):
+    """Two panels against rank at LoRA weight `weight`: the `style` column (what the LoRA adds) and the
+    `content` column (what it must keep); on the toy, style strength and colour fidelity.
 
     Each shows the mean over training seeds with a band from the worst to the best seed; the
-    style panel adds the best adapter cut to each rank by SVD (dashed), and a second axis
+    panels add the best adapter cut to each rank by SVD (dashed), and a second axis
     gives an adapter's trainable parameters per rank (grey).
     """
-    check_columns(table, "lora_rank", "train_seed", "lora_weight", "style_strength", "colour_fidelity")
+    check_columns(table, "lora_rank", "train_seed", "lora_weight", style, content)
     fig, axes = new_figure(1, 2, figsize=(10, 3.8))
-    for ax, column, label in ((axes[0], "style_strength", "style strength"),
-                              (axes[1], "colour_fidelity", "colour fidelity (share of images)")):
+    for ax, column in ((axes[0], style), (axes[1], content)):
+        label = STUDY_LABELS.get(column, column)
         curve = rank_curve(table, column, weight)
         ax.plot(curve.index, curve["mean"], marker="o", color="C0", label="trained at rank r (mean of seeds)")
         ax.fill_between(curve.index, curve["min"], curve["max"], color="C0", alpha=0.2, label="seed band (min-max)")
@@ -119,7 +127,8 @@ def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = Non
         ax.set_xticks(list(curve.index), [str(r) for r in curve.index])
         ax.set_xlabel("LoRA rank r")
         ax.set_ylabel(label)
-        ax.set_ylim(0, 1.05)
+        if column in UNIT_RANGE:
+            ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         if parameters:
             twin = ax.twinx()

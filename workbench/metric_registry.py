@@ -131,3 +131,8 @@ def check_metric_models(models: dict) -> None:
 def metrics_running(names: list[str], runs_on: str) -> list[Metric]:
     """The metrics among `names` that run on the writer or after the sweep, in the registry's order."""
     return [metric for name, metric in REGISTRY.items() if name in names and metric.runs_on == runs_on]
+
+
+def writer_columns(names: list[str]) -> list[str]:
+    """The columns the writer metrics among `names` fill in per image (the rest come after the sweep)."""
+    return [column for metric in metrics_running(names, "writer") for column in metric.columns]

@@ -190,12 +190,22 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
         family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
         pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
+    pipe.workbench_model = base  # the name it was loaded by: a study's specs and profile read it (`model_name`)
     pipe = pipe.to(device)
     if device.type == "cuda":
         optimize_for_gpu(pipe, compile=compile)
     elif compile:
         compile_pipeline(pipe)
     return pipe
+
+
+def model_name(pipe, given: str | None = None) -> str:
+    """The model name for specs made from `pipe`: `given`, else the name `load_pipeline` loaded it by."""
+    name = given or getattr(pipe, "workbench_model", None)
+    if not name:
+        raise ValueError("this pipeline was not loaded by `wb.load_pipeline`, so its model name is unknown: "
+                         "pass model= (a preset, hub id or folder)")
+    return name
 
 
 def tiny_controlnet(pipe, seed: int) -> ControlNetModel:

@@ -25,6 +25,7 @@ from .metric_registry import REGISTRY
 
 # A lesson reports lora_effect (mean pixel distance from weight 0) when no model metric can run: it needs no weights.
 FALLBACK_METRIC = "lora_effect"
+FALLBACK_CONTENT = "edge_f1"  # and the content as how well the image keeps the control's edges (no weights either)
 _told: set = set()  # the missing-weights notes already shown in this process
 
 
@@ -46,9 +47,24 @@ class Profile:
     mixed_precision: str          # "no", "fp16" or "bf16" (CUDA only)
     gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, about 20% slower
     metrics: list                 # the metrics a lesson requests (`metric_registry`)
-    report_metric: str            # the column a lesson reports
+    report_metric: str            # the column a lesson reports: how far the LoRA moves the image (its style)
+    content_metric: str           # the column of what a LoRA must keep (colours on the toy, the prompt elsewhere)
     controlnets: list             # lesson 04's two ControlNets
+    ranks: list                   # the ranks a rank study trains
+    train_seeds: list             # training seeds per rank: their spread is the study's band
+    scenes: int                   # held-out scenes a rank study draws
     notes: list = field(default_factory=list)
+
+    @property
+    def spec_resolution(self) -> int | None:
+        """The `resolution` a sweep spec takes: None (the model's trained size) unless this profile is shortened."""
+        return self.resolution if self.shortened else None
+
+    @property
+    def lora_options(self) -> dict:
+        """`train_lora`'s memory and speed keywords from this profile: batch size, mixed precision, checkpointing."""
+        return {"batch_size": self.lora_batch, "mixed_precision": self.mixed_precision,
+                "gradient_checkpointing": self.gradient_checkpointing}
 
     def __str__(self) -> str:
         lines = [f"profile of {self.model!r} ({self.family}) on {self.device}"
@@ -56,7 +72,8 @@ class Profile:
                     else "")]
         lines += [f"  {name} = {getattr(self, name)!r}" for name in (
             "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
-            "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "controlnets")]
+            "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
+            "ranks", "train_seeds", "scenes")]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
 
@@ -68,17 +85,22 @@ def device_type(device: str) -> str:
     return str(device).split(":")[0]
 
 
-def available_metrics(metrics: list, report: str) -> tuple[list, str, list]:
-    """Metrics whose model weights are cached, the metric to report, and a note for any left out."""
+def available_metrics(metrics: list, report: str, content: str) -> tuple[list, str, str, list]:
+    """Metrics whose model weights are cached, the metrics to report (style, content), and a note for any left out.
+
+    Without their weights the style is reported as `lora_effect` and the content as `edge_f1` (needs no model).
+    """
     missing = [name for name in metrics if REGISTRY[name].model and cached_snapshot(REGISTRY[name].model) is None]
     if not missing:
-        return list(metrics), report, []
+        return list(metrics), report, content, []
     kept = [name for name in metrics if name not in missing]
     wanted = sorted({REGISTRY[name].model for name in missing})
     note = (f"{', '.join(missing)} need {', '.join(wanted)}, not in the hub cache: this profile reports "
-            f"{FALLBACK_METRIC} instead. Download with `huggingface-cli download <id>` to score with them.")
+            f"{FALLBACK_METRIC} (and content as {FALLBACK_CONTENT}) instead. Download with "
+            "`huggingface-cli download <id>` to score with them.")
     columns = {column for name in missing for column in REGISTRY[name].columns}
-    return kept, FALLBACK_METRIC if report in columns else report, [note]
+    return (kept, FALLBACK_METRIC if report in columns else report,
+            FALLBACK_CONTENT if content in columns else content, [note])
 
 
 def profile(model: str = "toy", device: str = "auto") -> Profile:
@@ -93,10 +115,11 @@ def profile(model: str = "toy", device: str = "auto") -> Profile:
         values.update(family.CPU_PROFILE)
     if where != "cuda" and values["mixed_precision"] != "no":
         values["mixed_precision"] = "no"  # autocast training is for CUDA here
-    metrics, report, notes = available_metrics(values.pop("metrics"), values.pop("report_metric"))
+    metrics, report, content, notes = available_metrics(values.pop("metrics"), values.pop("report_metric"),
+                                                        values.pop("content_metric"))
     for note in notes:
         if note not in _told:  # said once per process
             _told.add(note)
             warnings.warn(note, stacklevel=2)
     return Profile(model=model, family=family.NAME, device=where, shortened=shortened, metrics=metrics,
-                   report_metric=report, notes=notes, **values)
+                   report_metric=report, content_metric=content, notes=notes, **values)

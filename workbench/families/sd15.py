@@ -38,24 +38,29 @@ PROFILES = {
     # The toy: exactly the spec defaults it always had, so its trial ids never change; LoRA as notebook 02 trains it.
     "toy": dict(resolution=64, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1, 2], lora_steps=1200,
                 lora_batch=8, lora_lr=1e-3, mixed_precision="no", gradient_checkpointing=False,
-                metrics=["edge", "toy"], report_metric="style_strength", controlnets=["toy", "toy-mask"]),
+                metrics=["edge", "toy"], report_metric="style_strength", content_metric="colour_fidelity",
+                controlnets=["toy", "toy-mask"], ranks=[1, 2, 4, 8, 16], train_seeds=[0, 1, 2], scenes=12),
     # The random test model: the toy's sampling defaults (its tests' ids stay), a few LoRA steps.
     "tiny": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8, lora_batch=4,
                  lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False, metrics=["edge"],
-                 report_metric="lora_effect", controlnets=["tiny", "tiny"]),
+                 report_metric="lora_effect", content_metric="edge_f1", controlnets=["tiny", "tiny"], ranks=[1, 2],
+                 train_seeds=[0, 1], scenes=2),
     # SD1.5: 512 px and guidance 7.5 from its model card; DPM-Solver++ 2M converges in 20-30 steps (Lu et al. 2022);
     # LoRA as diffusers' train_text_to_image_lora.py and train_dreambooth_lora.py run it: lr 1e-4, batch 1 with 4
     # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered; 500 steps as the DreamBooth
-    # LoRA example. Lesson 04's second ControlNet reads segmentation-like filled regions.
+    # LoRA example. Lesson 04's second ControlNet reads segmentation-like filled regions. Rank studies span 2-32 around
+# the scripts' default rank 4; content is CLIP prompt adherence, the style's reach DINO distance from weight 0.
     "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", seeds=[0, 1, 2, 3], lora_steps=500,
                  lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
-                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance",
-                 controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"]),
+                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
+                 controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"], ranks=[2, 4, 8, 16, 32],
+                 train_seeds=[0, 1, 2], scenes=8),
 }
 DEFAULT_PROFILE = "sd15"
 # On a CPU a real model's lesson is shortened so it runs in minutes: the smallest sensible size (SD1.5's 512 / 4),
-# two denoising steps, one seed, a few LoRA steps.
-CPU_PROFILE = dict(resolution=128, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no")
+# two denoising steps, one seed, a few LoRA steps; a rank study of two ranks, two training seeds, two scenes.
+CPU_PROFILE = dict(resolution=128, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
+                   train_seeds=[0, 1], scenes=2)
 
 
 def owns_index(model_index: dict) -> bool:

@@ -27,20 +27,23 @@ COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
 # What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU. SDXL base 1.0: 1024 px from its model
 # card, guidance 5.0 and the Euler scheduler of its pipeline's and scheduler's configs; LoRA as diffusers'
 # train_dreambooth_lora_sdxl.py runs it (lr 1e-4, fp16 mixed precision, gradient checkpointing, 500 steps,
-# batch 1 with 4 accumulation steps). Lesson 04's second ControlNet reads depth maps.
+# batch 1 with 4 accumulation steps). Lesson 04's second ControlNet reads depth maps. Rank studies as SD1.5's.
 PROFILES = {
     "sdxl": dict(resolution=1024, steps=30, guidance=5.0, scheduler="euler", seeds=[0, 1, 2, 3], lora_steps=500,
                  lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
-                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance",
-                 controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"]),
+                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
+                 controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"], ranks=[2, 4, 8, 16, 32],
+                 train_seeds=[0, 1, 2], scenes=8),
     # The random test model: the toy's sampling defaults, a few LoRA steps.
     "tiny-sdxl": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8,
                       lora_batch=4, lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False,
-                      metrics=["edge"], report_metric="lora_effect", controlnets=["tiny-sdxl", "tiny-sdxl"]),
+                      metrics=["edge"], report_metric="lora_effect", content_metric="edge_f1",
+                      controlnets=["tiny-sdxl", "tiny-sdxl"], ranks=[1, 2], train_seeds=[0, 1], scenes=2),
 }
 DEFAULT_PROFILE = "sdxl"
 # On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.
-CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no")
+CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
+                   train_seeds=[0, 1], scenes=2)
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 

@@ -173,7 +173,12 @@ def dataset_hash(images: torch.Tensor, captions: list[str]) -> str:
 
 
 def cache_key(unet, data_hash: str, rank: int, alpha: float, use_rslora: bool, steps: int, lr: float,
-              seed: int) -> str:
-    """The cache key of one trained adapter: a hash of the base UNet, the data and every training setting."""
-    settings = json.dumps([module_fingerprint(unet), data_hash, rank, alpha, use_rslora, steps, lr, seed])
+              seed: int, options: dict | None = None) -> str:
+    """The cache key of one trained adapter: a hash of the base UNet, the data and every training setting.
+
+    `options` are `train_lora`'s other keywords (batch size, caption dropout, ...); they join the
+    key only when given, so the keys of adapters trained without them stay the same.
+    """
+    parts = [module_fingerprint(unet), data_hash, rank, alpha, use_rslora, steps, lr, seed]
+    settings = json.dumps(parts + [sorted(options.items())] if options else parts)
     return hashlib.sha256(settings.encode()).hexdigest()[:16]

@@ -45,6 +45,13 @@ def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
     return images, list(captions)
 
 
+def data_fingerprint(dataset) -> str:
+    """A hash of any training data `train_lora` takes: an image folder's own, else the images' bytes and captions."""
+    if hasattr(dataset, "fingerprint"):
+        return dataset.fingerprint()
+    return dataset_hash(*training_pairs(dataset))
+
+
 def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
                   mixed_precision) -> dict:
     """Refuse an impossible training option, naming it; return the ones not at their default (for the record)."""

@@ -12,6 +12,7 @@ ranks at the same scale (kohya's default alpha = 1 would scale a rank-128 adapte
 from __future__ import annotations
 
 import csv
+import inspect
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -23,8 +24,8 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, lora_disabled, unload_adapter
-from .files import cache_key, dataset_hash, save_lora
-from .prepare import check_options, drop_captions, noise_loss, select_rows, training_data, training_pairs
+from .files import cache_key, save_lora
+from .prepare import check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 # Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
@@ -200,27 +201,35 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
 
 def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = DEFAULT_STEPS,
                      lr: float = 1e-3, seed: int = 0, cache_dir: str | Path = "runs/lora-cache",
-                     callback: Callable[[str, int, float], None] | None = None) -> dict:
+                     callback: Callable[[str, int, float], None] | None = None, **options) -> dict:
     """Train one adapter per rank (cached), load each as `rank<r>`; return {name: file}.
 
-    The cache key (`files.cache_key`) hashes the base model, the data and every setting, so a
-    re-run with the same settings loads the files instead of training again.
+    `dataset` is anything `train_lora` takes (an image folder too); `options` are more of its
+    keywords (batch_size, mixed_precision, ...). The cache key (`files.cache_key`) hashes the
+    base model, the data and every setting, so a re-run with the same settings loads the files
+    instead of training again.
     """
-    images, captions = training_pairs(dataset)
-    data = dataset_hash(images, captions)
+    data = data_fingerprint(dataset)
+    options = key_options(options)
     files = {}
     for rank in ranks:
         name = f"rank{rank}"
-        key = cache_key(pipe.unet, data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed)
+        key = cache_key(pipe.unet, data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed, options)
         path = Path(cache_dir) / key / f"{name}.safetensors"
         folder = path.parent
         if not path.exists():
-            train_lora(pipe, (images, captions), rank, alpha=alpha, steps=steps, lr=lr, seed=seed, out_dir=folder,
+            train_lora(pipe, dataset, rank, alpha=alpha, steps=steps, lr=lr, seed=seed, out_dir=folder,
                        adapter_name=name, load=False,
-                       callback=(lambda step, loss, n=name: callback(n, step, loss)) if callback else None)
+                       callback=(lambda step, loss, n=name: callback(n, step, loss)) if callback else None, **options)
         load_lora(pipe, path, name, replace=True)
         files[name] = path
     return files
+
+
+def key_options(options: dict | None) -> dict:
+    """The `train_lora` keywords that are not at their defaults: only those join a cache key (older keys stay)."""
+    defaults = {name: p.default for name, p in inspect.signature(train_lora).parameters.items()}
+    return {name: value for name, value in (options or {}).items() if value != defaults.get(name)}
 
 
 def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0.01) -> Path:
