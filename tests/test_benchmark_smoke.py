@@ -74,3 +74,10 @@ def test_lora_step_smoke_on_both_families():
     """The gpu-check's LoRA step at the profiles' settings, on tiny models and the CPU: the code path runs."""
     out = run_benchmark("lora_step.py", "--smoke")
     assert "| tiny | 32 | no | True |" in out and "| tiny-sdxl | 32 | no | True |" in out
+
+
+def test_shared_prefix_benchmark_smoke_counts_the_distinct_sample_steps():
+    table = run_benchmark("shared_prefix.py", "--models", "toy", "--seeds", "1", "--steps", "8")
+    cells = [c.strip() for c in next(l for l in table.splitlines() if l.startswith("| toy |")).strip("|").split("|")]
+    assert cells[2].startswith("32,") and cells[3].startswith("20,")  # 4 ends x 8 steps; distinct: 2 + 4 + 6 + 8
+    assert cells[6] in ("0/255", "1/255", "2/255")  # the suite's tolerance

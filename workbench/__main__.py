@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dtype", default="auto")
     sweep.add_argument("--max-batch", default="auto", type=batch_size,
                        help="most images per pipeline call: a number, or 'auto' (from free GPU memory; 16 on CPU)")
+    sweep.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
+                       help="draw every trial from noise on its own, even where trials share their first steps")
     sweep.add_argument("--compile", action="store_true",
                        help="torch.compile the UNet and ControlNet (the first batch pays a warm-up)")
     search = commands.add_parser("search", help="find a target in few images: a spec whose axes may be ranges "
@@ -115,7 +117,7 @@ def cmd_sweep(args) -> None:
     try:
         table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
                           rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr),
-                          max_batch=args.max_batch)
+                          max_batch=args.max_batch, share_prefix=args.share_prefix)
     finally:
         for bar in bars:
             bar.close()

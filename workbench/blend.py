@@ -117,7 +117,8 @@ def largest_difference(a, b) -> float:
     return float(max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max() for x, y in zip(a, b)))
 
 
-def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: int = 20, repeats: int = 3) -> FuseTiming:
+def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: int | None = None,
+                repeats: int = 3) -> FuseTiming:
     """Time one blend with and without fusing (median of `repeats` calls each), and check both agree.
 
     The unfused and fused images should differ only by float rounding, and the base model

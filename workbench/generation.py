@@ -10,7 +10,7 @@ import warnings
 import torch
 from PIL import Image
 
-from .families import unit_controlnets
+from .families import spec_defaults, unit_controlnets
 from .schedules import schedule_factor
 from .spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
 
@@ -118,8 +118,17 @@ def per_unit_scales(controlnet, scales_by_unit: list[list[float]], schedules_by_
         yield
 
 
-def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int = 20,
-             guidance: float = DEFAULT_GUIDANCE, negative_prompt: str = "", width: int | None = None,
+def sampling_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[int, float]:
+    """`steps` and `guidance`, or where None a spec's defaults for the model `pipe` was loaded as (its GPU
+    profile's, whatever the machine, as a sweep takes them), else 20 and 5."""
+    name = getattr(pipe, "workbench_model", None)
+    defaults = spec_defaults(name) if name else {"steps": [20], "guidance": [DEFAULT_GUIDANCE]}
+    return (steps if steps is not None else defaults["steps"][0],
+            guidance if guidance is not None else defaults["guidance"][0])
+
+
+def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int | None = None,
+             guidance: float | None = None, negative_prompt: str = "", width: int | None = None,
              height: int | None = None, **pipe_kwargs) -> list[Image.Image]:
     """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
 
@@ -130,10 +139,12 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
             unless `width`/`height` are given.
         seeds: an int or a list of ints; each image gets its own torch.Generator.
         scale: ControlNet conditioning scale: 0 ignores the control, 1 is the trained strength.
-        steps, guidance: denoising steps and classifier-free guidance scale (CFG; default 5, as in sweeps).
+        steps, guidance: denoising steps and classifier-free guidance scale (CFG); default: what a sweep
+            spec takes for the model the pipeline was loaded as (the toy's 20 and 5, SD1.5's 30 and 7.5).
     """
     scale = check_scale(scale)
     seeds = check_seeds(seeds)
+    steps, guidance = sampling_defaults(pipe, steps, guidance)
     if not isinstance(prompt, str):
         raise ValueError(f"`prompt` must be a string, got {prompt!r} ({type(prompt).__name__})")
     warn_long_prompt(pipe, prompt)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from .control import check_control_image, unit_controls
+from .denoise import denoise, shares_a_prefix, unit_factors
 from .families import family_of, repeat, trained_size, unit_controlnets
 from .fingerprint import file_sha256, module_fingerprint
 from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
@@ -84,9 +85,11 @@ def model_fingerprint(pipe, adapters: dict) -> str:
 
 # ---- 3. cells ---------------------------------------------------------------------------------
 
-def batched_keys(units: list[Unit]) -> tuple[str, ...]:
-    """Trials differing only in these share one pipeline call: the seed, every unit's scale and schedule."""
-    return ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
+def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
+    """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
+    `share_prefix` its start and end too (the engine's own loop, `denoise.py`, gives each trial its own)."""
+    keys = ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
+    return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
 
 
 def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
@@ -155,6 +158,24 @@ def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
                     output_type="np").images
 
 
+def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings, units: list[Unit],
+                   share_prefix: bool) -> tuple[list, list[int]]:
+    """A batch's images and each trial's `shared_steps`: by the engine's own loop where its trials share a
+    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`generate_cell`)."""
+    controls = controls if isinstance(controls, list) else [controls]
+    if share_prefix:
+        set_scheduler(pipe, params["scheduler"])
+        pipe.scheduler.set_timesteps(params["steps"], device=pipe.device)  # its own count of steps (PNDM: one more)
+        steps = len(pipe.scheduler.timesteps)
+        factors = np.stack([unit_factors(t.params, units, steps) for t in trials])
+        seeds = [t.params["seed"] for t in trials]
+        windows = {tuple((t.params[u.key("start")], t.params[u.key("end")]) for u in units) for t in trials}
+        if len(windows) > 1 or shares_a_prefix(seeds, factors):
+            images, plan = denoise(pipe, embeddings, controls, seeds, factors, params["steps"], params["guidance"])
+            return list(images), plan.shared_steps
+    return list(generate_cell(pipe, params, trials, controls, embeddings, units)), [0] * len(trials)
+
+
 class BatchLimit:
     """The most images per pipeline call; an out-of-memory error lowers it for the rest of the sweep."""
 
@@ -163,13 +184,15 @@ class BatchLimit:
 
 
 def generate_with_backoff(pipe, params, trials, controls, embeddings, limit: BatchLimit, log=print,
-                          units: list[Unit] = (LEGACY_UNIT,)) -> list:
-    """Generate `trials` in calls of at most `limit.size` images; on out-of-memory, halve it and go on."""
-    images = []
+                          units: list[Unit] = (LEGACY_UNIT,), share_prefix: bool = False) -> tuple[list, list]:
+    """Generate `trials` in calls of at most `limit.size` images; on out-of-memory, halve it and go on.
+    Returns the images and each trial's shared steps."""
+    images, shared = [], []
     while len(images) < len(trials):
         chunk = trials[len(images):len(images) + limit.size]
         try:
-            images += list(generate_cell(pipe, params, chunk, controls, embeddings, units))
+            chunk_images, chunk_shared = generate_batch(pipe, params, chunk, controls, embeddings, units, share_prefix)
+            images, shared = images + chunk_images, shared + chunk_shared
         except torch.OutOfMemoryError:
             if len(chunk) == 1:
                 raise
@@ -177,7 +200,7 @@ def generate_with_backoff(pipe, params, trials, controls, embeddings, limit: Bat
                 torch.cuda.empty_cache()
             limit.size = len(chunk) // 2
             log(f"out of memory at batch {len(chunk)}; going on with batches of {limit.size}")
-    return images
+    return images, shared
 
 
 # ---- 5. one image -----------------------------------------------------------------------------
@@ -201,7 +224,8 @@ def versions() -> dict:
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
               rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
-              max_batch: int | str = "auto", columns: dict | None = None, keep_spec: bool = True):
+              max_batch: int | str = "auto", columns: dict | None = None, keep_spec: bool = True,
+              share_prefix: bool = True):
     """Run every unfinished trial of `spec` into `run_dir`; return its rows (this model's trials).
 
     Args:
@@ -216,6 +240,9 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         columns: extra values written into each new row (the search writes its trial number).
         keep_spec: False leaves spec.yaml and specs/ alone (the search's cells; search.yaml
             holds its spec); a folder's spec.yaml still fixes its model.
+        share_prefix: trials that follow one path for their first steps (the same seed and ControlNet
+            strengths so far, differing later in `end` or a schedule) compute those steps once
+            (`denoise.py`); each row's `shared_steps` says how many of its steps it shared.
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
@@ -234,7 +261,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     try:
         scheme = prepare_run_dir(run_dir, spec, keep_spec)["trial_id_scheme"]
         return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
-                           columns or {}, keep_spec, scheme)
+                           columns or {}, keep_spec, scheme, share_prefix)
     finally:
         lock.close()
 
@@ -246,7 +273,7 @@ def control_content(spec: SweepSpec) -> dict:
 
 
 def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec,
-                scheme):
+                scheme, share_prefix):
     """Stages 2-5 of `run_sweep`, with the run folder locked."""
     adapters = spec.resolved_adapters()
     fingerprint = model_fingerprint(pipe, adapters)  # adapter files are hashed, not loaded, for this # 2
@@ -269,7 +296,9 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
     cells = [[t for t in cell if t.trial_id not in finished]
-             for cell in order_cells(trials, batched_keys(units))[rank::world_size]]
+             for cell in order_cells(trials, batched_keys(units, share_prefix))[rank::world_size]]
+    if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
+        cells = [sorted(cell, key=lambda t: (t.params["seed"], t.index)) for cell in cells]
     on_cpu, controls = pipe.device.type == "cpu", {}
     if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
         width, height = unit_controls(units, trials[0].params, size, controls)[0].size
@@ -312,12 +341,12 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
-                images = generate_with_backoff(pipe, params, batch, batch_controls,
+                images, shared = generate_with_backoff(pipe, params, batch, batch_controls,
                                                embeddings_for(pipe, params["prompt"], params["negative_prompt"], embeddings),
-                                               limit, log, units)
+                                               limit, log, units, share_prefix)
                 error = ""
             except Exception as err:  # a failed batch is recorded, and the sweep goes on
-                images, error = [None] * len(batch), f"{type(err).__name__}: {err}"
+                images, shared, error = [None] * len(batch), [0] * len(batch), f"{type(err).__name__}: {err}"
             seconds = (time.perf_counter() - started) / len(batch)
             # This process's first batch also pays one-time costs (first kernel calls, Canny's
             # import, torch.compile): its rows say so, so `seconds` compares like with like.
@@ -330,7 +359,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             if pending:
                 report(finish_writing(pending, progress))
             pending = writer.submit(write_batch, results, run_dir, spec, batch, images, batch_controls, error,
-                                    started_at, seconds, batch_context)
+                                    started_at, seconds, batch_context, shared)
         if pending:
             report(finish_writing(pending, progress))
         if stopped:
@@ -358,12 +387,13 @@ def finish_writing(pending, progress: Progress) -> list:
 
 
 def write_batch(results: ResultsLog, run_dir: Path, spec: SweepSpec, batch: list, images: list, controls,
-                error: str, started_at: str, seconds: float, context: dict) -> list:
+                error: str, started_at: str, seconds: float, context: dict, shared: list | None = None) -> list:
     """Write each image of a batch and then its row (stage 5); return the rows. Runs on the writer thread."""
     rows = []
-    for trial, pixels in zip(batch, images):                                           # 5
+    for trial, pixels, steps in zip(batch, images, shared or [0] * len(batch)):       # 5
         try:
-            row = record_trial(run_dir, spec, trial, pixels, controls, error, started_at, seconds, context)
+            row = record_trial(run_dir, spec, trial, pixels, controls, error, started_at, seconds,
+                               {**context, "shared_steps": steps})
         except OSError as err:
             err.rows_written = len(rows)
             raise

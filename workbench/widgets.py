@@ -22,9 +22,12 @@ from IPython.display import display
 from PIL import Image
 
 from .plots import new_figure, plot_grid
+from .profiles import profile
 from .results import load_results
 from .spec import AXES, spec_from_dict
 from .sweep import run_sweep
+
+SCHEDULE_CHOICES = ("constant", "linear", "cosine", "step@0.5", "ramp@0.5")  # the panel's; a spec takes any step@F
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -87,8 +90,12 @@ class SweepPanel:
         self.adapter_select = w.SelectMultiple(options=sorted(self.adapters), value=tuple(sorted(self.adapters)[:1]),
                                                description="adapters", rows=min(4, max(1, len(self.adapters))))
         self.seeds = w.Text("0-1", description="seeds")
-        self.steps = w.BoundedIntText(20, min=1, max=500, description="steps")
-        self.guidance = w.BoundedFloatText(5.0, min=0, max=30, description="guidance")
+        defaults = profile(model, pipe.device.type)  # the model's steps and guidance (the toy's: 20 and 5)
+        self.steps = w.BoundedIntText(defaults.steps, min=1, max=500, description="steps")
+        self.guidance = w.BoundedFloatText(defaults.guidance, min=0, max=30, description="guidance")
+        # ControlNet strength per step (schedules.py); "constant" alone leaves the spec as it always was
+        self.schedules = w.SelectMultiple(options=SCHEDULE_CHOICES, value=("constant",), description="schedules",
+                                          rows=len(SCHEDULE_CHOICES))
         # Search mode: the smallest scale in [scale from, to] whose seeds meet the target (adaptive.py)
         self.mode = w.ToggleButtons(options=["Grid", "Search"], value="Grid", description="mode")
         self.target = w.Text("edge_f1>=0.9", description="target")
@@ -111,7 +118,8 @@ class SweepPanel:
         controls = [self.prompt, w.HBox([self.scale_start, self.scale_stop, self.scale_count]), self.lora_weights]
         if self.adapters:
             controls.append(self.adapter_select)
-        controls += [w.HBox([self.seeds, self.steps, self.guidance]), w.HBox([self.mode, self.target, self.budget]),
+        controls += [w.HBox([self.seeds, self.steps, self.guidance]), self.schedules,
+                     w.HBox([self.mode, self.target, self.budget]),
                      w.HBox([self.run_button, self.stop_button,
                      self.progress]), self.message, w.HBox([self.row_picker, self.col_picker])]
         self.widget = w.VBox(controls + [self.grid_image, self.stats_html, self.table_html])
@@ -126,11 +134,13 @@ class SweepPanel:
         adapters = list(self.adapter_select.value) if self.adapters else [None]
         if any(weight != 0 for weight in weights) and adapters in ([], [None]):
             raise ValueError("LoRA weights other than 0 need an adapter: pick one in `adapters`")
+        schedules = list(self.schedules.value) or ["constant"]
         return spec_from_dict({
             "model": self.model, "prompt": [self.prompt.value], "conditioning_scale": scales,
             "lora_weight": weights, "adapter": adapters or [None], "adapters": self.adapters,
             "seed": parse_seeds(self.seeds.value), "steps": [self.steps.value], "guidance": [self.guidance.value],
-            "control_image": self.control_image or f"toy:{self.prompt.value}"})
+            "control_image": self.control_image or f"toy:{self.prompt.value}",
+            **({} if schedules == ["constant"] else {"control_schedule": schedules})})
 
     def run(self, _button=None) -> None:
         """Start the sweep (or, in Search mode, the search) the controls describe, in a background thread."""

@@ -44,6 +44,7 @@ class Family(Protocol):
     def owns(self, pipe) -> bool: ...                             # is this loaded pipeline ours?
     def encode(self, pipe, prompt: str, negative: str) -> dict: ...          # pipeline-call keywords
     def unet_conditioning(self, pipe, context, rows: int) -> dict: ...       # a bare UNet call's extras
+    def loop_conditioning(self, pipe, embeddings: dict, rows: int, height: int, width: int) -> dict: ...  # `denoise`
     def tokenize(self, pipe, captions: list[str]) -> list: ...              # token ids for training
     def text_context(self, pipe, tokens: list, image_sizes=None) -> tuple: ...  # (embeddings, extras)
     def lora_loader(self): ...                 # the class whose save_lora_weights writes our files

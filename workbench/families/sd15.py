@@ -86,6 +86,14 @@ def unet_conditioning(pipe, context, rows: int) -> dict:
     return {}
 
 
+def loop_conditioning(pipe, embeddings: dict, rows: int, height: int, width: int) -> dict:
+    """The text conditioning of `denoise`'s UNet and ControlNet calls on `rows` rows, CFG's two halves stacked."""
+    import torch
+    text = torch.cat([embeddings["negative_prompt_embeds"].repeat(rows, 1, 1),
+                      embeddings["prompt_embeds"].repeat(rows, 1, 1)])
+    return {"encoder_hidden_states": text}
+
+
 def tokenize(pipe, captions: list[str]) -> list:
     return [pipe.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids]
 

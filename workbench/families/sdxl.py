@@ -89,6 +89,19 @@ def unet_conditioning(pipe, context, rows: int) -> dict:
     return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": add_time_ids(pipe, size, rows)}}
 
 
+def loop_conditioning(pipe, embeddings: dict, rows: int, height: int, width: int) -> dict:
+    """`denoise`'s conditioning on `rows` rows: both encoders' text, and what SDXL adds to it, as its pipeline does:
+    the pooled text embedding and the size ids (original size and target size the image's, crop at 0, 0)."""
+    import torch
+    text = torch.cat([embeddings["negative_prompt_embeds"].repeat(rows, 1, 1),
+                      embeddings["prompt_embeds"].repeat(rows, 1, 1)])
+    pooled = torch.cat([embeddings["negative_pooled_prompt_embeds"].repeat(rows, 1),
+                        embeddings["pooled_prompt_embeds"].repeat(rows, 1)])
+    ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=text.dtype, device=text.device)
+    return {"encoder_hidden_states": text,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids.repeat(2 * rows, 1)}}
+
+
 def tokenize(pipe, captions: list[str]) -> list:
     return [tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
             for tokenizer in (pipe.tokenizer, pipe.tokenizer_2)]

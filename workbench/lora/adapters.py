@@ -36,6 +36,38 @@ def loaded_adapters(pipe) -> list[str]:
     return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(pipe.unet, "peft_config", None) else []
 
 
+@contextmanager
+def peft_notes_quiet():
+    """Silence peft's notes on what this package does on purpose: a second adapter beside the first, and
+    deleting the active adapter (the next one is chosen again by `activate_lora` or a sweep)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted")
+        yield
+
+
+@contextmanager
+def loading_quietly():
+    """Load LoRA weights without the libraries' log lines, which this package says better itself.
+
+    diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
+    raises, and that a UNet-only file has no text-encoder keys; transformers prints a "LOAD
+    REPORT" calling a text encoder's own weights missing when only LoRA layers arrive. The
+    errors of `load_lora` say a mismatch in one line, and `check_all_layers_loaded` counts
+    what really arrived.
+    """
+    loggers = [logging.getLogger(name) for name in ("diffusers.loaders", "diffusers.utils", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with peft_notes_quiet():
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = False, replace: bool = False) -> dict:
     """Load a LoRA safetensors file (diffusers, peft or kohya/A1111 format) as a named adapter.
 
@@ -55,27 +87,18 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
     if adapter_name in loaded_adapters(pipe):
         if not replace:
             raise ValueError(f"adapter {adapter_name!r} is already loaded; pass replace=True or pick another name")
-        pipe.delete_adapters(adapter_name)
+        with peft_notes_quiet():
+            pipe.delete_adapters(adapter_name)
     info = inspect_lora_file(path) if use_safetensors else {"format": "pickle"}
-    # diffusers logs every mismatched tensor (86 lines for an SD1.5 file on the toy) before it
-    # raises, and transformers prints a "LOAD REPORT" calling a text encoder's own weights
-    # missing when only LoRA layers arrive. Both are quiet here: the error below says a
-    # mismatch in one line, and check_all_layers_loaded counts what really arrived.
-    loggers = [logging.getLogger(name) for name in ("diffusers.loaders", "transformers")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
     try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name,
-                               use_safetensors=use_safetensors)
+        with loading_quietly():
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name,
+                                   use_safetensors=use_safetensors)
     except (RuntimeError, ValueError) as err:
         message = describe_mismatch(path, str(err), family_of(pipe).NAME)
         if message is None:
             raise
         raise ValueError(message) from None
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
     check_all_layers_loaded(pipe, path, adapter_name, info)
     adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return info
@@ -252,7 +275,8 @@ def unwrap_if_unused(module: torch.nn.Module) -> None:
 def unload_adapter(pipe, adapter_name: str) -> None:
     """Remove one adapter from every component that carries it; components left with none are plain modules again."""
     if adapter_name in loaded_adapters(pipe):
-        pipe.delete_adapters(adapter_name)
+        with peft_notes_quiet():
+            pipe.delete_adapters(adapter_name)
     adapter_sources(pipe).pop(adapter_name, None)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):

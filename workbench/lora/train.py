@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..fingerprint import file_sha256, module_fingerprint
-from .adapters import adapter_sources, load_lora, lora_disabled, unload_adapter
+from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
 from .files import cache_key, save_lora
 from .prepare import check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data
 
@@ -122,8 +122,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
                         use_rslora=use_rslora)
     training_name = f"{adapter_name}-training"
-    with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the plan
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+    with peft_notes_quiet():  # peft warns that a second adapter joins the first: that is the plan
         unet.add_adapter(config, adapter_name=training_name)
     unet.set_adapter(training_name)
     disabled = lora_disabled(unet)
@@ -194,7 +193,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
     if load:
-        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        with loading_quietly():
+            pipe.load_lora_weights(str(path), adapter_name=adapter_name)
         adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return path
 
@@ -237,8 +237,7 @@ def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=float(rank), init_lora_weights=False, target_modules=TARGET_MODULES)
     name = f"random-r{rank}-{seed}"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+    with peft_notes_quiet():
         pipe.unet.add_adapter(config, adapter_name=name)
     with torch.no_grad():
         for param_name, param in pipe.unet.named_parameters():
