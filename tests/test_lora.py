@@ -261,3 +261,20 @@ def test_training_works_after_a_sweep_switched_lora_off(tmp_path):
     assert second.exists() and len((tmp_path / "second.losses.csv").read_text().splitlines()) == 3
     from workbench.lora import lora_disabled
     assert lora_disabled(pipe.unet)  # left as the sweep set it
+
+
+def test_training_adds_the_same_noise_whatever_sampler_the_pipeline_draws_with(tmp_path):
+    """Euler's add_noise knows only the timesteps of its last set_timesteps; training uses DDPM on the same betas."""
+    from safetensors.torch import load_file
+    from workbench.families.sd15 import build_tiny_pipeline
+    from workbench.pipeline import set_scheduler
+    from workbench.toy.data import make_dataset
+    pipe = build_tiny_pipeline(seed=0)
+    data = make_dataset(4, seed=1, size=32, style="outlined")
+    files = []
+    for name in ("ddim", "euler"):
+        set_scheduler(pipe, name)
+        pipe.scheduler.set_timesteps(4)  # as a sweep leaves it
+        files.append(train_lora(pipe, data, rank=2, steps=2, batch_size=2, out_dir=tmp_path / name, load=False))
+    first, second = (load_file(str(f)) for f in files)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

@@ -119,3 +119,11 @@ def test_the_panel_shows_the_seed_statistics_the_report_shows(tiny_pipe, tmp_pat
     cells = cell_stats(panel.table, "edge_f1", by=["conditioning_scale"])
     assert f"{cells.ci_high.iloc[-1]:.3f}" in html  # the same numbers as cell_stats (and report.html)
     assert seed_statistics_html(panel.table, "seed") == ""  # seeds are what the statistics run over
+
+
+def test_the_schedules_control_adds_the_axis_only_when_chosen(tiny_pipe, tmp_path):
+    panel = make_panel(tiny_pipe, tmp_path)
+    assert "control_schedule" not in panel.spec().parameters()  # "constant" alone: the spec as it always was
+    panel.schedules.value = ("constant", "ramp@0.5")
+    assert panel.spec().control_schedule == ["constant", "ramp@0.5"]
+    assert (panel.steps.value, panel.guidance.value) == (2, 5.0)  # the tiny model's profile gave guidance 5

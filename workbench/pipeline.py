@@ -10,6 +10,8 @@ which says what to do, instead of a traceback from deep inside the hub client.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
 import re
@@ -105,8 +107,29 @@ def hub_is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+@contextmanager
+def quiet_progress_bars():
+    """No "Loading pipeline components" or "Loading weights" bars in a notebook's output while a model loads."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+    shown = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in shown:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in shown:
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def _from_pretrained(cls, source: ModelSource, role: str, **kwargs):
     """Call cls.from_pretrained on a checked folder, or on a hub id: cache first, then network."""
+    with quiet_progress_bars():
+        return _from_pretrained_loud(cls, source, role, **kwargs)
+
+
+def _from_pretrained_loud(cls, source: ModelSource, role: str, **kwargs):
     if source.kind in ("embedded", "local"):
         check_model_folder(source.location, role)
         return cls.from_pretrained(source.location, local_files_only=True, **kwargs)

@@ -135,7 +135,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    scheduler = pipe.scheduler
+    scheduler = noise_scheduler(pipe)
     data_hash, base_fingerprint = data.data_hash, module_fingerprint(unet)  # LoRA excluded
     settings = dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     data=data_hash, base=base_fingerprint, **options)  # options only where not the default
@@ -224,6 +224,15 @@ def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None 
         load_lora(pipe, path, name, replace=True)
         files[name] = path
     return files
+
+
+def noise_scheduler(pipe):
+    """The forward process that training adds noise with: DDPM on the pipeline's betas, as diffusers' training
+    scripts use it, whatever sampler the pipeline draws with (Euler's and DPM++'s `add_noise` only know the
+    timesteps of their last `set_timesteps`). On DDIM's or PNDM's betas it adds exactly the same noise."""
+    from diffusers import DDPMScheduler
+    accepted = inspect.signature(DDPMScheduler.__init__).parameters
+    return DDPMScheduler(**{name: value for name, value in pipe.scheduler.config.items() if name in accepted})
 
 
 def key_options(options: dict | None) -> dict:
