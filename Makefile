@@ -15,7 +15,7 @@ CONTROLNET_AUX ?= controlnet_aux==0.0.10
 OPEN_CLIP ?= open-clip-torch==3.3.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow gpu-check wheel readme-images docs clean-venv
+.PHONY: setup demo test test-slow gpu-check wheel wheelhouse student readme-images docs clean-venv
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-slow: setup
 # On a GPU machine build the venv with the CUDA torch: `make TORCH=torch gpu-check`.
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py
+
+# Student copies of the notebooks, without the cells tagged `solution`: outputs/student/*.ipynb
+student: setup
+	$(BIN)/python -m workbench.student notebooks outputs/student
 
 # A wheel for the plain-pip route (README, "Without make"): dist/controlnet_lora_workbench-*.whl
 wheel: setup

@@ -127,3 +127,30 @@ def test_the_schedules_control_adds_the_axis_only_when_chosen(tiny_pipe, tmp_pat
     panel.schedules.value = ("constant", "ramp@0.5")
     assert panel.spec().control_schedule == ["constant", "ramp@0.5"]
     assert (panel.steps.value, panel.guidance.value) == (2, 5.0)  # the tiny model's profile gave guidance 5
+
+
+def test_a_cell_sweep_waits_for_the_panels_sweep_on_the_same_pipeline(tiny_pipe, tmp_path, monkeypatch):
+    """The panel's thread and a notebook cell share `pipe`: the second sweep waits, and says so, instead of mixing."""
+    import threading
+    from workbench import run_sweep
+    panel = make_panel(tiny_pipe, tmp_path / "panel")
+    started, release = threading.Event(), threading.Event()
+    real = sweep_module.generate_cell
+
+    def slow_first_batch(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "generate_cell", slow_first_batch)
+    panel.run_button.click()
+    assert started.wait(30)
+    said, done = [], threading.Event()
+    spec = {"model": "tiny", "prompt": CAPTION, "steps": 2, "seed": [5]}
+    cell = threading.Thread(target=lambda: (run_sweep(tiny_pipe, spec, tmp_path / "cell", log=said.append), done.set()))
+    cell.start()
+    assert not done.wait(2) and any("waiting for it to finish" in line for line in said)
+    release.set()
+    panel.wait(120)
+    cell.join(120)
+    assert done.is_set() and len(panel.table) == 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .plots import check_columns, new_figure, ordered_values
+from .plots import MARKERS, PALETTE, check_columns, new_figure, ordered_values
 from .statistics import cell_stats
 
 
@@ -39,7 +39,8 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
         else:
             cells = group.groupby(x)[y].agg(["mean", "min", "max"])
             means, low, high = cells["mean"], cells["min"], cells["max"]
-        line, = ax.plot(means.index, means, marker="o", label=None if hue is None else f"{hue} = {value}")
+        line, = ax.plot(means.index, means, marker=MARKERS[number % len(MARKERS)],  # colour and marker tell lines apart
+                        label=None if hue is None else f"{hue} = {value}")
         ax.fill_between(means.index, low, high, alpha=0.2, color=line.get_color(),
                         label=band if number == 0 else None)
     ax.set_xlabel(x)
@@ -117,11 +118,11 @@ def plot_rank_study(table: pd.DataFrame, ladder_table: pd.DataFrame | None = Non
     for ax, column in ((axes[0], style), (axes[1], content)):
         label = STUDY_LABELS.get(column, column)
         curve = rank_curve(table, column, weight)
-        ax.plot(curve.index, curve["mean"], marker="o", color="C0", label="trained at rank r (mean of seeds)")
-        ax.fill_between(curve.index, curve["min"], curve["max"], color="C0", alpha=0.2, label="seed band (min-max)")
+        ax.plot(curve.index, curve["mean"], marker="o", color=PALETTE[0], label="trained at rank r (mean of seeds)")
+        ax.fill_between(curve.index, curve["min"], curve["max"], color=PALETTE[0], alpha=0.2, label="seed band (min-max)")
         if ladder_table is not None and len(ladder_table) and column in ladder_table:
             cut = ladder_table.groupby("lora_rank")[column].mean()
-            ax.plot(cut.index, cut.values, marker="s", linestyle="--", color="C3",
+            ax.plot(cut.index, cut.values, marker="s", linestyle="--", color=PALETTE[5],
                     label=f"{ladder_table.source.iloc[0]} cut to rank r (SVD)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(curve.index), [str(r) for r in curve.index])
@@ -161,7 +162,7 @@ def plot_search(table: pd.DataFrame, parameter: str, column: str, target: float 
     for order, (x, y) in enumerate(zip(cells.x, cells.y), start=1):
         ax.annotate(str(order), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if target is not None:
-        ax.axhline(target, color="C3", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.axhline(target, color=PALETTE[5], linestyle="--", linewidth=1, label=f"target {target:g}")
         ax.legend(fontsize=8, loc="lower right")
     ax.figure.colorbar(points, ax=ax, label="order tried")
     ax.set_xlabel(parameter)
@@ -184,7 +185,7 @@ def plot_losses(path, window: int = 25, ax=None):
     if ax is None:
         _, ax = new_figure(figsize=(5, 3.2))
     ax.plot(losses["step"], losses["loss"], color="lightgrey", linewidth=0.8, label="one batch")
-    ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), color="C0",
+    ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), color=PALETTE[0],
             label=f"mean of {window} steps")
     ax.set_xlabel("training step")
     ax.set_ylabel("noise-prediction loss (MSE)")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -260,10 +262,30 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     run_dir, lock = open_run_dir(run_dir, rank)  # the lock before anything in the folder is written or cleaned
     try:
         scheme = prepare_run_dir(run_dir, spec, keep_spec)["trial_id_scheme"]
-        return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
-                           columns or {}, keep_spec, scheme, share_prefix)
+        with pipeline_in_use(pipe, log):
+            return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
+                               columns or {}, keep_spec, scheme, share_prefix)
     finally:
         lock.close()
+
+
+_MAKING_LOCKS = threading.Lock()
+
+
+@contextmanager
+def pipeline_in_use(pipe, log):
+    """One sweep at a time on one pipeline: a notebook cell's sweep waits while the panel's runs (in its thread),
+    since both switch the pipeline's adapters and scheduler."""
+    with _MAKING_LOCKS:  # two threads must not each make a lock for one pipeline
+        if not hasattr(pipe, "_workbench_lock"):
+            pipe._workbench_lock = threading.RLock()
+    if not pipe._workbench_lock.acquire(blocking=False):
+        log("another sweep is running on this pipeline (the panel?): waiting for it to finish; press its Stop")
+        pipe._workbench_lock.acquire()
+    try:
+        yield
+    finally:
+        pipe._workbench_lock.release()
 
 
 def control_content(spec: SweepSpec) -> dict:
