@@ -46,6 +46,22 @@ gpu-check: setup
 student: setup
 	$(BIN)/python -m workbench.student notebooks outputs/student
 
+# An offline classroom: every wheel a student installs, in wheelhouse/py<version>/, for Linux x86-64 on
+# Python 3.11 and 3.12 (docs/workshop.md, "A classroom without Wi-Fi"). For macOS or Windows run it there
+# with WHEEL_PLATFORM= (empty: this machine's). A CPU torch on Linux: WHEEL_INDEX=https://download.pytorch.org/whl/cpu
+WHEEL_PYTHONS  ?= 3.11 3.12
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+WHEEL_INDEX    ?=
+wheelhouse: wheel
+	for py in $(WHEEL_PYTHONS); do \
+	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --dest wheelhouse/py$$py --no-deps \
+	    --only-binary=:all: --python-version $$py $(foreach p,$(WHEEL_PLATFORM),--platform $(p)) \
+	    $(if $(WHEEL_INDEX),--extra-index-url $(WHEEL_INDEX)) \
+	    -r constraints.txt $(TORCH) $(CONTROLNET_AUX) $(OPEN_CLIP) || exit 1; \
+	  cp dist/controlnet_lora_workbench-*.whl wheelhouse/py$$py/; \
+	done
+	@echo "wheelhouse/: install offline with  pip install --no-index --find-links wheelhouse/py<version> controlnet-lora-workbench"
+
 # A wheel for the plain-pip route (README, "Without make"): dist/controlnet_lora_workbench-*.whl
 wheel: setup
 	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .

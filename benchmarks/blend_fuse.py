@@ -23,6 +23,7 @@ from report import machine, publish
 from workbench.blend import blend_table
 from workbench.control import control_for
 from workbench.lora import training_pairs
+from workbench.lora.files import dataset_hash
 from workbench.ranks import cached_adapter, held_out_captions
 from workbench.toy.data import style_dataset
 
@@ -39,8 +40,8 @@ def main() -> int:
     names = []
     for seed in (0, 1):
         name = f"r{args.rank}-s{seed}"
-        path = cached_adapter(pipe, images, captions, args.rank, float(args.rank), False, 1200, 1e-3, seed,
-                              Path("runs/lora-cache"), name)
+        path = cached_adapter(pipe, (images, captions), dataset_hash(images, captions), args.rank, float(args.rank),
+                              False, 1200, 1e-3, seed, Path("runs/lora-cache"), name)
         wb.load_lora(pipe, path, adapter_name=name, replace=True)
         names.append(name)
     a, b = names

@@ -54,7 +54,8 @@ def main() -> int:
     data = style_dataset(args.style, n=args.styled, prior=args.prior, unconditional=args.unconditional)
     study = wb.rank_study(pipe, data, ranks=args.ranks, seeds=args.seeds,
                           steps=args.steps, lr=args.lr, alpha=alpha, style=args.style, scenes=args.scenes,
-                          run_dir=run_dir, cache_dir=args.cache_dir, log=lambda m: print(m, flush=True))
+                          run_dir=run_dir, cache_dir=args.cache_dir, reuse_shipped=False,
+                          log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - started
     if args.figure:
         args.figure.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def test_notebook_02s_study_adapters_are_shipped_and_seed_the_cache(tmp_path):
     from workbench.toy.data import style_dataset
     pipe = load_pipeline("toy", device="cpu")
     images, captions = training_pairs(style_dataset("outlined", prior=256, unconditional=128))
-    members = set(zipfile.ZipFile(SHIPPED_ADAPTERS).namelist())
+    members = {m for m in zipfile.ZipFile(SHIPPED_ADAPTERS).namelist() if not m.startswith("tables/")}
     wanted = {f"{cache_key(pipe.unet, dataset_hash(images, captions), r, float(r), False, 1200, 1e-3, s)}/r{r}-s{s}.safetensors"
               for r in (1, 2, 4, 8, 16) for s in (0, 1, 2)}
     assert wanted == members, "the shipped adapters' keys no longer match notebook 02's recipe"
@@ -105,3 +105,37 @@ def test_a_rank_study_evaluates_on_given_prompts_and_refuses_them_without_contro
                    cache_dir=tmp_path, log=lambda m: None)
     with pytest.raises(ValueError, match="this pipeline was not loaded by `wb.load_pipeline`"):
         rank_study(tiny_pipe, data, ranks=[1], seeds=[0], steps=1, cache_dir=tmp_path, log=lambda m: None)
+
+
+def test_notebook_02s_study_loads_its_shipped_scores_instead_of_sweeping(tmp_path):
+    """02's study cell at its defaults: adapters and scores from the package, no image drawn, in seconds."""
+    from workbench.toy.data import style_dataset
+    pipe = load_pipeline("toy", device="cpu")
+    said = []
+    study = rank_study(pipe, style_dataset("outlined", prior=256, unconditional=128), ranks=[1, 2, 4, 8, 16],
+                       seeds=[0, 1, 2], steps=1200, style="outlined", scenes=12, run_dir=tmp_path / "study",
+                       cache_dir=tmp_path / "cache", log=said.append)
+    assert any("ship with the package" in line for line in said)
+    assert not (tmp_path / "study").exists()  # no sweep ran
+    assert len(study.table) == 12 * 15 * 4 and set(study.table.lora_rank) == {1, 2, 4, 8, 16}
+    assert "image_path" not in study.table and "device" not in study.table  # scores only, no machine's facts
+    at_two = study.table[(study.table.lora_rank == 2) & (study.table.lora_weight == 1.0)]
+    assert round(at_two.style_strength.mean(), 2) == 0.44  # the number notebook 02 and the README quote
+
+
+def test_a_shipped_study_round_trips(tiny_pipe, tmp_path, monkeypatch):
+    """Ship a study's tables into an archive; the same study elsewhere then loads them, and other settings do not."""
+    from workbench.columns import metric_columns
+    from workbench.shipped import scores_only, ship_tables
+    monkeypatch.setattr("workbench.shipped.SHIPPED", tmp_path / "archive.zip")
+    data = make_dataset(4, seed=3, size=32, style="outlined")
+    settings = dict(model="tiny", ranks=[1, 2], seeds=[0, 1], steps=1, scenes=1, weights=[0.0, 1.0], sample_steps=2,
+                    cache_dir=tmp_path / "cache", log=lambda m: None)
+    first = rank_study(tiny_pipe, data, run_dir=tmp_path / "a", **settings)
+    scores = metric_columns(first.table)
+    ship_tables(first.key, scores_only(first.table, scores), scores_only(first.ladder_table, scores))
+    again = rank_study(tiny_pipe, data, run_dir=tmp_path / "b", **settings)
+    assert not (tmp_path / "b").exists() and again.key == first.key
+    assert again.table.lora_effect.round(6).tolist() == first.table.lora_effect.round(6).tolist()
+    other = rank_study(tiny_pipe, data, run_dir=tmp_path / "c", **{**settings, "weights": [0.0, 1.0, 1.25]})
+    assert (tmp_path / "c").exists() and other.key != first.key

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import random
 import time
-import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +41,7 @@ from .lora.train import key_options
 from .metric_registry import writer_columns
 from .pipeline import model_name
 from .profiles import profile
+from .shipped import SHIPPED, scores_only, ship_tables, shipped_adapter, shipped_tables, study_key  # noqa: F401
 from .shorten import short
 from .spec import spec_from_dict
 from .sweep import run_sweep
@@ -58,6 +58,7 @@ class RankStudy:
     adapters: dict               # adapter name -> file
     parameters: dict             # rank -> trainable parameters of one adapter
     figure: object
+    key: str = ""                # what its tables ship under (`shipped.py`)
 
 
 def alpha_for(policy, rank: int, smallest: int) -> tuple[float, bool]:
@@ -81,24 +82,12 @@ def held_out_captions(n: int, style: str, seed: int = 999) -> list[str]:
     return [Scene(s, c, b, .5, .5, .33, 0, style).caption for s, c, b in picked]
 
 
-# Notebook 02's study adapters, shipped in fp16 (benchmarks/ship_study_adapters.py): members "<key>/<name>.safetensors"
-SHIPPED_ADAPTERS = Path(__file__).parent / "assets" / "lora-study.zip"
+SHIPPED_ADAPTERS = SHIPPED  # notebook 02's study adapters and tables (`shipped.py`)
 
 
-def shipped_adapter(key: str, name: str, folder: Path) -> Path | None:
-    """Copy a shipped adapter with this cache key into `folder`; None when the package has none."""
-    member = f"{key}/{name}.safetensors"
-    if not SHIPPED_ADAPTERS.exists():
-        return None
-    with zipfile.ZipFile(SHIPPED_ADAPTERS) as archive:
-        if member not in archive.namelist():
-            return None
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{name}.safetensors"
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(archive.read(member))
-        partial.replace(target)  # a crash mid-copy leaves no half file under the real name
-    return target
+def adapter_key(pipe, data_hash: str, rank, alpha, use_rslora, steps, lr, seed, options: dict | None = None) -> str:
+    """The cache key of one adapter of a study (`lora.files.cache_key`, options at their defaults left out)."""
+    return cache_key(pipe.unet, data_hash, rank, alpha, use_rslora, steps, lr, seed, key_options(options))
 
 
 def cached_adapter(pipe, data, data_hash: str, rank, alpha, use_rslora, steps, lr, seed, cache_dir: Path, name: str,
@@ -109,8 +98,7 @@ def cached_adapter(pipe, data, data_hash: str, rank, alpha, use_rslora, steps, l
     `train_lora` keywords) included, so a shipped adapter is used only for exactly the settings
     it was trained with.
     """
-    options = key_options(options)
-    key = cache_key(pipe.unet, data_hash, rank, alpha, use_rslora, steps, lr, seed, options)
+    key = adapter_key(pipe, data_hash, rank, alpha, use_rslora, steps, lr, seed, options)
     folder = Path(cache_dir) / key
     path = folder / f"{name}.safetensors"
     if not path.exists():
@@ -179,7 +167,7 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
                resolution: int | None = None, model: str | None = None, metrics: list | None = None,
                report: str | None = None, content: str | None = None, train_options: dict | None = None,
                run_dir: str | Path = "runs/rank-study", cache_dir: str | Path = "runs/lora-cache",
-               log=print) -> RankStudy:
+               reuse_shipped: bool = True, log=print) -> RankStudy:
     """Train one adapter per (rank, training seed) on `dataset`, sweep them on held-out prompts, and plot.
 
     Args:
@@ -196,6 +184,8 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
             trained size unless the profile is shortened), what to score, and the style and
             content columns the figure shows.
         run_dir, cache_dir: where the sweeps and the adapters go; both resume.
+        reuse_shipped: where the package ships this exact study's scores (notebook 02's defaults, `shipped.py`),
+            load them instead of sweeping (seconds instead of minutes); False sweeps again.
     Returns a RankStudy with the table, the ladder's table, the adapters and the figure.
     """
     model = model_name(pipe, model)
@@ -207,7 +197,7 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
     prompts, controls = study_prompts(captions, prompts, controls, style, scenes)
     ranks, seeds = sorted(set(ranks)), list(seeds)
     run_dir, smallest = Path(run_dir), min(ranks)
-    adapters, meta = {}, {}
+    adapters, meta, keys = {}, {}, {}
     for rank in ranks:
         a, rslora = alpha_for(alpha, rank, smallest)
         for seed in seeds:
@@ -217,10 +207,29 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
             adapters[name] = cached_adapter(pipe, data, data_hash, rank, a, rslora, steps, lr, seed, Path(cache_dir),
                                             name, train_options)
             meta[name] = (rank, seed)
+            keys[name] = adapter_key(pipe, data_hash, rank, a, rslora, steps, lr, seed, train_options)
             left = len(ranks) * len(seeds) - len(adapters)
             if left and time.perf_counter() - started > 5:  # it trained: say how long the others may take
                 log(f"  trained in {time.perf_counter() - started:.0f} s; the {left} left that are not cached "
                     f"take up to {left * (time.perf_counter() - started) / 60:.1f} min more")
+    key = study_key({"adapters": keys, "prompts": prompts, "controls": controls, "weights": list(weights),
+                     "sweep": asdict(how), "report": report})
+    found = shipped_tables(key) if reuse_shipped else None
+    if found is not None:
+        table, ladder_table = found
+        log("this study's scores ship with the package: loaded instead of sweeping (reuse_shipped=False sweeps)")
+    else:
+        table, ladder_table = sweep_study(pipe, how, prompts, controls, adapters, meta, weights, report, content,
+                                          run_dir, log)
+    parameters = {rank: file_parameters(adapters[f"r{rank}-s{seeds[0]}"]) for rank in ranks}
+    figure = plot_rank_study(table, ladder_table, parameters, style=report, content=content)
+    return RankStudy(table, ladder_table, adapters, parameters, figure, key)
+
+
+def sweep_study(pipe, how: StudySweep, prompts, controls, adapters: dict, meta: dict, weights, report: str,
+                content: str, run_dir: Path, log) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sweep every adapter on every prompt, then the best top-rank adapter cut to each smaller rank."""
+    ranks = sorted({rank for rank, _ in meta.values()})
     started = time.perf_counter()
     table = sweep_prompts(pipe, how, prompts[:1], controls[:1], adapters, weights, run_dir / "ranks", log)
     if len(prompts) > 1:
@@ -237,9 +246,7 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
     ladder_table = ladder_sweeps(pipe, how, prompts, controls, ladder, report, run_dir, log)
     ladder_table = pd.concat([ladder_table, table[(table.adapter == best) & (table.lora_weight == 1.0)]],
                              ignore_index=True).assign(source=best)
-    parameters = {rank: file_parameters(adapters[f"r{rank}-s{seeds[0]}"]) for rank in ranks}
-    figure = plot_rank_study(table, ladder_table, parameters, style=report, content=content)
-    return RankStudy(table, ladder_table, adapters, parameters, figure)
+    return table, ladder_table
 
 
 def training_set(dataset) -> tuple[object, str, list[str]]:
