@@ -8,7 +8,8 @@ Run it first whenever a GPU is lent. In order, each with its own time limit:
   3. gpu_profile.py: where a batch's time goes (text encoder, ControlNet, UNet, VAE, writer)
   4. lora_step.py: a LoRA training step on SD1.5 and SDXL at their profiles' size and settings
      (mixed precision, gradient checkpointing): seconds and peak memory
-Steps 2 to 4 append their tables to benchmarks/RESULTS.md; commit them. On a machine
+  5. shared_prefix.py: shared prefixes against separate calls on the SD1.5 architecture at 512 px
+Steps 2 to 5 append their tables to benchmarks/RESULTS.md; commit them. On a machine
 without CUDA it says so and exits 0.
 """
 
@@ -22,12 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 8 * 60
 STEPS = [  # (what, command, seconds allowed)
-    ("tests marked gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"], 150),
+    ("tests marked gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"], 140),
     ("gpu_sweep, SD1.5 architecture, 512 px, 96 images",
-     [sys.executable, "benchmarks/gpu_sweep.py", "--append-results"], 180),
-    ("gpu_profile, SD1.5 architecture, batch 8", [sys.executable, "benchmarks/gpu_profile.py", "--append-results"], 75),
+     [sys.executable, "benchmarks/gpu_sweep.py", "--append-results"], 170),
+    ("gpu_profile, SD1.5 architecture, batch 8", [sys.executable, "benchmarks/gpu_profile.py", "--append-results"], 65),
     ("lora_step, SD1.5 512 px and SDXL 1024 px at their profiles",
-     [sys.executable, "benchmarks/lora_step.py", "--append-results"], 75),
+     [sys.executable, "benchmarks/lora_step.py", "--append-results"], 65),
+    ("shared_prefix, SD1.5 architecture, 512 px", [sys.executable, "benchmarks/shared_prefix.py", "--models",
+                                                   "sd15-random", "--sd15-size", "512", "--device", "cuda",
+                                                   "--append-results"], 40),
 ]
 
 

@@ -27,6 +27,15 @@ def test_an_end_sweep_at_20_steps_computes_50_of_80_sample_steps():
     assert shares_a_prefix([0] * 4, factors)
 
 
+def test_later_starts_share_the_steps_before_the_earliest_start():
+    """Before any start the ControlNet adds nothing to either trial: those steps are one path."""
+    factors = np.stack([unit_factors(params(start=s), [UNIT], 20) for s in (0.25, 0.5)])
+    plan = branching(branch_rows([0, 0], factors))
+    assert (plan.sample_steps, plan.shared_steps) == (35, [5, 5])
+    starts_at_zero = np.stack([unit_factors(params(start=s), [UNIT], 20) for s in (0.0, 0.5)])
+    assert not shares_a_prefix([0, 0], starts_at_zero)  # one on, one off from the first step
+
+
 def test_different_seeds_or_different_first_steps_share_nothing():
     factors = np.stack([unit_factors(params(end=e), [UNIT], 10) for e in (0.5, 1.0)])
     assert not shares_a_prefix([0, 1], factors)  # other noise from the first step

@@ -227,6 +227,7 @@ def test_rank_sweep_trains_once_then_uses_the_cache(tmp_path):
     assert {name: path.stat().st_mtime_ns for name, path in again.items()} == stamps
 
 
+@pytest.mark.slow  # 20 s of training: the default suite trains only a few steps (no long training there)
 def test_toy_lora_learns_the_outlined_style_within_a_minute_of_training(tmp_path):
     """The issue's bar, end to end on the shipped toy model: 300 steps (about 30 s on 2 cores)
     of a rank-4 adapter on outlined scenes, then held-out prompts drawn with and without it."""

@@ -44,7 +44,7 @@ PROFILES = {
     "tiny": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8, lora_batch=4,
                  lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False, metrics=["edge"],
                  report_metric="lora_effect", content_metric="edge_f1", controlnets=["tiny", "tiny"], ranks=[1, 2],
-                 train_seeds=[0, 1], scenes=2),
+                 train_seeds=[0, 1], scenes=1),
     # SD1.5: 512 px and guidance 7.5 from its model card; DPM-Solver++ 2M converges in 20-30 steps (Lu et al. 2022);
     # LoRA as diffusers' train_text_to_image_lora.py and train_dreambooth_lora.py run it: lr 1e-4, batch 1 with 4
     # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered; 500 steps as the DreamBooth

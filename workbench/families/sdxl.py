@@ -38,7 +38,7 @@ PROFILES = {
     "tiny-sdxl": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8,
                       lora_batch=4, lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False,
                       metrics=["edge"], report_metric="lora_effect", content_metric="edge_f1",
-                      controlnets=["tiny-sdxl", "tiny-sdxl"], ranks=[1, 2], train_seeds=[0, 1], scenes=2),
+                      controlnets=["tiny-sdxl", "tiny-sdxl"], ranks=[1, 2], train_seeds=[0, 1], scenes=1),
 }
 DEFAULT_PROFILE = "sdxl"
 # On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.
