@@ -1,7 +1,5 @@
 """SDXL through the same code as SD1.5: load, detect, sweep, per-image scales, LoRA, clear errors."""
 
-from pathlib import Path
-
 import pytest
 
 from workbench import ModelNotAvailableError, load_pipeline, run_sweep, train_lora

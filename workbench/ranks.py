@@ -41,7 +41,7 @@ from .lora.train import key_options
 from .metric_registry import writer_columns
 from .pipeline import model_name
 from .profiles import profile
-from .shipped import SHIPPED, scores_only, ship_tables, shipped_adapter, shipped_tables, study_key  # noqa: F401
+from .shipped import SHIPPED, shipped_adapter, shipped_tables, study_key
 from .shorten import short
 from .spec import spec_from_dict
 from .sweep import run_sweep

@@ -32,7 +32,7 @@ from .schedulers import SCHEDULERS
 from .shorten import short
 from .sizes import size_range
 from .schedules import parse_schedule
-from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls, is_unit_column,
+from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls,
                     is_unit_key, spec_units, split_unit_key)
 
 # The parameters a trial is made of, in the order rows show them. Each is a list in a spec.

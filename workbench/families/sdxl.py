@@ -186,6 +186,7 @@ def build_random(seed: int = 0, dtype=None, device: str = "cuda"):
     import json
     from pathlib import Path
 
+    import torch
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
