@@ -49,16 +49,18 @@ student: setup
 # An offline classroom: every wheel a student installs, in wheelhouse/py<version>/, for Linux x86-64 on
 # Python 3.11 and 3.12 (docs/workshop.md, "A classroom without Wi-Fi"). For macOS or Windows run it there
 # with WHEEL_PLATFORM= (empty: this machine's). A CPU torch on Linux: WHEEL_INDEX=https://download.pytorch.org/whl/cpu
-WHEEL_PYTHONS  ?= 3.11 3.12
+WHEEL_PYTHONS  ?= 3.11.9 3.12.8  # full versions: some pins require e.g. Python >= 3.11.5
 WHEEL_PLATFORM ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
 WHEEL_INDEX    ?=
+WHEEL_EXTRA    ?= setuptools==84.2.1  # torch needs it at run time; a fresh venv may not have it
 wheelhouse: wheel
 	for py in $(WHEEL_PYTHONS); do \
-	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --dest wheelhouse/py$$py --no-deps \
+	  dest=wheelhouse/py$${py%.*}; \
+	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --dest $$dest --no-deps \
 	    --only-binary=:all: --python-version $$py $(foreach p,$(WHEEL_PLATFORM),--platform $(p)) \
 	    $(if $(WHEEL_INDEX),--extra-index-url $(WHEEL_INDEX)) \
-	    -r constraints.txt $(TORCH) $(CONTROLNET_AUX) $(OPEN_CLIP) || exit 1; \
-	  cp dist/controlnet_lora_workbench-*.whl wheelhouse/py$$py/; \
+	    -r constraints.txt $(TORCH) $(CONTROLNET_AUX) $(OPEN_CLIP) $(WHEEL_EXTRA) || exit 1; \
+	  cp dist/controlnet_lora_workbench-*.whl $$dest/; \
 	done
 	@echo "wheelhouse/: install offline with  pip install --no-index --find-links wheelhouse/py<version> controlnet-lora-workbench"
 
