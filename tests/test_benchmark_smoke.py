@@ -27,11 +27,13 @@ def test_gpu_sweep_smoke_runs_every_path():
     assert report["images"] == 8
 
 
+@pytest.mark.slow  # 7 s; the SD1.5 smoke above runs the same script's every path by default
 def test_gpu_sweep_smoke_on_the_sdxl_architecture():
     report = json.loads(run_benchmark("gpu_sweep.py", "--smoke", "--arch", "sdxl").split("\n### ")[0])
     assert report["model"] == "tiny-sdxl" and report["engine_images_per_s"] > 0 and report["images"] == 8
 
 
+@pytest.mark.slow  # 7 s, a GPU-day benchmark's CPU smoke: slow, to keep the default suite under 10 minutes
 def test_gpu_profile_smoke_attributes_the_time():
     report = json.loads(run_benchmark("gpu_profile.py", "--smoke").split("\n### ")[0])
     parts = report["parts_s"]
