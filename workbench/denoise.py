@@ -83,7 +83,7 @@ def branching(rows: list[list[int]]) -> Branching:
 def shares_a_prefix(seeds: list[int], factors: np.ndarray) -> bool:
     """Whether branching saves work: two trials that end apart start on one row."""
     rows = branch_rows(seeds, factors)
-    return any(len(set(rows[-1])) > len(set(row)) for row in rows[:1])
+    return len(set(rows[-1])) > len(set(rows[0]))
 
 
 def parents(before: list[int], after: list[int]) -> list[int]:
