@@ -48,19 +48,26 @@ student: setup
 
 # An offline classroom: every wheel a student installs, in wheelhouse/py<version>/, for Linux x86-64 on
 # Python 3.11 and 3.12 (docs/workshop.md, "A classroom without Wi-Fi"). For macOS or Windows run it there
-# with WHEEL_PLATFORM= (empty: this machine's). A CPU torch on Linux: WHEEL_INDEX=https://download.pytorch.org/whl/cpu
+# with WHEEL_PLATFORM= (empty: this machine's) and WHEEL_INDEX= (their PyPI torch is the CPU build).
+# Each folder is then checked: an offline install must resolve from it alone, or the target fails naming
+# what is missing. WHEEL_INDEX= on Linux takes PyPI's torch, a CUDA build whose CUDA wheels add gigabytes.
 WHEEL_PYTHONS  ?= 3.11.9 3.12.8  # full versions: some pins require e.g. Python >= 3.11.5
 WHEEL_PLATFORM ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
-WHEEL_INDEX    ?=
+WHEEL_INDEX    ?= https://download.pytorch.org/whl/cpu  # a CPU torch, about 200 MB
 WHEEL_EXTRA    ?= setuptools==84.2.1  # torch needs it at run time; a fresh venv may not have it
+WHEEL_TARGET    = --only-binary=:all: --python-version $$py $(foreach p,$(WHEEL_PLATFORM),--platform $(p))
 wheelhouse: wheel
 	for py in $(WHEEL_PYTHONS); do \
 	  dest=wheelhouse/py$${py%.*}; \
-	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --dest $$dest --no-deps \
-	    --only-binary=:all: --python-version $$py $(foreach p,$(WHEEL_PLATFORM),--platform $(p)) \
+	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --dest $$dest --no-deps $(WHEEL_TARGET) \
 	    $(if $(WHEEL_INDEX),--extra-index-url $(WHEEL_INDEX)) \
 	    -r constraints.txt $(TORCH) $(CONTROLNET_AUX) $(OPEN_CLIP) $(WHEEL_EXTRA) || exit 1; \
 	  cp dist/controlnet_lora_workbench-*.whl $$dest/; \
+	  PIP_CONFIG_FILE=/dev/null $(BIN)/python -m pip install --dry-run --quiet --disable-pip-version-check \
+	    --ignore-installed --no-index --find-links $$dest --target $$dest/.dry-run $(WHEEL_TARGET) \
+	    -c constraints.txt $(TORCH) controlnet-lora-workbench \
+	    || { echo "$$dest is incomplete: an offline install would fail as above (WHEEL_INDEX: '$(WHEEL_INDEX)')"; exit 1; }; \
+	  echo "$$dest: complete, $$(ls $$dest | wc -l) wheels, $$(du -sh $$dest | cut -f1)"; \
 	done
 	@echo "wheelhouse/: install offline with  pip install --no-index --find-links wheelhouse/py<version> controlnet-lora-workbench"
 
