@@ -9,10 +9,36 @@ stripped, so students work the exercises before they see the answers:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 SOLUTION_TAG = "solution"
+
+
+def exercises(notebook) -> dict[int, str]:
+    """Each exercise's number and its question's first line: the cells under "## Exercises" that start "**N.**"."""
+    found, inside = {}, False
+    for cell in notebook.cells:
+        if cell.source.startswith("## "):
+            inside = cell.source.startswith("## Exercises")
+        elif inside and (match := re.match(r"\*\*(\d+)\.", cell.source)):
+            found[int(match.group(1))] = cell.source.splitlines()[0]
+    return found
+
+
+def solution_code(notebook) -> dict[int, list[str]]:
+    """Each exercise's solution code: the solution code cells after its "**N.**" answer, and any fenced Python in it."""
+    code, number = {}, None
+    for cell in notebook.cells:
+        if SOLUTION_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        if cell.cell_type == "markdown" and (match := re.match(r"\*\*(\d+)\.", cell.source)):
+            number = int(match.group(1))
+            code[number] = re.findall(r"```python\n(.*?)```", cell.source, re.S)
+        elif cell.cell_type == "code" and number is not None:
+            code[number].append(cell.source)
+    return code
 
 
 def without_solutions(notebook):
