@@ -107,7 +107,7 @@ def test_notebook_runs_on_the_toy_model(path, workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name in QUICK], ids=lambda p: p.name)
 def test_lora_notebook_at_full_length(path, full_length_workdir, monkeypatch):
-    """02 and 03 with their own parameters. 02's rank study trains 15 adapters (about 40 min here) into the
+    """02 and 03 with their own parameters. 02's rank study trains 15 adapters (35 min here with its sweeps) into the
     repository's runs/lora-cache, which `benchmarks/rank_study.py` also fills; later runs reuse them."""
     monkeypatch.setenv("WORKBENCH_LORA_CACHE", os.environ.get("WORKBENCH_LORA_CACHE",
                                                               str(Path(__file__).resolve().parents[1] / "runs" / "lora-cache")))
