@@ -83,3 +83,11 @@ def test_shared_prefix_benchmark_smoke_counts_the_distinct_sample_steps():
     cells = [c.strip() for c in next(l for l in table.splitlines() if l.startswith("| toy |")).strip("|").split("|")]
     assert cells[3].startswith("32,") and cells[4].startswith("20,")  # 4 ends x 8 steps; distinct: 2 + 4 + 6 + 8
     assert cells[7] in ("0/255", "1/255", "2/255")  # the suite's tolerance
+
+
+@pytest.mark.slow  # 20 s: the notebook and its three exercises, each in a fresh kernel state
+def test_exercise_times_measures_each_exercise_of_a_notebook():
+    printed = run_benchmark("exercise_times.py", "00b")
+    assert "| 00b | notebook |" in printed and "GUIDANCE = 1" in printed
+    for exercise in (1, 2, 3):
+        assert f"| 00b | {exercise} |" in printed

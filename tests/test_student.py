@@ -42,3 +42,15 @@ def test_make_student_keeps_every_question_and_no_answer(tmp_path):
         assert not any(answer in kept for answer in answers), f"{path.name} still holds an answer"
         assert len(student.cells) == len(teacher.cells) - len(answers)  # every other cell kept
         assert "parameters" in tags(next(c for c in student.cells if c.cell_type == "code"))
+
+
+def test_exercises_and_their_solution_code_are_found():
+    from workbench.student import exercises, solution_code
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        found = exercises(notebook)
+        assert len(found) >= 2 and list(found) == list(range(1, len(found) + 1)), path.name  # numbered 1, 2, ...
+        assert all(line in "".join(questions(notebook)) for line in found.values()), path.name
+        assert set(solution_code(notebook)) <= set(found), f"{path.name}: a solution without its exercise"
+    lora = nbformat.read(ROOT / "notebooks" / "02_lora.ipynb", as_version=4)
+    assert "wb.rank_study(" in solution_code(lora)[1][0]  # the fenced code inside exercise 1's answer
