@@ -10,9 +10,9 @@ ships), then each exercise's work runs in the same kernel and is timed:
 - 03's panel exercise presses the panel's Run in Search mode, as the question says;
 - an exercise that only reads a figure has no run time.
 
-    python benchmarks/exercise_times.py              # all notebooks, about 30 min on a 2-core CPU
+    python benchmarks/exercise_times.py              # all notebooks, about 22 min on a 2-core CPU
     python benchmarks/exercise_times.py 00 00b 04    # some of them
-    python benchmarks/exercise_times.py 02 --skip 02:1   # without 02's 20-minute homework
+    python benchmarks/exercise_times.py 02 --skip 02:1   # without 02's 16-minute homework
 
 Prints a markdown table for docs/workshop.md ("How long each exercise takes").
 """
@@ -70,23 +70,26 @@ class Kernel:
                 print("   ", output.text.strip()[-300:])
         return time.perf_counter() - started
 
+    def run_cells(self, start: int, stop: int | None = None) -> float:
+        """Run the notebook's code cells from `start` to `stop`, leaving out the solutions."""
+        return sum(self.run(c.source) for c in self.notebook.cells[start:stop] if c.cell_type == "code"
+                   and "solution" not in c.metadata.get("tags", []))
+
     def lesson(self, values: dict | None = None) -> float:
         """Run the parameters cell, then `values`, then every lesson cell up to the exercises."""
         cells = self.notebook.cells
         first = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
-        last = next(i for i, c in enumerate(cells) if c.source.startswith("## Exercises"))
         seconds = self.run(cells[first].source)
         if values:
             seconds += self.run("\n".join(f"{name} = {value!r}" for name, value in values.items()))
-        return seconds + sum(self.run(c.source) for c in cells[first + 1:last] if c.cell_type == "code"
-                             and "solution" not in c.metadata.get("tags", []))
+        return seconds + self.run_cells(first + 1, self.exercises_start())
 
     def rest(self) -> float:
-        """The lesson's cells after the exercises that are not solutions (under the hood, the panel)."""
-        cells = self.notebook.cells
-        last = next(i for i, c in enumerate(cells) if c.source.startswith("## Exercises"))
-        return sum(self.run(c.source) for c in cells[last:] if c.cell_type == "code"
-                   and "solution" not in c.metadata.get("tags", []))
+        """The cells after the exercises that are not solutions (under the hood, the panel)."""
+        return self.run_cells(self.exercises_start())
+
+    def exercises_start(self) -> int:
+        return next(i for i, c in enumerate(self.notebook.cells) if c.source.startswith("## Exercises"))
 
 
 def measure(path: Path, skip: set[str] = frozenset()) -> list[tuple[str, str, float | None, str]]:
