@@ -165,8 +165,7 @@ def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings
     """A batch's images and each trial's `shared_steps`: by the engine's own loop where its trials share a
     prefix or differ in start and end (`denoise.py`), else by one pipeline call (`generate_cell`)."""
     controls = controls if isinstance(controls, list) else [controls]
-    if share_prefix:
-        set_scheduler(pipe, params["scheduler"])
+    if share_prefix:  # the caller has set the batch's sampler (`set_scheduler`), as for `generate_cell`
         pipe.scheduler.set_timesteps(params["steps"], device=pipe.device)  # its own count of steps (PNDM: one more)
         steps = len(pipe.scheduler.timesteps)
         factors = np.stack([unit_factors(t.params, units, steps) for t in trials])
