@@ -197,7 +197,7 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
     prompts, controls = study_prompts(captions, prompts, controls, style, scenes)
     ranks, seeds = sorted(set(ranks)), list(seeds)
     run_dir, smallest = Path(run_dir), min(ranks)
-    adapters, meta, keys = {}, {}, {}
+    adapters, meta = {}, {}
     for rank in ranks:
         a, rslora = alpha_for(alpha, rank, smallest)
         for seed in seeds:
@@ -207,11 +207,11 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
             adapters[name] = cached_adapter(pipe, data, data_hash, rank, a, rslora, steps, lr, seed, Path(cache_dir),
                                             name, train_options)
             meta[name] = (rank, seed)
-            keys[name] = adapter_key(pipe, data_hash, rank, a, rslora, steps, lr, seed, train_options)
             left = len(ranks) * len(seeds) - len(adapters)
             if left and time.perf_counter() - started > 5:  # it trained: say how long the others may take
                 log(f"  trained in {time.perf_counter() - started:.0f} s; the {left} left that are not cached "
                     f"take up to {left * (time.perf_counter() - started) / 60:.1f} min more")
+    keys = {name: path.parent.name for name, path in adapters.items()}  # each adapter's cache key: its folder
     key = study_key({"adapters": keys, "prompts": prompts, "controls": controls, "weights": list(weights),
                      "sweep": asdict(how), "report": report})
     found = shipped_tables(key) if reuse_shipped else None
