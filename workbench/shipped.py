@@ -4,8 +4,8 @@
   <adapter cache key>/<name>.safetensors     the study's 15 adapters in fp16, laid out as runs/lora-cache is;
   tables/<study key>/table.csv, ladder.csv    the study's scores (every image's row, no images), for exactly
                                               the settings its key hashes.
-Training the adapters takes about 35 minutes on a 2-core CPU and sweeping them about 5; with both
-shipped, notebook 02's study cell takes seconds. `benchmarks/ship_study_adapters.py` writes the
+The whole study took 35 minutes on a 2-core CPU, about 5.5 of them sweeping (benchmarks/RESULTS.md);
+with both shipped, notebook 02's study cell takes seconds. `benchmarks/ship_study_adapters.py` writes the
 archive. No torch here.
 """
 
