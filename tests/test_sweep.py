@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from workbench import load_results, run_sweep
+from workbench.families import family_of
 from workbench.infotext import read_png_parameters
 from workbench.spec import AXES, OPTIONAL_AXES, spec_from_dict
 import workbench.sweep as sweep_module
@@ -240,7 +241,7 @@ def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(family, 
     trials = [Trial(str(i), i, {"seed": seed, "conditioning_scale": scale})
               for i, (scale, seed) in enumerate((s, d) for s in scales for d in seeds)]
     params = {"steps": 3, "guidance": 5.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0}
-    embeddings = sweep_module.embeddings_for(tiny_pipe, CAPTION, "", {})
+    embeddings = family_of(tiny_pipe).encode(tiny_pipe, CAPTION, "")
     batched = sweep_module.generate_cell(tiny_pipe, params, trials, square_control, embeddings)
     for trial, image in zip(trials, batched):
         alone = tiny_pipe(CAPTION, image=square_control, num_inference_steps=3, guidance_scale=5.0,

@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from workbench import load_pipeline, load_results, run_sweep
+from workbench.families import family_of
 from workbench.infotext import format_infotext, parse_infotext, read_png_parameters
 from workbench.spec import expand, load_spec, spec_from_dict
 
@@ -83,7 +84,7 @@ def test_units_at_several_scales_in_one_batch_equal_separate_calls(two_unit_pipe
     trials = [Trial(str(i), i, {**expand(spec)[0].params, "canny.scale": c, "mask.scale": m, "seed": seed})
               for i, (c, m, seed) in enumerate(pairs)]
     controls = unit_controls(spec.units, trials[0].params, 32, {})
-    embeddings = sweep_module.embeddings_for(two_unit_pipe, CAPTION, "", {})
+    embeddings = family_of(two_unit_pipe).encode(two_unit_pipe, CAPTION, "")
     batched = sweep_module.generate_cell(two_unit_pipe, trials[0].params, trials, controls, embeddings, spec.units)
     for (c, m, seed), image in zip(pairs, batched):
         alone = two_unit_pipe(CAPTION, image=controls, num_inference_steps=2, guidance_scale=5.0,

@@ -141,11 +141,13 @@ def process_rank() -> tuple[int, int]:
 def print_summary(table, run_dir) -> None:
     """Print counts per state and the mean metrics per axis value."""
     from .columns import cell_columns
-    from .results import export_results
+    from .results import export_results, notes_on_old_rows
     if table.empty:
         print(f"{run_dir}: no rows yet")
         return
     print(f"{run_dir}: {len(table)} rows, " + ", ".join(f"{n} {s}" for s, n in table.state.value_counts().items()))
+    for note in notes_on_old_rows(table):
+        print(note)
     axes = [a for a in cell_columns(table) if a != "model" and table[a].astype(str).nunique() > 1]
     metrics = [m for m in table.columns if m.split(".")[-1] in ("edge_f1", "mask_iou")]
     metrics += [m for m in ("edge_ssim", "lora_effect", "seconds") if m in table]

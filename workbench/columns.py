@@ -14,7 +14,7 @@ from .units import is_unit_column
 
 # Numeric columns that are bookkeeping, not scores: never averaged, plotted as metrics or exported as metrics.
 BOOKKEEPING = ("index", "seed", "seconds", "width", "height", "warmup", "search_trial", "lora_rank", "lora_alpha",
-               "shared_steps")
+               "shared_steps", "image_scheme")
 
 
 def parameter_columns(table) -> list[str]:

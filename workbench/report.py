@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .columns import cell_columns, metric_columns
-from .results import load_results, verified_image
+from .results import load_results, notes_on_old_rows, verified_image
 from .scoring import fill_scores
 from .statistics import cell_stats
 
@@ -72,6 +72,7 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
                       f"{left_out[0]}); they are left out of the page", stacklevel=3)
     return {"rows": rows, "params": params, "axes": axes + [c for c in params if c not in axes], "varying": axes,
             "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out,
+            "notes": notes_on_old_rows(table),
             "default_metric": default_metric(run_dir, metrics), "stats": plot_statistics(table, metrics, axes),
             "numeric": [c for c in params if pd.api.types.is_numeric_dtype(table[c])]}
 
@@ -146,4 +147,4 @@ def render_page(data: dict) -> str:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     environment.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
-    return environment.get_template("report.html.j2").render(title=data["title"], data=finite(data))
+    return environment.get_template("report.html.j2").render(title=data["title"], notes=data["notes"], data=finite(data))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,30 @@ import pandas as pd
 LOG_PATTERN = "results*.jsonl"
 METRICS_LOG = "metrics.jsonl"
 COMPLETE, FAILED = "COMPLETE", "FAILED"
+
+
+# Which code drew a row's image. Trial ids never change, but a fix that changes an image for the same settings
+# bumps this, so a folder can say which of its rows an older version drew. Rows without the column are scheme 1.
+IMAGE_SCHEME = 2  # 2: a LoRA's text-encoder part acts in sweeps (issue #36); 1: its first cell's embeddings served all
+
+
+def drawn_before_fixes(row: dict) -> str:
+    """Why an older version may have drawn this row's image otherwise than this one does, or ""."""
+    if image_scheme(row) >= IMAGE_SCHEME or row.get("state") != COMPLETE:
+        return ""
+    adapter, weight = row.get("adapter"), row.get("lora_weight")
+    if isinstance(adapter, str) and adapter and weight not in (0, 0.0, None):
+        return f"drawn before the text-encoder fix with adapter {adapter[:40]!r}: redrawn differently if it has text-encoder layers"
+    return ""
+
+
+def notes_on_old_rows(table: pd.DataFrame) -> list[str]:
+    """One line per reason some rows were drawn by an older version (`drawn_before_fixes`), with their count."""
+    if table.empty:
+        return []
+    reasons = pd.Series([drawn_before_fixes(row) for row in table.to_dict("records")], dtype=object)
+    return [f"{n} rows {reason.split(':')[0]}: a resumed sweep redraws them where its adapter has text-encoder layers"
+            for reason, n in reasons[reasons != ""].value_counts().items()]
 
 
 def log_name(rank: int = 0) -> str:
@@ -137,10 +162,23 @@ def read_rows(run_dir: str | Path) -> tuple[list[dict], list[LogProblem]]:
         problems += bad
         for row in rows:
             current = latest.get(row["trial_id"])
-            # A COMPLETE row is final; otherwise the newest attempt wins.
-            if current is None or current["state"] != COMPLETE:
+            # A COMPLETE row is final, unless the trial was drawn again by a newer image scheme (`IMAGE_SCHEME`);
+            # otherwise the newest attempt wins.
+            if current is None or current["state"] != COMPLETE or redrawn(current, row):
                 latest[row["trial_id"]] = row
     return list(latest.values()), problems
+
+
+def image_scheme(row: dict) -> int:
+    """The image scheme that drew a row: its `image_scheme`, or 1 for a row from before the column."""
+    scheme = row.get("image_scheme")  # a forged row may hold anything: only a finite number counts
+    return int(scheme) if isinstance(scheme, (int, float)) and not isinstance(scheme, bool) and math.isfinite(scheme) \
+        else 1
+
+
+def redrawn(current: dict, row: dict) -> bool:
+    """Whether `row` replaces the COMPLETE `current`: drawn again, complete, by a newer image scheme."""
+    return row["state"] == COMPLETE and image_scheme(row) > image_scheme(current)
 
 
 def image_file(run_dir: Path, stored) -> Path | None:

@@ -36,12 +36,12 @@ from .fingerprint import file_sha256, module_fingerprint
 from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
 from .growth import check_same_fingerprint, is_known, record_spec
 from .infotext import format_infotext, png_info
-from .lora import activate_lora, load_lora, loaded_from
+from .lora import activate_lora, load_lora, loaded_from, text_encoder_weight
 from .memory import fit_batch
 from .metric_registry import ALWAYS, ScoringContext, metric_names
 from .pipeline import set_scheduler
-from .results import (COMPLETE, FAILED, ResultsLog, finished_trial_ids, load_results, log_name, read_rows,
-                      write_png_atomic)
+from .results import (COMPLETE, FAILED, IMAGE_SCHEME, ResultsLog, drawn_before_fixes, finished_trial_ids,
+                      load_results, log_name, read_rows, write_png_atomic)
 from .run_folder import RunFolderBusy, fault_point, open_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
 from .scoring import check_metrics, score_after_sweep, writer_scores
 from .sizes import SizeRange
@@ -124,11 +124,19 @@ def check_controlnets(pipe, units: list[Unit]) -> None:
                          f"load_pipeline(model, controlnet={names!r})")
 
 
-def embeddings_for(pipe, prompt: str, negative: str, cache: dict) -> dict:
-    """Prompt embeddings as pipeline keywords, computed once per (prompt, negative prompt) and kept."""
-    if (prompt, negative) not in cache:
-        cache[(prompt, negative)] = family_of(pipe).encode(pipe, prompt, negative)
-    return cache[(prompt, negative)]
+def embeddings_for(pipe, params: dict, cache: dict) -> dict:
+    """Prompt embeddings as pipeline keywords, computed once per text-encoder input and kept.
+
+    The key holds everything that changes the text encoders' output: the prompt, the negative
+    prompt, and the weight of the active adapter where it has text-encoder layers (kohya files
+    often do). An adapter on the UNet alone shares its prompts' embeddings across every weight,
+    which is where the cache saves its time. Call it after the trial's adapter is switched on.
+    """
+    text_weight = text_encoder_weight(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
+    key = (params["prompt"], params["negative_prompt"], None if text_weight is None else params["adapter"], text_weight)
+    if key not in cache:
+        cache[key] = family_of(pipe).encode(pipe, params["prompt"], params["negative_prompt"])
+    return cache[key]
 
 
 LEGACY_UNIT = Unit("", "", "")  # the one unnamed unit of a spec without `controls`
@@ -287,6 +295,18 @@ def pipeline_in_use(pipe, log):
         pipe._workbench_lock.release()
 
 
+def drawn_differently_now(pipe, run_dir: Path, log) -> set[str]:
+    """The finished trials an older version drew otherwise than this one would (`results.drawn_before_fixes`): rows
+    whose adapter, now loaded, has text-encoder layers. They are drawn again, and the newest row wins."""
+    rows, _ = read_rows(run_dir)
+    old = [row for row in rows if drawn_before_fixes(row)]
+    redraw = {row["trial_id"] for row in old if text_encoder_weight(pipe, row["adapter"], 1.0) is not None}
+    if redraw:
+        log(f"{len(redraw)} finished trials were drawn before the text-encoder fix (their adapter's text-encoder "
+            "layers did not act); drawing them again")
+    return redraw
+
+
 def control_content(spec: SweepSpec) -> dict:
     """{control image as the spec names it: "sha256:<hex>" of its file} for every unit whose image is a file."""
     return {unit.image: f"sha256:{file_sha256(Path(resolved.image))}"
@@ -307,7 +327,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     load_adapters(pipe, adapters)
     content = control_content(spec) if scheme >= 2 else None  # scheme 1: a folder from before hashes names
     trials = expand(spec, fingerprint, content)
-    finished = finished_trial_ids(run_dir)
+    finished = finished_trial_ids(run_dir) - drawn_differently_now(pipe, run_dir, log)
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
         max_batch = auto_batch_size(pipe, size)
@@ -329,7 +349,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
-    context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+    context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
                "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
                **{f"{unit.key('image')}_sha256": content[unit.image] for unit in spec.units
                   if content and unit.image in content}}
@@ -363,7 +383,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
                 images, shared = generate_with_backoff(pipe, params, batch, batch_controls,
-                                               embeddings_for(pipe, params["prompt"], params["negative_prompt"], embeddings),
+                                               embeddings_for(pipe, params, embeddings),
                                                limit, log, units, share_prefix)
                 error = ""
             except Exception as err:  # a failed batch is recorded, and the sweep goes on

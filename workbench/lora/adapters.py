@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..blocks import adapter_weights
+from ..blocks import adapter_weights, block_scales
 from ..families import family_of
 from ..fingerprint import file_sha256
 from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
@@ -207,6 +207,17 @@ def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None =
         pipe.enable_lora()
         pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
                                                       adapter_weights(pipe, adapter, weight, blocks)])
+
+
+def text_encoder_weight(pipe, adapter: str | None, weight: float, blocks=None) -> float | None:
+    """The weight at which `adapter` acts on the text encoders (its `lora_blocks` text-encoder scale included), or
+    None when it has no text-encoder layers: what, besides the prompt, changes the prompt embeddings."""
+    if adapter is None or not getattr(pipe.unet, "peft_config", None):
+        return None
+    carriers = [component for component, names in pipe.get_list_adapters().items() if adapter in names]
+    if carriers == ["unet"] or not carriers:
+        return None
+    return float(weight) * (1.0 if blocks is None else float(block_scales(blocks)["text_encoder"]))
 
 
 def check_blend(pipe, weights: dict) -> dict[str, float]:
