@@ -63,3 +63,15 @@ def test_out_of_vocabulary_word_warns_and_still_generates(tiny_pipe, square_cont
     with pytest.warns(UserWarning, match=r"\['hexagon'\].*it knows: .*circle"):
         [image] = generate(tiny_pipe, "a red hexagon", square_control, 0, steps=1)
     assert image.size == (32, 32)
+
+
+def test_an_empty_negative_prompt_is_none_on_sdxl_as_in_a_sweep(tiny_sdxl_pipe, square_control):
+    """SDXL zeroes the negative embeddings for no negative prompt; `""` is that, not the encoding of the empty text."""
+    import torch
+    [empty] = generate(tiny_sdxl_pipe, "a red circle", square_control, 0, steps=2, negative_prompt="")
+    none = tiny_sdxl_pipe("a red circle", image=square_control, num_inference_steps=2, guidance_scale=5.0,
+                          negative_prompt=None, generator=torch.Generator().manual_seed(0)).images[0]
+    encoded = tiny_sdxl_pipe("a red circle", image=square_control, num_inference_steps=2, guidance_scale=5.0,
+                             negative_prompt="", generator=torch.Generator().manual_seed(0)).images[0]
+    assert np.array_equal(pixels(empty), pixels(none))
+    assert np.abs(pixels(empty) - pixels(encoded)).max() > 0.02  # the two meanings really differ on this model

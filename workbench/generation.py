@@ -134,7 +134,7 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
 
     Args:
         pipe: a StableDiffusionControlNetPipeline (see `load_pipeline`).
-        prompt: the text prompt; `negative_prompt` steers away from text.
+        prompt: the text prompt; `negative_prompt` steers away from text ("" means none: SDXL then uses zeros).
         control: the control image (e.g. from `make_canny`); its size sets the output size
             unless `width`/`height` are given.
         seeds: an int or a list of ints; each image gets its own torch.Generator.
@@ -155,7 +155,10 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
     # seeds gives the same images as one call per seed. Generators live on the CPU:
     # the same seed then gives the same noise on every device.
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    result = pipe(prompt=[prompt] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
+    # An empty negative prompt is None on every path (a sweep's too): SDXL then uses zeros for it, as diffusers
+    # intends (`force_zeros_for_empty_prompt`); "" would be encoded as text and give another image.
+    negative = [negative_prompt] * len(seeds) if negative_prompt else None
+    result = pipe(prompt=[prompt] * len(seeds), negative_prompt=negative,
                   image=control, num_inference_steps=steps, guidance_scale=guidance,
                   controlnet_conditioning_scale=scale, generator=generators,
                   width=width, height=height, **pipe_kwargs)

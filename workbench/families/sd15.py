@@ -74,10 +74,11 @@ def owns(pipe) -> bool:
 # ---- code ---------------------------------------------------------------------------------------
 
 def encode(pipe, prompt: str, negative: str) -> dict:
-    """Positive and negative prompt embeddings, (1, tokens, width) each."""
+    """Positive and negative prompt embeddings, (1, tokens, width) each; an empty negative prompt is passed as None,
+    as on every path (SD1.5 encodes "" for it either way)."""
     import torch
     with torch.no_grad():
-        positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, True, negative)
+        positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, True, negative or None)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
 
