@@ -73,6 +73,28 @@ def test_sdxl_branches_with_its_extra_conditioning(tiny_sdxl_pipe, tmp_path):
     assert shared.shared_steps.sum() > 0
 
 
+@pytest.mark.parametrize("family", ["tiny_pipe", "tiny_sdxl_pipe"])
+def test_guess_mode_follows_a_controlnet_that_pools_its_conditions(family, request, tmp_path):
+    """A shuffle ControlNet's config pools its conditions; diffusers then runs guess mode (ControlNet on the conditional
+    half only), and so does the engine's loop: sharing and not sharing draw the same images."""
+    from workbench.denoise import guess_mode
+    from workbench.families import unit_controlnets
+    pipe = request.getfixturevalue(family)
+    model = "tiny-sdxl" if family == "tiny_sdxl_pipe" else "tiny"
+    net = unit_controlnets(pipe.controlnet)[0]
+    assert not guess_mode(pipe)
+    net.register_to_config(global_pool_conditions=True)
+    try:
+        assert guess_mode(pipe)
+        shared = end_sweep(pipe, tmp_path / "shared", "ddim", True, model=model, seeds=(0,))
+        alone = end_sweep(pipe, tmp_path / "alone", "ddim", False, model=model, seeds=(0,))
+    finally:
+        net.register_to_config(global_pool_conditions=False)
+    assert shared.shared_steps.sum() > 0
+    for a, b, tid in zip(shared.image_path, alone.image_path, shared.trial_id):
+        assert_images_close(a, b, f"{model} pooled ControlNet, {tid}")
+
+
 def test_two_units_each_with_its_own_end_branch(tmp_path):
     from workbench import load_pipeline
     pipe = load_pipeline("tiny", controlnet=["tiny", "tiny"], device="cpu")

@@ -12,6 +12,7 @@ out, computing each distinct prefix once and then branching:
         its scheduler history and its generator
         x = scale_model_input(cat([latents, latents]), t)            # classifier-free guidance
         residuals = sum over units u of factor[u] * controlnet_u(x, t, text, control_u)
+                                                    (guess mode: the conditional half only, zeros for the other)
         uncond, cond = unet(x, t, text, + residuals).chunk(2)
         latents = scheduler.step(uncond + g * (cond - uncond), t, latents, generator=...)
     image = vae.decode(latents / scaling_factor)
@@ -120,6 +121,19 @@ def control_tensor(pipe, control, width: int, height: int, dtype) -> torch.Tenso
                               device=pipe.device, dtype=dtype, do_classifier_free_guidance=False, guess_mode=False)
 
 
+def guess_mode(pipe) -> bool:
+    """Whether the pipeline runs its ControlNets in guess mode: diffusers turns it on for the whole call when the
+    first ControlNet's config pools its conditions (`global_pool_conditions`, as a shuffle ControlNet's does)."""
+    return bool(getattr(unit_controlnets(pipe.controlnet)[0].config, "global_pool_conditions", False))
+
+
+def conditional_half(condition):
+    """The conditional rows of CFG's stacked [unconditional, conditional] keywords (tensors, nested in dicts)."""
+    if isinstance(condition, dict):
+        return {name: conditional_half(value) for name, value in condition.items()}
+    return condition[condition.shape[0] // 2:]
+
+
 def decode(pipe, latents: torch.Tensor) -> np.ndarray:
     """Latents to (N, H, W, 3) floats in [0, 1], as the pipeline decodes (fp32 where the VAE asks for it)."""
     vae = pipe.vae
@@ -168,6 +182,7 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
     latents = torch.cat([torch.randn(shape, generator=g, dtype=dtype).to(device) for g in generators])
     latents = latents * scheduler.init_noise_sigma
     rows = len(generators)
+    guess = guess_mode(pipe)  # the ControlNets then read only the conditional half; the other half gets no residuals
     condition = family.loop_conditioning(pipe, embeddings, rows, height, width)
     for i, t in enumerate(scheduler.timesteps):
         if i and plan[i] != plan[i - 1]:  # some rows split: branch them
@@ -180,17 +195,21 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
             condition = family.loop_conditioning(pipe, embeddings, rows, height, width)
         on_row = [plan[i].index(r) for r in range(rows)]
         x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        net_x, net_condition, halves = (x[rows:], conditional_half(condition), 1) if guess else (x, condition, 2)
         down, mid = None, None
         for u, (net, image) in enumerate(zip(nets, images)):
             weights = torch.tensor([factors[b, u, i] for b in on_row], dtype=dtype, device=device)
             if not weights.any():
                 continue  # a unit switched off on every row adds nothing
-            unit_down, unit_mid = net(x, t, controlnet_cond=image.repeat(2 * rows, 1, 1, 1), conditioning_scale=1.0,
-                                      guess_mode=False, return_dict=False, **condition)
-            weights = weights.repeat(2).view(-1, 1, 1, 1)
+            unit_down, unit_mid = net(net_x, t, controlnet_cond=image.repeat(halves * rows, 1, 1, 1),
+                                      conditioning_scale=1.0, guess_mode=guess, return_dict=False, **net_condition)
+            weights = weights.repeat(halves).view(-1, 1, 1, 1)
             unit_down, unit_mid = [r * weights for r in unit_down], unit_mid * weights
             down = unit_down if down is None else [a + b for a, b in zip(down, unit_down)]
             mid = unit_mid if mid is None else mid + unit_mid
+        if guess and down is not None:  # as the pipeline does: zero residuals for the unconditional half
+            down = [torch.cat([torch.zeros_like(r), r]) for r in down]
+            mid = torch.cat([torch.zeros_like(mid), mid])
         noise = pipe.unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
                           return_dict=False, **condition)[0]
         uncond, cond = noise.chunk(2)
