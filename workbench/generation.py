@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 import re
 import warnings
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .families import spec_defaults, unit_controlnets
-from .schedules import schedule_factor
+from .schedules import parse_schedule, schedule_factor
 from .spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
 
 
@@ -129,7 +129,7 @@ def sampling_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[
 
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int | None = None,
              guidance: float | None = None, negative_prompt: str = "", width: int | None = None,
-             height: int | None = None, **pipe_kwargs) -> list[Image.Image]:
+             height: int | None = None, schedule: str | None = None, **pipe_kwargs) -> list[Image.Image]:
     """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
 
     Args:
@@ -141,6 +141,8 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
         scale: ControlNet conditioning scale: 0 ignores the control, 1 is the trained strength.
         steps, guidance: denoising steps and classifier-free guidance scale (CFG); default: what a sweep
             spec takes for the model the pipeline was loaded as (the toy's 20 and 5, SD1.5's 30 and 7.5).
+        schedule: the ControlNet's strength over the steps (`schedules.py`: "linear", "step@0.5", ...), as a
+            sweep's `control_schedule`; None or "constant" keeps `scale` at every step.
     """
     scale = check_scale(scale)
     seeds = check_seeds(seeds)
@@ -158,8 +160,16 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
     # An empty negative prompt is None on every path (a sweep's too): SDXL then uses zeros for it, as diffusers
     # intends (`force_zeros_for_empty_prompt`); "" would be encoded as text and give another image.
     negative = [negative_prompt] * len(seeds) if negative_prompt else None
-    result = pipe(prompt=[prompt] * len(seeds), negative_prompt=negative,
-                  image=control, num_inference_steps=steps, guidance_scale=guidance,
-                  controlnet_conditioning_scale=scale, generator=generators,
-                  width=width, height=height, **pipe_kwargs)
+    if schedule not in (None, "constant"):  # a hook scales the residuals per step, as in a sweep
+        parse_schedule(schedule)  # an unknown name is refused before the first step
+        hooks = per_sample_scales(pipe.controlnet, [scale] * len(seeds), [schedule] * len(seeds),
+                                  lambda: len(pipe.scheduler.timesteps))
+        scale = 1.0
+    else:
+        hooks = nullcontext()
+    with hooks:
+        result = pipe(prompt=[prompt] * len(seeds), negative_prompt=negative,
+                      image=control, num_inference_steps=steps, guidance_scale=guidance,
+                      controlnet_conditioning_scale=scale, generator=generators,
+                      width=width, height=height, **pipe_kwargs)
     return result.images
