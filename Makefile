@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# torch first, on its own: 2.13.0 is a CPU wheel on the project's machines. A range would pull
-# a multi-GB CUDA build there. On a GPU machine: `make TORCH=torch demo`.
+# torch first, on its own: 2.13.0 is a CPU wheel on the project's machines, which serve one locally. From PyPI
+# alone it is a multi-GB CUDA build on Linux: elsewhere use PyTorch's CPU index,
+#   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" demo
+# On a GPU machine: `make TORCH=torch demo`.
 TORCH  ?= torch==2.13.0
 # controlnet_aux without its dependencies: they pull torchvision and timm, which means a CUDA
 # torch here, and only its Canny detector is used offline (README, "Installing controlnet_aux").

@@ -39,7 +39,7 @@ def main() -> int:
     import torch
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device on this machine, so there is nothing to check here. "
-              "Run `make gpu-check` on a GPU machine (the `device` tool lends one to some tasks).")
+              "Run `make gpu-check` on a machine with a CUDA GPU, in a venv with the CUDA torch (`make TORCH=torch gpu-check`).")
         return 0
     print(f"gpu-check on {torch.cuda.get_device_name()}, torch {torch.__version__}; budget {BUDGET_S} s")
     assert sum(limit for _, _, limit in STEPS) <= BUDGET_S, "the steps' limits must fit the budget"

@@ -1,6 +1,7 @@
 """Adaptive search: ranges in a spec, bisection toward a target, optuna's samplers, resume after a kill."""
 
 import json
+import re
 import math
 
 import pytest
@@ -71,9 +72,14 @@ def test_an_unreachable_target_says_so(tiny_pipe, tmp_path):
 
 def test_two_objectives_use_nsga2_and_report_a_pareto_front(tiny_pipe, tmp_path):
     spec = search_spec(guidance={"low": 1.0, "high": 7.0})
-    result = search(tiny_pipe, spec, tmp_path, maximize=["edge_f1", "edge_ssim"], budget=12, log=lambda m: None)
+    lines = []
+    result = search(tiny_pipe, spec, tmp_path, maximize=["edge_f1", "edge_ssim"], budget=12, log=lines.append)
     saved = json.loads((tmp_path / "search.json").read_text())
     assert len(result.trials) == 6 and saved["pareto_front"] and set(result.best) == {"conditioning_scale", "guidance"}
+    # the front, one candidate a line, not one "best"; values to 4 significant digits, never 1.4500000000000002
+    assert lines[-1].startswith(f"Pareto front: {len(saved['pareto_front'])} candidates")
+    assert sum(line.startswith("  candidate ") for line in lines) == len(saved["pareto_front"])
+    assert not any(re.search(r"\.\d*(0{5}|9{5})\d", line) for line in lines), lines  # 1.4500000000000002's tail
 
 
 @pytest.mark.parametrize("bad,match", [(dict(budget=3), "budget of 3 images"), (dict(stat="mode"), "`stat`"),

@@ -3,6 +3,7 @@
     python -m workbench demo                              the README's main job
     python -m workbench sweep spec.yaml --run-dir runs/x  run (or resume) a sweep
     python -m workbench results runs/x                    summarise a run, export Parquet/CSV
+    python -m workbench adapters runs/lora                copy the toy's shipped LoRA adapters (rank<r>.safetensors)
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="a small conditioning-scale x seed sweep on the default model")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--model", default=None, help="'toy' (default), 'tiny', 'sd15', a hub id or a folder")
+    demo.add_argument("--model", default=None,
+                      help="'toy' (default), 'tiny', 'tiny-sdxl', 'sd15', 'sdxl', a hub id or a folder")
     demo.add_argument("--steps", type=int, default=20)
     demo.add_argument("--device", default="auto")
     sweep = commands.add_parser("sweep", help="run or resume the sweep a YAML/JSON spec describes")
@@ -65,7 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--link-images", action="store_true", help="link images relatively instead of embedding")
     results = commands.add_parser("results", help="summarise a run folder and export results.parquet/.csv")
     results.add_argument("run_dir")
+    adapters = commands.add_parser("adapters", help="copy the toy model's shipped LoRA adapters (a style, ranks "
+                                   f"{', '.join(map(str, SHIPPED_RANKS))}) into a folder as rank<r>.safetensors")
+    adapters.add_argument("folder", nargs="?", default="runs/lora", help="where to write them (default: runs/lora)")
     return parser
+
+
+SHIPPED_RANKS = (1, 2, 4, 8, 16)  # the ranks of notebook 02's study adapters in the package (`shipped.py`)
+
+
+def cmd_adapters(args) -> None:
+    from pathlib import Path
+
+    from .shipped import copy_toy_adapters
+    for path in copy_toy_adapters(Path(args.folder), SHIPPED_RANKS):
+        print(f"wrote {path}")
 
 
 def cmd_demo(args) -> None:
@@ -77,7 +93,7 @@ def cmd_demo(args) -> None:
     print(f"\nwrote {args.out}/grid.png, {args.out}/results.parquet and {args.out}/results.csv")
 
 
-def cmd_sweep(args) -> None:
+def cmd_sweep(args) -> int | None:
     from .spec import load_spec
     spec = load_spec(args.spec)  # validate before importing or loading any model
     rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
@@ -100,7 +116,7 @@ def cmd_sweep(args) -> None:
         stop["asked"] = True
         tqdm.write("Ctrl-C: stopping after the current batch (press again to stop now)", file=sys.stderr)
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     bars, started = [], time.time()  # the bar is made at the first batch: nothing drawn before the checks
 
     def on_progress(progress):
@@ -119,9 +135,12 @@ def cmd_sweep(args) -> None:
                           rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr),
                           max_batch=args.max_batch, share_prefix=args.share_prefix)
     finally:
+        signal.signal(signal.SIGINT, previous)
         for bar in bars:
             bar.close()
     print_summary(table, args.run_dir)
+    if stop["asked"]:  # stopped by Ctrl-C after saving what was done: 130, as shells expect of an interrupt
+        return 130
 
 
 def process_rank() -> tuple[int, int]:
@@ -199,15 +218,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import ModelNotAvailableError
     try:
-        {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export, "report": cmd_report,
-         "results": cmd_results}[args.command](args)
+        code = {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export, "report": cmd_report,
+                "results": cmd_results, "adapters": cmd_adapters}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def search_with_samplers(searcher: Searcher, targets, minimize, maximize, cells:
         trial.set_user_attr("constraints", [t.shortfall(results[t.column]) for t in targets] or [0.0])
         trial.set_user_attr("feasible", all(t.met(results[t.column]) for t in targets))
         scores = [values[n] if n in params else results[n] for n, _ in objectives]
-        searcher.log(f"candidate {trial.number}: {values} -> {results}")
+        searcher.log(f"candidate {trial.number}: {described(values)} -> {described(results)}")
         if any(s is None or math.isnan(s) for s in scores):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
@@ -304,6 +304,11 @@ def run_search(pipe, data, fixed, ranges, run_dir, targets, minimize, maximize, 
     return write_result(study, run_dir, ranges, targets, budget["images_per_candidate"], bisection, log, budget)
 
 
+def described(values: dict) -> str:
+    """Values for a person: 4 significant digits ("scale = 1.45", not 1.4500000000000002)."""
+    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items())
+
+
 def write_result(study, run_dir: Path, ranges, targets, per_candidate: int, bisection: bool, log,
                  budget: dict | None = None):
     """Pick the best candidate, write search.json, and print the answer as the last line."""
@@ -340,9 +345,14 @@ def write_result(study, run_dir: Path, ranges, targets, per_candidate: int, bise
                "resolution": result.resolution, "pareto_front": [t.number for t in study.best_trials]
                if len(study.directions) > 1 else None, "budget": budget}
     (run_dir / "search.json").write_text(json.dumps(summary, indent=2))
-    if result.best:
-        shown = ", ".join(f"{k} = {v:.4g}" for k, v in result.best.items())
-        line = f"best {shown} ({', '.join(f'{k} {v:.3f}' for k, v in result.objective.items())}); {images} images"
+    if result.best and len(study.directions) > 1:  # no single best: the Pareto front, one candidate a line
+        front = [t for t in study.best_trials if t.user_attrs.get("feasible", True)]
+        for t in front:
+            log(f"  candidate {t.number}: {described(t.params)} -> "
+                f"{described({k: v for k, v in t.user_attrs.items() if k not in ('constraints', 'feasible')})}")
+        line = f"Pareto front: {len(front)} candidates (above; search.json lists them); {images} images"
+    elif result.best:
+        line = f"best {described(result.best)} ({described(result.objective)}); {images} images"
         if result.grid_images:
             line += (f", where a grid at the same resolution ({result.resolution:.3g}) would take "
                      f"{result.grid_images} images")

@@ -81,7 +81,13 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
     hijack = os.environ.pop("MLFLOW_RUN_ID", None)  # it would make this folder's parent run another's
     try:
         mlflow.set_tracking_uri(tracking_uri)
-        if mlflow.get_experiment_by_name(experiment) is None:
+        try:
+            found = mlflow.get_experiment_by_name(experiment)
+        except mlflow.exceptions.MlflowException as err:  # e.g. a file: store, refused unless allowed
+            raise ValueError(f"MLflow refused the tracking store {tracking_uri[:80]!r}: "
+                             f"{' '.join(str(err).split())[:160]}. Leave out --tracking-uri (a sqlite store in the "
+                             "run folder), or for a file: store set MLFLOW_ALLOW_FILE_STORE=true") from None
+        if found is None:
             location = (run_dir / "mlflow-artifacts").as_uri() if tracking_uri.startswith("sqlite") else None
             mlflow.create_experiment(experiment, artifact_location=location)
         mlflow.set_experiment(experiment)

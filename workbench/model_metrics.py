@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import ModelNotAvailableError
+from .errors import ModelNotAvailableError, download_command
 from .hubcache import hub_cache
 from .metric_registry import REGISTRY, AfterContext
 from .metrics import reference_paths
@@ -31,7 +31,7 @@ def check_weights(names: list[str], models: dict | None = None) -> None:
         except Exception:
             raise ModelNotAvailableError(
                 f"metric {name!r} needs {model!r} ({metric.download}), which is not in the hub cache "
-                f"{hub_cache()}. Download it on a connected machine with `huggingface-cli download {model}` "
+                f"{hub_cache()}. Download it on a connected machine with {download_command(model)} "
                 f"(or pass a local folder as metric_models: {{{name}: /path}}), or leave {name!r} out of `metrics`. "
                 "No image was made.") from None
 

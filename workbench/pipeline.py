@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import difflib
 import json
 import os
 import re
@@ -24,9 +25,9 @@ from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
-from .errors import model_not_available
-from .families import (CONTROLNET_PRESETS, DEFAULT_MODEL, EMBEDDED, PRESETS, RENAMED_IDS, TINY_PRESETS,  # noqa: F401
-                       family_of_index, preset_family, trained_size)
+from .errors import ModelNotAvailableError, model_not_available, models_not_available
+from .families import (CONTROLNET_PRESETS, DEFAULT_MODEL, DOWNLOAD_GB, EMBEDDED, PRESETS, RENAMED_IDS,  # noqa: F401
+                       TINY_PRESETS, family_of_index, preset_family, trained_size)
 from .families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (re-exported, as before)
 from .schedulers import SCHEDULERS
 from .speed import compile_pipeline, optimize_for_gpu
@@ -65,8 +66,10 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
                                     f"(one written by save_pretrained), a hub id, or one of {sorted(PRESETS)}.")
         return ModelSource("local", str(path))
     if not HUB_ID_PATTERN.match(name):
-        raise ValueError(f"`{role}` {name!r} is neither a folder on disk, a preset {sorted(PRESETS)}, "
-                         "nor a hub id of the form 'owner/name'.")
+        close = difflib.get_close_matches(name, [*PRESETS, *(CONTROLNET_PRESETS if role == "controlnet" else ())], n=1)
+        what = "model" if role == "base" else role  # a spec's key, and what load_pipeline's `base` stands for
+        raise ValueError(f"{what} {name[:80]!r} is neither a preset {sorted(PRESETS)}, a folder on disk, "
+                         "nor a hub id of the form 'owner/name'" + (f" (did you mean {close[0]!r}?)" if close else ""))
     if name in RENAMED_IDS:
         warnings.warn(f"{name!r} was removed from the Hugging Face hub; using its mirror "
                       f"{RENAMED_IDS[name]!r}, which holds the same weights.", stacklevel=3)
@@ -125,8 +128,18 @@ def quiet_progress_bars():
 
 def _from_pretrained(cls, source: ModelSource, role: str, **kwargs):
     """Call cls.from_pretrained on a checked folder, or on a hub id: cache first, then network."""
-    with quiet_progress_bars():
+    with quiet_progress_bars(), warnings.catch_warnings():
+        # diffusers still passes an argument the hub client deprecated; the warning says nothing to a user
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks")
         return _from_pretrained_loud(cls, source, role, **kwargs)
+
+
+def missing_models(sources: list[tuple[ModelSource, str]], reason: str) -> ModelNotAvailableError:
+    """One error naming every hub model of a load (source, role) that is not in the cache, with its size."""
+    from .hubcache import cached_snapshot
+    missing = [(source.location, f"{role} model", DOWNLOAD_GB.get(source.location)) for source, role in sources
+               if source.kind == "hub" and cached_snapshot(source.location) is None]
+    return models_not_available(missing, reason)
 
 
 def _from_pretrained_loud(cls, source: ModelSource, role: str, **kwargs):
@@ -206,12 +219,16 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
             pipe.to(dtype=dtype)
     else:
         kwargs = {"dtype": dtype}
-        if controlnets != [None]:  # several ControlNets: one MultiControlNetModel holds them
-            loaded = [_from_pretrained(ControlNetModel, resolve_model(name, "controlnet"), "controlnet", dtype=dtype)
-                      for name in controlnets]
-            kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
-        family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
-        pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
+        net_sources = [resolve_model(name, "controlnet") for name in controlnets if name is not None]
+        try:
+            if net_sources:  # several ControlNets: one MultiControlNetModel holds them
+                loaded = [_from_pretrained(ControlNetModel, source, "controlnet", dtype=dtype) for source in net_sources]
+                kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
+            family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
+            pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
+        except ModelNotAvailableError as err:  # name everything missing at once, not one model per attempt
+            raise missing_models([(base_source, "base"), *((s, "controlnet") for s in net_sources)],
+                                 err.reason) from None
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
     pipe.workbench_model = base  # the name it was loaded by: a study's specs and profile read it (`model_name`)
     pipe = pipe.to(device)

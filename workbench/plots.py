@@ -231,6 +231,10 @@ def plot_diff(table: pd.DataFrame, a: dict, b: dict, max_pairs: int = 6, cell_in
     |a - b| averaged over the colour channels (0-255), with its mean printed above it.
     """
     from .columns import cell_columns
+    for name, where in (("a", a), ("b", b)):
+        if not isinstance(where, dict) or not where:
+            raise ValueError(f"plot_diff's `{name}` selects a cell as a dict {{column: value}}, e.g. "
+                             f"{{'conditioning_scale': 0.5}}; got {str(where)[:60]!r} ({type(where).__name__})")
     first, second = select(table, a), select(table, b)
     keys = [c for c in [*cell_columns(table), "seed"] if c in table and c not in set(a) | set(b)]
     pairs = first.merge(second, on=keys, suffixes=("_a", "_b")).sort_values("seed").head(max_pairs)

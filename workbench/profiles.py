@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+from .errors import download_command
 from .families import base_profile
 from .hubcache import cached_snapshot
 from .metric_registry import REGISTRY
@@ -97,7 +98,7 @@ def available_metrics(metrics: list, report: str, content: str) -> tuple[list, s
     wanted = sorted({REGISTRY[name].model for name in missing})
     note = (f"{', '.join(missing)} need {', '.join(wanted)}, not in the hub cache: this profile reports "
             f"{FALLBACK_METRIC} (and content as {FALLBACK_CONTENT}) instead. Download with "
-            "`huggingface-cli download <id>` to score with them.")
+            f"{download_command(*wanted)} to score with them.")
     columns = {column for name in missing for column in REGISTRY[name].columns}
     return (kept, FALLBACK_METRIC if report in columns else report,
             FALLBACK_CONTENT if content in columns else content, [note])

@@ -41,6 +41,26 @@ def shipped_adapter(key: str, name: str, folder: Path, archive: Path | None = No
     return target
 
 
+def copy_toy_adapters(folder: Path, ranks, archive: Path | None = None) -> list[Path]:
+    """Copy the study's first-seed adapter of each rank to `folder` as rank<r>.safetensors: the toy's outlined style,
+    for the README's example spec. Each keeps its metadata (rank, alpha), so it loads as it was trained."""
+    archive = archive or SHIPPED
+    with zipfile.ZipFile(archive) as shipped:
+        members = {Path(name).stem: name for name in shipped.namelist() if name.endswith(".safetensors")}
+        missing = [rank for rank in ranks if f"r{rank}-s0" not in members]
+        if missing:
+            raise ValueError(f"the package ships no toy adapter of rank {missing}; ranks: {sorted(members)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for rank in ranks:
+            target = folder / f"rank{rank}.safetensors"
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(shipped.read(members[f"r{rank}-s0"]))
+            partial.replace(target)
+            written.append(target)
+    return written
+
+
 def study_key(settings: dict) -> str:
     """The key of a study's tables: a hash of everything that decides its scores (adapters, prompts, sweep)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]

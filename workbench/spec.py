@@ -90,7 +90,13 @@ class SweepSpec:
     base_dir: str | None = field(default=None, compare=False)  # the spec file's folder (set by load_spec, not saved)
 
     def __post_init__(self):
-        """Steps, guidance and scheduler left out come from the model's profile (no torch, no weights)."""
+        """Axes become lists of plain values (a number, a tuple or a numpy array as given in Python); steps, guidance
+        and scheduler left out come from the model's profile (no torch, no weights)."""
+        for name in AXES:
+            if getattr(self, name) is not None:
+                setattr(self, name, plain_values(getattr(self, name)))
+        if isinstance(self.unit_axes, dict):
+            self.unit_axes = {key: plain_values(values) for key, values in self.unit_axes.items()}
         if any(getattr(self, name) is None for name in SPEC_KEYS):
             for name, value in spec_defaults(self.model).items():
                 if getattr(self, name) is None:
@@ -159,6 +165,8 @@ class SweepSpec:
 def plain_values(value) -> list:
     """An axis as a list of plain Python values: one value becomes a list; numpy arrays and scalars
     (np.linspace, np.arange) become floats and ints, so the spec saves as YAML and hashes stably."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 1) == 0:
+        value = value.tolist()  # a numpy scalar (np.float64(0.5)): one value
     values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "tolist") else [value]
     return [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in values]
 
@@ -195,8 +203,8 @@ def build_spec(data: dict) -> SweepSpec:
             unit = next(iter(controls))
             raise ValueError(f"with `controls`, each unit has its own image and axes: use `{unit}.scale`, "
                              f"`{unit}.start`, ... instead of {legacy}")
-    data = {k: plain_values(v) if k in AXES else v for k, v in data.items() if k not in unit_axes}
-    spec = SweepSpec(**data, unit_axes={k: list(v) for k, v in unit_axes.items()})
+    data = {k: v for k, v in data.items() if k not in unit_axes}
+    spec = SweepSpec(**data, unit_axes=unit_axes)  # its axes are made plain lists as it is built
     check_spec(spec)
     return spec
 
@@ -231,9 +239,18 @@ def read_yaml(text: str, what: str):
                              "expand to gigabytes. Write the repeated values out.")
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"{what} is not valid YAML/JSON: {short(str(err))}") from None
+        raise ValueError(f"{what} is not valid YAML/JSON: {yaml_problem(err)}") from None
     except RecursionError:
         raise ValueError(f"{what} is nested too deeply to be a sweep spec") from None
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where ("expected ',' or ']' at line 3, column 5")."""
+    mark = getattr(err, "problem_mark", None)
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())[:120]
+    context = getattr(err, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({' '.join(str(context).split())[:80]})" if context else "")
 
 
 def _is_number(value) -> bool:

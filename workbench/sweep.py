@@ -73,14 +73,20 @@ def load_adapters(pipe, adapters: dict) -> None:
             load_lora(pipe, path, name, replace=True)  # refuses pickle files, names a shape mismatch
 
 
+def check_adapter_files(adapters: dict) -> None:
+    """Refuse an adapter whose LoRA file does not exist, naming it (before the run folder is made)."""
+    for name, path in sorted(adapters.items()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (adapter {name!r}); train one with "
+                                    "wb.train_lora, or copy the toy's with `python -m workbench adapters`")
+
+
 def model_fingerprint(pipe, adapters: dict) -> str:
     """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
     modules = [getattr(pipe, name) for name in family_of(pipe).COMPONENTS]
     modules = [net for module in modules for net in unit_controlnets(module)]  # each unit's ControlNet
     parts = [module_fingerprint(module) for module in modules]
     for name, path in sorted(adapters.items()):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (adapter {name!r})")
         parts.append(f"{name}={file_sha256(Path(path))[:16]}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -263,6 +269,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     for unit in spec.resolved_units():  # files are read from the spec file's folder
         check_control_image(unit.image, unit.name)
     check_controlnets(pipe, spec.units)
+    check_adapter_files(spec.resolved_adapters())
     check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
     if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
@@ -336,8 +343,12 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     # Shard whole cells of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
-    cells = [[t for t in cell if t.trial_id not in finished]
-             for cell in order_cells(trials, batched_keys(units, share_prefix))[rank::world_size]]
+    groups = order_cells(trials, batched_keys(units, share_prefix))
+    cells = [[t for t in cell if t.trial_id not in finished] for cell in groups[rank::world_size]]
+    if world_size > 1 and not cells:
+        log(f"process {rank} of {world_size} has no share: the spec makes {len(groups)} group(s) of trials that one "
+            "pipeline call draws together (they differ only in seed and ControlNet scale or schedule), "
+            "fewer than the processes; it writes no rows")
     if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
         cells = [sorted(cell, key=lambda t: (t.params["seed"], t.index)) for cell in cells]
     on_cpu, controls = pipe.device.type == "cpu", {}
@@ -412,7 +423,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             log(f"scored images with {', '.join(scored)}")
     # The folder may also hold rows of an earlier model (another fingerprint): return this spec's only.
     table = load_results(run_dir)
-    return table[table.trial_id.isin(ids)].reset_index(drop=True)
+    return table if table.empty else table[table.trial_id.isin(ids)].reset_index(drop=True)
 
 
 def finish_writing(pending, progress: Progress) -> list:

@@ -38,6 +38,7 @@ class Family(Protocol):
     DEFAULT_PROFILE: str                       # the profile of any other hub id or folder of this family
     CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
     COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
+    DOWNLOAD_GB: dict[str, float]              # hub id -> what from_pretrained downloads, GB (errors say it)
     LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
 
     def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?
@@ -58,6 +59,7 @@ TINY_PRESETS = tuple(family.TINY_PRESET for family in FAMILIES)
 EMBEDDED = {name: folders for family in FAMILIES for name, folders in family.EMBEDDED.items()}
 CONTROLNET_PRESETS = {name: folder for family in FAMILIES for name, folder in family.CONTROLNET_PRESETS.items()}
 RENAMED_IDS = {old: new for family in FAMILIES for old, new in family.RENAMED_IDS.items()}
+DOWNLOAD_GB = {model_id: size for family in FAMILIES for model_id, size in family.DOWNLOAD_GB.items()}
 
 
 def family_of(pipe) -> ModuleType:

@@ -27,6 +27,10 @@ RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
 TRAINED_SIZES = {"toy": 64, "tiny": 32, "sd15": 512, SD15_ID: 512, SD15_CANNY_ID: 512}
 DEFAULT_SIZE = 512  # hub ids and folders without a readable config are taken to be SD1.x
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder")
+# What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SD1.5's UNet 3.44,
+# text encoder 0.49 and VAE 0.33; a ControlNet v1.0/v1.1 1.45.
+DOWNLOAD_GB = {SD15_ID: 4.3, SD15_CANNY_ID: 1.45, "lllyasviel/sd-controlnet-seg": 1.45,
+               "lllyasviel/control_v11p_sd15_canny": 1.45}
 # The safety checker is off: it needs extra hub weights and blacks out images, which would
 # corrupt sweep metrics. Filter images yourself before publishing.
 LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

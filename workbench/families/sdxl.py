@@ -24,6 +24,9 @@ RENAMED_IDS: dict = {}
 TRAINED_SIZES = {"sdxl": 1024, "tiny-sdxl": 32, SDXL_ID: 1024, SDXL_CANNY_ID: 1024}
 DEFAULT_SIZE = 1024
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
+# What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SDXL base's UNet 10.3,
+# text encoders 0.49 and 2.78, VAE 0.33; an SDXL ControlNet 5.0.
+DOWNLOAD_GB = {SDXL_ID: 13.9, SDXL_CANNY_ID: 5.0, "diffusers/controlnet-depth-sdxl-1.0": 5.0}
 # What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU. SDXL base 1.0: 1024 px from its model
 # card, guidance 5.0 and the Euler scheduler of its pipeline's and scheduler's configs; LoRA as diffusers'
 # train_dreambooth_lora_sdxl.py runs it (lr 1e-4, fp16 mixed precision, gradient checkpointing, 500 steps,
