@@ -46,7 +46,7 @@ gpu-check: setup
 
 # Student copies of the notebooks, without the cells tagged `solution`: outputs/student/*.ipynb
 student: setup
-	$(BIN)/python -m workbench.student notebooks outputs/student
+	$(BIN)/python -m workbench.teaching.student notebooks outputs/student
 
 # An offline classroom: every wheel a student installs, in wheelhouse/py<version>/, for Linux x86-64 on
 # Python 3.11 and 3.12 (docs/workshop.md, "A classroom without Wi-Fi"). For macOS or Windows run it there

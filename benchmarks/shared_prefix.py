@@ -6,7 +6,7 @@
 Two sweeps, each drawn apart (`share_prefix=False`) and with shared prefixes:
   end        `control_guidance_end` 0.25, 0.5, 0.75, 1.0 (the issue's): drawn apart it costs 80 UNet
              sample-steps a seed at 20 steps; with `share_prefix` the engine's own loop
-             (`workbench/denoise.py`) computes the 50 distinct ones;
+             (`workbench/engine/denoise.py`) computes the 50 distinct ones;
   schedules  `control_schedule` constant, linear, cosine, step@0.5, ramp@0.5: constant and step@0.5
              agree on the first half, the three that start at full scale on the first step, and
              ramp@0.5 (off at first) on nothing.

@@ -14,7 +14,7 @@ original: the largest change of any weight, relative to that tensor's largest we
 
 With --tables it then runs notebook 02's study on the shipped adapters (sweeping, about 5 min)
 and writes its two tables (scores only, no images or paths) into the archive under the study's
-key, so the notebook's study cell loads them in seconds (`workbench/shipped.py`).
+key, so the notebook's study cell loads them in seconds (`workbench/store/shipped.py`).
 """
 
 from __future__ import annotations

@@ -122,3 +122,32 @@ def test_only_the_family_modules_name_presets_hub_ids_and_sdxl_parts():
 def test_the_leak_check_sees_through_fstrings_and_not_docstrings():
     source = 'def f():\n    """the sdxl preset"""\n    return f"{x} sdxl" + "tiny-sdxl"\n'
     assert string_constants(source) & family_words() == {"tiny-sdxl"}
+
+
+def contract_drawing() -> str:
+    """The layers contract of pyproject.toml as the README draws it: each layer's comment, then its packages and their
+    modules (a package's modules by file name, top down), so the drawing cannot drift from what lint-imports checks."""
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text[text.index("layers = [") + len("layers = ["):]
+    block = block[:block.index("\n]")]
+    lines, comment = [], ""
+    for line in block.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            comment = line.lstrip("# ")
+        elif line.startswith('"'):
+            lines.append(f"# {comment}")
+            for name in line.strip('",').split(" : "):
+                path = PACKAGE.joinpath(*name.split(".")[1:])
+                if path.is_dir():
+                    modules = sorted(p.stem for p in path.glob("*.py") if p.stem != "__init__")
+                    lines.append(f"{name.removeprefix('workbench.')}/".ljust(14) + ", ".join(modules))
+                else:
+                    lines.append(name.removeprefix("workbench."))
+    return "\n".join(lines)
+
+
+def test_the_readme_drawing_is_the_contract():
+    readme = (ROOT / "README.md").read_text()
+    drawn = readme[readme.index("<!-- layers:start -->"):readme.index("<!-- layers:end -->")]
+    assert f"```\n{contract_drawing()}\n```" in drawn, "README's drawing is stale; paste:\n" + contract_drawing()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import workbench.sweep as sweep_module
+import workbench.engine.write as write_module
 from workbench import load_results, run_sweep
 from workbench.spec import expand, spec_from_dict
 from workbench.sweep import RunFolderBusy
@@ -42,7 +43,7 @@ def test_killed_between_image_and_row_or_mid_batch(tmp_path, point):
 
 
 def test_full_disk_stops_cleanly_and_keeps_what_finished(tiny_pipe, tmp_path, monkeypatch):
-    real, written = sweep_module.write_png_atomic, []
+    real, written = write_module.write_png_atomic, []
 
     def fills_up(image, path, pnginfo=None):
         if len(written) == 5:
@@ -50,13 +51,13 @@ def test_full_disk_stops_cleanly_and_keeps_what_finished(tiny_pipe, tmp_path, mo
         written.append(path)
         return real(image, path, pnginfo)
 
-    monkeypatch.setattr(sweep_module, "write_png_atomic", fills_up)
+    monkeypatch.setattr(write_module, "write_png_atomic", fills_up)
     spec = spec_from_dict({**SPEC, "steps": 2})
     with pytest.raises(OSError, match=r"disk is full .* the 5 trials finished so far are kept"):
         run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     kept = load_results(tmp_path)
     assert len(kept) == 5 and (kept.state == "COMPLETE").all()
-    monkeypatch.setattr(sweep_module, "write_png_atomic", real)  # space freed
+    monkeypatch.setattr(write_module, "write_png_atomic", real)  # space freed
     run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     check_run(tmp_path, N_TRIALS)
 

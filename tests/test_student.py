@@ -30,8 +30,8 @@ def test_every_notebook_has_exercises_each_in_its_own_cell_and_tagged_solutions(
 
 
 def test_make_student_keeps_every_question_and_no_answer(tmp_path):
-    assert "workbench.student notebooks outputs/student" in (ROOT / "Makefile").read_text()
-    done = subprocess.run([sys.executable, "-m", "workbench.student", str(ROOT / "notebooks"), str(tmp_path)],
+    assert "workbench.teaching.student notebooks outputs/student" in (ROOT / "Makefile").read_text()
+    done = subprocess.run([sys.executable, "-m", "workbench.teaching.student", str(ROOT / "notebooks"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     for path in NOTEBOOKS:

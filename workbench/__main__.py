@@ -79,14 +79,14 @@ SHIPPED_RANKS = (1, 2, 4, 8, 16)  # the ranks of notebook 02's study adapters in
 def cmd_adapters(args) -> None:
     from pathlib import Path
 
-    from .shipped import copy_toy_adapters
+    from .store.shipped import copy_toy_adapters
     for path in copy_toy_adapters(Path(args.folder), SHIPPED_RANKS):
         print(f"wrote {path}")
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
-    from .pipeline import DEFAULT_MODEL
+    from .teaching.demo import run_demo
+    from .models.pipeline import DEFAULT_MODEL
     table = run_demo(args.out, model=args.model or DEFAULT_MODEL, steps=args.steps, device=args.device)
     columns = [c for c in ("conditioning_scale", "seed", "state", "edge_f1", "seconds") if c in table]
     print(table[columns].to_string(index=False))
@@ -94,13 +94,13 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sweep(args) -> int | None:
-    from .spec import load_spec
+    from .spec.sweep_spec import load_spec
     spec = load_spec(args.spec)  # validate before importing or loading any model
     rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     from tqdm import tqdm
 
-    from .pipeline import load_pipeline
-    from .sweep import run_sweep
+    from .models.pipeline import load_pipeline
+    from .engine.sweep import run_sweep
     device = args.device
     if device == "auto" and "LOCAL_RANK" in os.environ:
         import torch
@@ -159,8 +159,8 @@ def process_rank() -> tuple[int, int]:
 
 def print_summary(table, run_dir) -> None:
     """Print counts per state and the mean metrics per axis value."""
-    from .columns import cell_columns
-    from .results import export_results, notes_on_old_rows
+    from .store.columns import cell_columns
+    from .store.results import export_results, notes_on_old_rows
     if table.empty:
         print(f"{run_dir}: no rows yet")
         return
@@ -184,9 +184,9 @@ def print_summary(table, run_dir) -> None:
 
 
 def cmd_search(args) -> None:
-    from .adaptive import search, split_ranges
-    from .pipeline import load_pipeline
-    from .spec import read_spec_file, spec_from_dict
+    from .studies.search import search, split_ranges
+    from .models.pipeline import load_pipeline
+    from .spec.sweep_spec import read_spec_file, spec_from_dict
     data = read_spec_file(args.spec)
     fixed, _ = split_ranges(data)
     spec = spec_from_dict(fixed)  # validate before loading any model
@@ -197,19 +197,19 @@ def cmd_search(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_mlflow
+    from .analysis.export import export_mlflow
     export_mlflow(args.run_dir, tracking_uri=args.tracking_uri, experiment=args.experiment)
 
 
 def cmd_report(args) -> None:
-    from .report import write_report
+    from .analysis.report import write_report
     path = write_report(args.run_dir, embed=False if args.link_images else None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser, offline")
 
 
 def cmd_results(args) -> None:
-    from .results import load_results
-    from .scoring import fill_scores
+    from .store.results import load_results
+    from .engine.scoring import fill_scores
     fill_scores(args.run_dir)  # a folder from before metrics.jsonl held lora_effect
     print_summary(load_results(args.run_dir), args.run_dir)
 

@@ -11,8 +11,9 @@ class ModelNotAvailableError(FileNotFoundError):
 
 def download_command(*model_ids: str) -> str:
     """How to download repositories: huggingface_hub's `hf` command, or the `huggingface-cli` of older versions."""
-    return (" and ".join(f"`hf download {model_id}`" for model_id in model_ids)
-            + " (`huggingface-cli download` with huggingface_hub before 0.34)")
+    newer = " and ".join(f"`hf download {model_id}`" for model_id in model_ids)
+    older = " and ".join(f"`huggingface-cli download {model_id}`" for model_id in model_ids)
+    return f"{newer} (with huggingface_hub before 0.34: {older})"
 
 
 def model_not_available(model_id: str, what: str, reason: str) -> ModelNotAvailableError:

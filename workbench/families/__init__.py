@@ -91,7 +91,7 @@ def model_folder(model: str):
     """The folder a model name points at, read from disk only: a folder, or a hub id's cached snapshot (else None)."""
     from pathlib import Path
 
-    from ..hubcache import cached_snapshot
+    from .hubcache import cached_snapshot
     folder = Path(str(model)).expanduser()
     if not folder.is_dir() and str(model).count("/") == 1:
         folder = cached_snapshot(str(model)) or folder

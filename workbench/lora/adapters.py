@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..blocks import adapter_weights, block_scales
+from ..spec.lora_blocks import adapter_weights, block_scales
 from ..families import family_of
-from ..fingerprint import file_sha256
+from ..models.fingerprint import file_sha256
 from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
 
 

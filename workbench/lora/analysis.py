@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..fingerprint import file_sha256
-from ..shorten import short
+from ..models.fingerprint import file_sha256
+from ..spec.shorten import short
 from .adapters import loaded_adapters
 from .files import lora_layers, read_lora
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..fingerprint import module_fingerprint
+from ..models.fingerprint import module_fingerprint
 
 MAX_HEADER = 100 * 2**20  # bytes of a safetensors header (its JSON table of tensors) we are willing to read
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders

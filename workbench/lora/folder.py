@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..control import decode_image
-from ..fingerprint import file_sha256
-from ..shorten import short
+from ..models.control import decode_image
+from ..models.fingerprint import file_sha256
+from ..spec.shorten import short
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 KOHYA_FOLDER = re.compile(r"^(\d{1,4})_(.+)$")  # <repeats>_<name>

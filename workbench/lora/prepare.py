@@ -39,7 +39,7 @@ def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
         raise ValueError(f"dataset has {len(images)} images but {len(captions)} captions; they must pair up")
     if not isinstance(images, torch.Tensor):
         import numpy as np
-        from ..control import load_image
+        from ..models.control import load_image
         images = torch.stack([torch.from_numpy(np.asarray(load_image(i)).copy()).permute(2, 0, 1) for i in images])
     images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
     return images, list(captions)

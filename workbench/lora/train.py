@@ -21,8 +21,8 @@ import torch
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..fingerprint import file_sha256, module_fingerprint
+from ..models.checkpoints import load_checkpoint, save_checkpoint
+from ..models.fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
 from .files import cache_key, save_lora
 from .prepare import check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..control import make_canny
+from ..models.control import make_canny
 from .world import Scene, render_mask, render_scene, sample_scenes
 
 

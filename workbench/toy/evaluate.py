@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..control import make_canny
+from ..models.control import make_canny
 from ..families import trained_size
-from ..generation import generate
-from ..metrics import control_edge_scores, foreground_mask, mask_iou
+from ..engine.generation import generate
+from ..metrics.scorers import control_edge_scores, foreground_mask, mask_iou
 from .scores import generated_shape_mask, region_colour, shape_regions
 from .world import Scene, render_mask, render_scene
 

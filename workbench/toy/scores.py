@@ -12,9 +12,9 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from ..metric_registry import ScoringContext
-from ..metrics import mask_iou
-from ..spec import TOY_SOURCES
+from ..spec.metric_registry import ScoringContext
+from ..metrics.scorers import mask_iou
+from ..spec.sweep_spec import TOY_SOURCES
 from .world import (OUTLINE_WIDTH, PALETTE, Scene, render_mask, render_scene, rim_shade, scene_from_caption,
                     stripe_period)
 

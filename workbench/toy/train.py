@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..devices import pick_device
+from ..models.checkpoints import load_checkpoint, save_checkpoint
+from ..models.devices import pick_device
 from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
                                  build_unet, build_vae)
 from ..families.sd15 import assemble_pipeline

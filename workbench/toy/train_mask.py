@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..devices import pick_device
+from ..models.devices import pick_device
 from ..families.builders import build_controlnet
 from .data import make_dataset
 from .train import TOY_MODEL, TrainConfig, encode_latents, train_controlnet
@@ -33,7 +33,7 @@ def train_mask_controlnet(cfg: TrainConfig) -> Path:
     """Train the mask ControlNet on the shipped toy model; write it as a diffusers folder; return it."""
     from diffusers import StableDiffusionControlNetPipeline
 
-    from ..pipeline import TOY_DIR
+    from ..models.pipeline import TOY_DIR
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

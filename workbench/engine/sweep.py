@@ -1,0 +1,406 @@
+"""Run a sweep: every trial of a spec becomes one image and one row, and a crash loses almost nothing.
+
+`run_sweep` works in numbered stages:
+  1. check the spec and the run folder; write spec.yaml before any image
+  2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
+  3. group trials into cells (everything but the seed and each control unit's scale), order the cells so
+     that adapter, weight and scheduler switches happen least often, cut them into batches
+     (on the CPU, no larger than free memory allows: `memory.fit_batch`)
+  4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
+     scale per control unit (a hook on each ControlNet), halving the batch on out-of-memory
+  5. per image, on a writer thread while the next batch generates: flag NaN/black, write the
+     PNG atomically with its infotext, score it, log its row (`write.py`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..families import family_of, repeat, trained_size, unit_controlnets
+from ..lora import activate_lora, load_lora, loaded_from, text_encoder_weight
+from ..models.control import check_control_image, unit_controls
+from ..models.fingerprint import file_sha256, module_fingerprint
+from ..models.memory import fit_batch
+from ..models.pipeline import set_scheduler
+from ..models.speed import auto_batch_size, is_compiled
+from ..spec.metric_registry import ALWAYS, metric_names
+from ..spec.sizes import SizeRange
+from ..spec.sweep_spec import TOY_SOURCES, SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
+from ..spec.units import Unit
+from ..store.growth import check_same_fingerprint, is_known, record_spec
+from ..store.results import (FAILED, IMAGE_SCHEME, ResultsLog, drawn_before_fixes, finished_trial_ids, load_results,
+                             log_name, read_rows)
+from ..store.run_folder import RunFolderBusy, open_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
+from .denoise import denoise, shares_a_prefix, unit_factors
+from .generation import per_unit_scales, warn_long_prompt, warn_unknown_words
+from .scoring import check_metrics, score_after_sweep
+from .write import finish_writing, image_flag, record_trial, versions, write_batch  # noqa: F401 (re-exported)
+
+
+@dataclass
+class Progress:
+    """What the callback hears after each batch: counts so far and the rows just written."""
+    done: int          # trials finished in this run (complete or failed)
+    total: int         # trials this run has to do (finished ones from earlier runs excluded)
+    skipped: int       # trials already finished by an earlier run
+    failed: int
+    rows: list = field(default_factory=list)
+
+
+# ---- 2. adapters, fingerprint -----------------------------------------------------------------
+
+def load_adapters(pipe, adapters: dict) -> None:
+    """Load each named LoRA file into the pipeline once; a name loaded from another file is loaded again.
+
+    Adapters stay loaded between sweeps. A name the pipeline already holds is kept only when
+    it came from the same file (by sha256): two specs may use one name for different files.
+    """
+    for name, path in adapters.items():
+        if loaded_from(pipe, name) != file_sha256(Path(path)):
+            load_lora(pipe, path, name, replace=True)  # refuses pickle files, names a shape mismatch
+
+
+def check_adapter_files(adapters: dict) -> None:
+    """Refuse an adapter whose LoRA file does not exist, naming it (before the run folder is made)."""
+    for name, path in sorted(adapters.items()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (adapter {name!r}); train one with "
+                                    "wb.train_lora, or copy the toy's with `python -m workbench adapters`")
+
+
+def model_fingerprint(pipe, adapters: dict) -> str:
+    """One hash for base, ControlNet and adapter weights: trial ids change when any of them do."""
+    modules = [getattr(pipe, name) for name in family_of(pipe).COMPONENTS]
+    modules = [net for module in modules for net in unit_controlnets(module)]  # each unit's ControlNet
+    parts = [module_fingerprint(module) for module in modules]
+    for name, path in sorted(adapters.items()):
+        parts.append(f"{name}={file_sha256(Path(path))[:16]}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+# ---- 3. cells ---------------------------------------------------------------------------------
+
+def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
+    """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
+    `share_prefix` its start and end too (the engine's own loop, `denoise.py`, gives each trial its own)."""
+    keys = ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
+    return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
+
+
+def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
+    """The trial's parameters that one pipeline call shares: all but the `batched` ones."""
+    return tuple((k, v) for k, v in trial.params.items() if k not in batched)
+
+
+def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
+    """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
+    cells: dict[tuple, list[Trial]] = {}
+    for trial in trials:
+        cells.setdefault(cell_key(trial, batched), []).append(trial)
+
+    def switch_cost(cell):
+        p = cell[0].params
+        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], cell[0].index)
+
+    return sorted(cells.values(), key=switch_cost)
+
+
+# ---- 4. one batch -----------------------------------------------------------------------------
+
+def check_controlnets(pipe, units: list[Unit]) -> None:
+    """Refuse a pipeline whose number of ControlNets differs from the spec's units."""
+    have = len(unit_controlnets(pipe.controlnet))
+    if have != len(units):
+        names = [u.controlnet for u in units]
+        raise ValueError(f"the spec has {len(units)} control unit(s) ({', '.join(u.name or 'control' for u in units)}) "
+                         f"but the pipeline has {have} ControlNet(s); load it with "
+                         f"load_pipeline(model, controlnet={names!r})")
+
+
+def embeddings_for(pipe, params: dict, cache: dict) -> dict:
+    """Prompt embeddings as pipeline keywords, computed once per text-encoder input and kept.
+
+    The key holds everything that changes the text encoders' output: the prompt, the negative
+    prompt, and the weight of the active adapter where it has text-encoder layers (kohya files
+    often do). An adapter on the UNet alone shares its prompts' embeddings across every weight,
+    which is where the cache saves its time. Call it after the trial's adapter is switched on.
+    """
+    text_weight = text_encoder_weight(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
+    key = (params["prompt"], params["negative_prompt"], None if text_weight is None else params["adapter"], text_weight)
+    if key not in cache:
+        cache[key] = family_of(pipe).encode(pipe, params["prompt"], params["negative_prompt"])
+    return cache[key]
+
+
+LEGACY_UNIT = Unit("", "", "")  # the one unnamed unit of a spec without `controls`
+
+
+def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
+                  units: list[Unit] = (LEGACY_UNIT,)) -> np.ndarray:
+    """One pipeline call for a batch of trials: (B, H, W, 3) floats in [0, 1], NaN left visible.
+
+    Each image has its own generator (its seed) and its own conditioning scale per unit;
+    `controls` is one image per unit (or a single image for a single unit).
+    """
+    controls = controls if isinstance(controls, list) else [controls]
+    one = len(units) == 1
+
+    def per_unit(param: str):  # what diffusers takes: a value for one ControlNet, a list for several
+        values = [params[unit.key(param)] for unit in units]
+        return values[0] if one else values
+
+    generators = [torch.Generator("cpu").manual_seed(t.params["seed"]) for t in trials]
+    scales = [[t.params[unit.key("scale")] for t in trials] for unit in units]
+    schedules = [[t.params.get(unit.key("schedule")) for t in trials] for unit in units]
+    with torch.no_grad(), per_unit_scales(pipe.controlnet, scales, schedules, lambda: len(pipe.scheduler.timesteps)):
+        return pipe(**repeat(embeddings, len(trials)), image=controls[0] if one else controls,
+                    num_inference_steps=params["steps"], guidance_scale=params["guidance"],
+                    controlnet_conditioning_scale=1.0 if one else [1.0] * len(units),  # the hooks scale each image
+                    control_guidance_start=per_unit("start"), control_guidance_end=per_unit("end"),
+                    generator=generators, width=controls[0].width, height=controls[0].height,
+                    output_type="np").images
+
+
+def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings, units: list[Unit],
+                   share_prefix: bool) -> tuple[list, list[int]]:
+    """A batch's images and each trial's `shared_steps`: by the engine's own loop where its trials share a
+    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`generate_cell`)."""
+    controls = controls if isinstance(controls, list) else [controls]
+    if share_prefix:  # the caller has set the batch's sampler (`set_scheduler`), as for `generate_cell`
+        pipe.scheduler.set_timesteps(params["steps"], device=pipe.device)  # its own count of steps (PNDM: one more)
+        steps = len(pipe.scheduler.timesteps)
+        factors = np.stack([unit_factors(t.params, units, steps) for t in trials])
+        seeds = [t.params["seed"] for t in trials]
+        windows = {tuple((t.params[u.key("start")], t.params[u.key("end")]) for u in units) for t in trials}
+        if len(windows) > 1 or shares_a_prefix(seeds, factors):
+            images, plan = denoise(pipe, embeddings, controls, seeds, factors, params["steps"], params["guidance"])
+            return list(images), plan.shared_steps
+    return list(generate_cell(pipe, params, trials, controls, embeddings, units)), [0] * len(trials)
+
+
+class BatchLimit:
+    """The most images per pipeline call; an out-of-memory error lowers it for the rest of the sweep."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+
+def generate_with_backoff(pipe, params, trials, controls, embeddings, limit: BatchLimit, log=print,
+                          units: list[Unit] = (LEGACY_UNIT,), share_prefix: bool = False) -> tuple[list, list]:
+    """Generate `trials` in calls of at most `limit.size` images; on out-of-memory, halve it and go on.
+    Returns the images and each trial's shared steps."""
+    images, shared = [], []
+    while len(images) < len(trials):
+        chunk = trials[len(images):len(images) + limit.size]
+        try:
+            chunk_images, chunk_shared = generate_batch(pipe, params, chunk, controls, embeddings, units, share_prefix)
+            images, shared = images + chunk_images, shared + chunk_shared
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            limit.size = len(chunk) // 2
+            log(f"out of memory at batch {len(chunk)}; going on with batches of {limit.size}")
+    return images, shared
+
+
+def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
+              callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+              rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
+              max_batch: int | str = "auto", columns: dict | None = None, keep_spec: bool = True,
+              share_prefix: bool = True):
+    """Run every unfinished trial of `spec` into `run_dir`; return its rows (this model's trials).
+
+    Args:
+        pipe: a loaded pipeline (see `load_pipeline`).
+        spec: a SweepSpec, a dict, or a YAML/JSON file.
+        run_dir: the run folder; running the same spec into it again resumes.
+        callback: called with a `Progress` after each batch is written (tqdm, widgets).
+        should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
+        rank, world_size: this process's share of the unfinished trials, for multi-process runs.
+        max_batch: the most images in one pipeline call (a cell's seeds and scales are batched);
+            "auto" measures what fits in free GPU memory (16 on the CPU).
+        columns: extra values written into each new row (the search writes its trial number).
+        keep_spec: False leaves spec.yaml and specs/ alone (the search's cells; search.yaml
+            holds its spec); a folder's spec.yaml still fixes its model.
+        share_prefix: trials that follow one path for their first steps (the same seed and ControlNet
+            strengths so far, differing later in `end` or a schedule) compute those steps once
+            (`denoise.py`); each row's `shared_steps` says how many of its steps it shared.
+    """
+    spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
+    if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
+        raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
+    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
+        raise ValueError(f"this process is rank {rank!r} of world size {world_size!r}: a rank runs from 0 to the "
+                         "world size - 1 (set RANK and WORLD_SIZE together, as accelerate launch and torchrun do)")
+    warn_duplicates(spec)                                                              # 1
+    for unit in spec.resolved_units():  # files are read from the spec file's folder
+        check_control_image(unit.image, unit.name)
+    check_controlnets(pipe, spec.units)
+    check_adapter_files(spec.resolved_adapters())
+    check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
+    if spec.resolution is not None:  # the spec's model name may differ from the pipeline passed in
+        SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
+    run_dir, lock = open_run_dir(run_dir, rank)  # the lock before anything in the folder is written or cleaned
+    try:
+        scheme = prepare_run_dir(run_dir, spec, keep_spec)["trial_id_scheme"]
+        with pipeline_in_use(pipe, log):
+            return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
+                               columns or {}, keep_spec, scheme, share_prefix)
+    finally:
+        lock.close()
+
+
+_MAKING_LOCKS = threading.Lock()
+
+
+@contextmanager
+def pipeline_in_use(pipe, log):
+    """One sweep at a time on one pipeline: a notebook cell's sweep waits while the panel's runs (in its thread),
+    since both switch the pipeline's adapters and scheduler."""
+    with _MAKING_LOCKS:  # two threads must not each make a lock for one pipeline
+        if not hasattr(pipe, "_workbench_lock"):
+            pipe._workbench_lock = threading.RLock()
+    if not pipe._workbench_lock.acquire(blocking=False):
+        log("another sweep is running on this pipeline (the panel?): waiting for it to finish; press its Stop")
+        pipe._workbench_lock.acquire()
+    try:
+        yield
+    finally:
+        pipe._workbench_lock.release()
+
+
+def drawn_differently_now(pipe, run_dir: Path, log) -> set[str]:
+    """The finished trials an older version drew otherwise than this one would (`results.drawn_before_fixes`): rows
+    whose adapter, now loaded, has text-encoder layers. They are drawn again, and the newest row wins."""
+    rows, _ = read_rows(run_dir)
+    old = [row for row in rows if drawn_before_fixes(row)]
+    redraw = {row["trial_id"] for row in old if text_encoder_weight(pipe, row["adapter"], 1.0) is not None}
+    if redraw:
+        log(f"{len(redraw)} finished trials were drawn before the text-encoder fix (their adapter's text-encoder "
+            "layers did not act); drawing them again")
+    return redraw
+
+
+def control_content(spec: SweepSpec) -> dict:
+    """{control image as the spec names it: "sha256:<hex>" of its file} for every unit whose image is a file."""
+    return {unit.image: f"sha256:{file_sha256(Path(resolved.image))}"
+            for unit, resolved in zip(spec.units, spec.resolved_units()) if not unit.image.startswith(TOY_SOURCES)}
+
+
+def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec,
+                scheme, share_prefix):
+    """Stages 2-5 of `run_sweep`, with the run folder locked."""
+    adapters = spec.resolved_adapters()
+    fingerprint = model_fingerprint(pipe, adapters)  # adapter files are hashed, not loaded, for this # 2
+    if keep_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
+        rows, _ = read_rows(run_dir)
+        check_same_fingerprint(run_dir, {r["model_fingerprint"] for r in rows if r.get("model_fingerprint")},
+                               fingerprint)
+        n = record_spec(run_dir, spec)
+        log(f"growing the sweep in {run_dir}: spec {n}; finished trials are reused")
+    load_adapters(pipe, adapters)
+    content = control_content(spec) if scheme >= 2 else None  # scheme 1: a folder from before hashes names
+    trials = expand(spec, fingerprint, content)
+    finished = finished_trial_ids(run_dir) - drawn_differently_now(pipe, run_dir, log)
+    size = spec.resolution or trained_size(pipe)
+    if max_batch == "auto":
+        max_batch = auto_batch_size(pipe, size)
+        if pipe.device.type == "cuda":
+            log(f"batch size {max_batch}, from free GPU memory")
+    # Shard whole cells of the full, ordered trial list, so every process computes the same
+    # split whatever it finds finished, and seeds stay batched; then drop finished trials.
+    units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
+    groups = order_cells(trials, batched_keys(units, share_prefix))
+    cells = [[t for t in cell if t.trial_id not in finished] for cell in groups[rank::world_size]]
+    if world_size > 1 and not cells:
+        log(f"process {rank} of {world_size} has no share: the spec makes {len(groups)} group(s) of trials that one "
+            "pipeline call draws together (they differ only in seed and ControlNet scale or schedule), "
+            "fewer than the processes; it writes no rows")
+    if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
+        cells = [sorted(cell, key=lambda t: (t.params["seed"], t.index)) for cell in cells]
+    on_cpu, controls = pipe.device.type == "cpu", {}
+    if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
+        width, height = unit_controls(units, trials[0].params, size, controls)[0].size
+        max_batch = fit_batch(pipe, width, height, max_batch, log)
+    batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
+    unfinished = sum(t.trial_id not in finished for t in trials)
+    for prompt in set(spec.prompt):
+        warn_long_prompt(pipe, prompt)
+        warn_unknown_words(pipe, prompt)
+    context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
+               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
+               **{f"{unit.key('image')}_sha256": content[unit.image] for unit in spec.units
+                  if content and unit.image in content}}
+    embeddings, limit = {}, BatchLimit(max_batch)
+    progress = Progress(done=0, total=sum(map(len, batches)), skipped=len(trials) - unfinished, failed=0)
+
+    def report(rows: list) -> None:
+        """Count a written batch and tell the callback (on this, the generating, thread)."""
+        progress.done += len(rows)
+        progress.failed += sum(row["state"] == FAILED for row in rows)
+        progress.rows = rows
+        if callback:
+            callback(progress)
+
+    # The writer thread encodes PNGs, scores images and appends rows while the next batch
+    # generates, so the GPU does not wait on the disk. One batch is in flight at a time, and
+    # a crash or Ctrl-C waits for it (the executor's exit), so a generated image is not lost.
+    with ResultsLog(run_dir / log_name(rank)) as results, ThreadPoolExecutor(1, "workbench-writer") as writer:
+        pending, stopped = None, False
+        for batch in batches:                                                         # 3
+            if should_stop and should_stop():
+                stopped = True
+                break
+            params = batch[0].params
+            started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+            batch_controls = None
+            try:                                                                      # 4
+                batch_controls = unit_controls(units, params, size, controls)
+                if on_cpu:  # other programs may have taken memory since the last batch
+                    limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
+                activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
+                set_scheduler(pipe, params["scheduler"])
+                images, shared = generate_with_backoff(pipe, params, batch, batch_controls,
+                                               embeddings_for(pipe, params, embeddings),
+                                               limit, log, units, share_prefix)
+                error = ""
+            except Exception as err:  # a failed batch is recorded, and the sweep goes on
+                images, shared, error = [None] * len(batch), [0] * len(batch), f"{type(err).__name__}: {err}"
+            seconds = (time.perf_counter() - started) / len(batch)
+            # This process's first batch also pays one-time costs (first kernel calls, Canny's
+            # import, torch.compile): its rows say so, so `seconds` compares like with like.
+            warmup = batch is batches[0]
+            if warmup and is_compiled(pipe):
+                log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
+            adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
+            batch_context = {**context, "warmup": warmup, "lora_rank": adapter.r if adapter else None,
+                             "lora_alpha": adapter.lora_alpha if adapter else None}
+            if pending:
+                report(finish_writing(pending, progress.done))
+            pending = writer.submit(write_batch, results, run_dir, spec, batch, images, batch_controls, error,
+                                    started_at, seconds, batch_context, shared)
+        if pending:
+            report(finish_writing(pending, progress.done))
+        if stopped:
+            log(f"stopped after {progress.done} of {progress.total} trials; run again to resume")
+    ids = {t.trial_id for t in trials}
+    if not stopped and rank == 0:  # the after-sweep metrics, batched on the device, for rows that lack them
+        scored = score_after_sweep(run_dir, metric_names(spec.metrics), pipe.device, spec.metric_models, ids)
+        if set(scored) - set(ALWAYS):
+            log(f"scored images with {', '.join(scored)}")
+    # The folder may also hold rows of an earlier model (another fingerprint): return this spec's only.
+    table = load_results(run_dir)
+    return table if table.empty else table[table.trial_id.isin(ids)].reset_index(drop=True)

@@ -1,0 +1,126 @@
+"""Model profiles: the values a lesson or a spec needs on a model and a device. No torch here, no weights loaded.
+
+    P = wb.profile("sd15", "cuda")    # 512 px, 30 steps, guidance 7.5, DPM++ 2M, LoRA at lr 1e-4 in fp16, ...
+    P = wb.profile("sdxl", "cpu")     # shortened: 256 px, 2 steps, 1 seed; it says so when printed
+
+Each family module holds its profiles with the source of every value (`families/sd15.py`,
+`families/sdxl.py`); any other hub id or folder gets its family's. On a CPU a real model's
+profile is shortened (`CPU_PROFILE`) so a lesson runs in minutes, not hours; the toy and the
+tiny test models are the same everywhere. A model metric whose weights are not in the hub
+cache is not requested: the profile reports `lora_effect` instead, and says what to download.
+
+A spec that leaves out `steps`, `guidance` or `scheduler` takes them from its model's GPU
+profile (`families.spec_defaults`), never from the machine it runs on, so one spec gives the same
+trial ids everywhere; the toy's are the defaults it always had, so its trial ids never change.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from ..errors import download_command
+from ..families import base_profile
+from ..families.hubcache import cached_snapshot
+from ..spec.metric_registry import REGISTRY
+
+# A lesson reports lora_effect (mean pixel distance from weight 0) when no model metric can run: it needs no weights.
+FALLBACK_METRIC = "lora_effect"
+FALLBACK_CONTENT = "edge_f1"  # and the content as how well the image keeps the control's edges (no weights either)
+_told: set = set()  # the missing-weights notes already shown in this process
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a lesson uses on one model and device; every value can be overridden on its own line in a notebook."""
+    model: str
+    family: str
+    device: str                   # the device type these values are for: "cuda", "mps" or "cpu"
+    shortened: bool               # a real model on a CPU: small size, few steps and seeds (say so, and why)
+    resolution: int               # image side, px
+    steps: int                    # denoising steps
+    seeds: list                   # seeds a lesson sweeps
+    guidance: float               # classifier-free guidance scale
+    scheduler: str                # a name of `schedulers.SCHEDULERS`
+    lora_steps: int               # LoRA training steps
+    lora_batch: int               # images per LoRA step (with gradient accumulation where memory is short)
+    lora_lr: float                # LoRA learning rate
+    mixed_precision: str          # "no", "fp16" or "bf16" (CUDA only)
+    gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, about 20% slower
+    metrics: list                 # the metrics a lesson requests (`metric_registry`)
+    report_metric: str            # the column a lesson reports: how far the LoRA moves the image (its style)
+    content_metric: str           # the column of what a LoRA must keep (colours on the toy, the prompt elsewhere)
+    controlnets: list             # lesson 04's two ControlNets
+    ranks: list                   # the ranks a rank study trains
+    train_seeds: list             # training seeds per rank: their spread is the study's band
+    scenes: int                   # held-out scenes a rank study draws
+    notes: list = field(default_factory=list)
+
+    @property
+    def spec_resolution(self) -> int | None:
+        """The `resolution` a sweep spec takes: None (the model's trained size) unless this profile is shortened."""
+        return self.resolution if self.shortened else None
+
+    @property
+    def lora_options(self) -> dict:
+        """`train_lora`'s memory and speed keywords from this profile: batch size, mixed precision, checkpointing."""
+        return {"batch_size": self.lora_batch, "mixed_precision": self.mixed_precision,
+                "gradient_checkpointing": self.gradient_checkpointing}
+
+    def __str__(self) -> str:
+        lines = [f"profile of {self.model!r} ({self.family}) on {self.device}"
+                 + (": SHORTENED for a CPU, so a lesson runs in minutes; use a GPU for real results" if self.shortened
+                    else "")]
+        lines += [f"  {name} = {getattr(self, name)!r}" for name in (
+            "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
+            "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
+            "ranks", "train_seeds", "scenes")]
+        return "\n".join(lines + [f"  note: {note}" for note in self.notes])
+
+
+def device_type(device: str) -> str:
+    """"cuda", "mps" or "cpu" for a device name; "auto" asks torch what this machine has."""
+    if device == "auto":
+        from .devices import pick_device  # torch, only when the machine must be asked
+        return pick_device("auto").type
+    return str(device).split(":")[0]
+
+
+def available_metrics(metrics: list, report: str, content: str) -> tuple[list, str, str, list]:
+    """Metrics whose model weights are cached, the metrics to report (style, content), and a note for any left out.
+
+    Without their weights the style is reported as `lora_effect` and the content as `edge_f1` (needs no model).
+    """
+    missing = [name for name in metrics if REGISTRY[name].model and cached_snapshot(REGISTRY[name].model) is None]
+    if not missing:
+        return list(metrics), report, content, []
+    kept = [name for name in metrics if name not in missing]
+    wanted = sorted({REGISTRY[name].model for name in missing})
+    note = (f"{', '.join(missing)} need {', '.join(wanted)}, not in the hub cache: this profile reports "
+            f"{FALLBACK_METRIC} (and content as {FALLBACK_CONTENT}) instead. Download with "
+            f"{download_command(*wanted)} to score with them.")
+    columns = {column for name in missing for column in REGISTRY[name].columns}
+    return (kept, FALLBACK_METRIC if report in columns else report,
+            FALLBACK_CONTENT if content in columns else content, [note])
+
+
+def profile(model: str = "toy", device: str = "auto") -> Profile:
+    """The profile of `model` (a preset, hub id or folder) on `device` ("auto", "cpu", "cuda", ...); loads nothing."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"`model` must be a preset, hub id or folder (a string), got {model!r}")
+    family, values = base_profile(model)
+    where = device_type(device)
+    real = model not in family.PROFILES or model == family.DEFAULT_PROFILE  # not the toy or a tiny test model
+    shortened = real and where == "cpu"
+    if shortened:
+        values.update(family.CPU_PROFILE)
+    if where != "cuda" and values["mixed_precision"] != "no":
+        values["mixed_precision"] = "no"  # autocast training is for CUDA here
+    metrics, report, content, notes = available_metrics(values.pop("metrics"), values.pop("report_metric"),
+                                                        values.pop("content_metric"))
+    for note in notes:
+        if note not in _told:  # said once per process
+            _told.add(note)
+            warnings.warn(note, stacklevel=2)
+    return Profile(model=model, family=family.NAME, device=where, shortened=shortened, metrics=metrics,
+                   report_metric=report, content_metric=content, notes=notes, **values)

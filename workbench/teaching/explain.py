@@ -1,0 +1,38 @@
+"""Look inside a ControlNet pipeline, for teaching: what the ControlNet adds, and where."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from ..families import family_of, trained_size, unit_controlnets
+
+
+@torch.no_grad()
+def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
+    """One row per zero convolution: the residual it adds into the UNet, its shape and weight norm.
+
+    A ControlNet is a trainable copy of the UNet's encoder that reads the control image.
+    Each of its blocks ends in a 1x1 "zero convolution" (initialised to zero, so training
+    starts from the unchanged UNet); their outputs are added to the UNet's skip connections
+    (down blocks) and to its middle block, after multiplying by the conditioning scale.
+    """
+    size = trained_size(pipe)
+    latent = size // pipe.vae_scale_factor
+    device, dtype = pipe.device, pipe.unet.dtype
+    sample = torch.zeros(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    family = family_of(pipe)
+    context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
+    control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    controlnet = unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
+    down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
+                                controlnet_cond=control, return_dict=False, **extra)
+    convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
+    rows = []
+    for i, (residual, conv) in enumerate(zip([*down, mid], convs)):
+        is_mid = i == len(down)
+        rows.append({"zero_conv": "controlnet_mid_block" if is_mid else f"controlnet_down_blocks.{i}",
+                     "adds_to": "UNet middle block" if is_mid else f"UNet skip connection {i}",
+                     "residual_shape (C, H, W)": tuple(residual.shape[1:]),
+                     "weight_norm": float(conv.weight.float().norm())})
+    return pd.DataFrame(rows)
