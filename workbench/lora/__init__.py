@@ -13,15 +13,16 @@ ranks at the same scale (kohya's default alpha = 1 would scale a rank-128 adapte
 which runs sweeps and draws plots, is a study tool beside the engine (`workbench.ranks`).
 """
 
-from .adapters import (activate_lora, adapter_layer_counts, blend_adapters, fused_lora, load_lora, loaded_adapters,
-                       loaded_from, lora_components, lora_disabled, lora_off, lora_summary, text_encoder_weight, unload_adapter)
+from .adapters import (activate_lora, adapter_layer_counts, blend_adapters, fuse, fused_lora, load_lora,
+                       loaded_adapters, loaded_from, lora_components, lora_disabled, lora_off, lora_summary,
+                       text_encoder_weight, unfuse, unload_adapter)
 from .analysis import lora_delta_spectrum, lora_rank_ladder, norm_kept_table
 from .files import inspect_lora_file, read_lora_metadata
 from .folder import ImageFolder, image_folder
 from .prepare import training_pairs
 from .train import DEFAULT_STEPS, TARGET_MODULES, random_lora, train_lora, train_lora_ranks
 
-__all__ = ["DEFAULT_STEPS", "ImageFolder", "TARGET_MODULES", "image_folder", "activate_lora", "adapter_layer_counts", "blend_adapters", "fused_lora",
+__all__ = ["DEFAULT_STEPS", "ImageFolder", "TARGET_MODULES", "image_folder", "activate_lora", "adapter_layer_counts", "blend_adapters", "fuse", "fused_lora",
            "inspect_lora_file", "load_lora", "loaded_adapters", "loaded_from", "lora_components", "lora_delta_spectrum",
            "lora_disabled", "lora_off", "lora_rank_ladder", "lora_summary", "norm_kept_table", "random_lora",
-           "read_lora_metadata", "text_encoder_weight", "train_lora", "train_lora_ranks", "training_pairs", "unload_adapter"]
+           "read_lora_metadata", "text_encoder_weight", "train_lora", "train_lora_ranks", "training_pairs", "unfuse", "unload_adapter"]

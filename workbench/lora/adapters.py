@@ -27,7 +27,7 @@ import torch
 
 from ..spec.lora_blocks import adapter_weights, block_scales
 from ..families import family_of
-from ..models.fingerprint import file_sha256
+from ..models.fingerprint import file_sha256, forget_fingerprint
 from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
 
 
@@ -256,12 +256,31 @@ def fused_lora(pipe, weights: dict):
             images = wb.generate(pipe, prompt, control, seeds=[0, 1])
     """
     blend_adapters(pipe, weights)
-    components = lora_components(pipe)
-    pipe.fuse_lora(components=components, adapter_names=list(weights))
+    components = fuse(pipe, list(weights))
     try:
         yield pipe
     finally:
-        pipe.unfuse_lora(components=components)
+        unfuse(pipe, components)
+
+
+def fuse(pipe, names: list[str]) -> list[str]:
+    """Fuse the named, switched-on adapters into the weights of each component that carries LoRA; return those.
+
+    peft writes W + dW through `.data`, which no tensor version counter sees, so the fingerprints kept on
+    those components are dropped (`models.fingerprint`): a sweep while fused hashes the fused weights.
+    """
+    components = lora_components(pipe)
+    pipe.fuse_lora(components=components, adapter_names=names)
+    for name in components:
+        forget_fingerprint(getattr(pipe, name))
+    return components
+
+
+def unfuse(pipe, components: list[str]) -> None:
+    """Subtract what `fuse` added (the base returns within float rounding), and drop the kept fingerprints again."""
+    pipe.unfuse_lora(components=components)
+    for name in components:
+        forget_fingerprint(getattr(pipe, name))
 
 
 # ---- unloading --------------------------------------------------------------------------------------

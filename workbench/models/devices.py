@@ -31,8 +31,22 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+BF16_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx) and newer compute bf16 natively; Turing (T4) and Volta (V100) emulate it
+
+
+def cuda_half_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU that computes it natively (compute capability 8.0+), else fp16.
+
+    bf16 has fp32's range, so the SD1.5 VAE cannot overflow to NaN as in fp16; but on a T4 or V100
+    (Colab's and Kaggle's free GPUs) it is emulated, and slow. `torch.cuda.is_bf16_supported()` says
+    True there too, so the capability of the device asked for decides. In fp16, VAEs whose config
+    says `force_upcast` (SDXL's) decode in fp32, by diffusers and by the engine's loop alike.
+    """
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= BF16_CAPABILITY else torch.float16
+
+
 def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
-    """Return the compute dtype: "auto" gives bf16 (or fp16) on GPUs and fp32 on the CPU.
+    """Return the compute dtype: "auto" gives bf16 or fp16 on GPUs (`cuda_half_dtype`) and fp32 on the CPU.
 
     Half precision on the CPU is slow and poorly supported, so asking for it there
     warns and gives fp32.
@@ -41,8 +55,7 @@ def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = 
     if isinstance(dtype, str):
         if dtype == "auto":
             if device.type == "cuda":
-                # bf16 has fp32's range, so the SD1.5 VAE does not overflow to NaN as in fp16.
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                return cuda_half_dtype(device)
             return torch.float16 if device.type == "mps" else torch.float32
         if dtype not in DTYPES:
             raise ValueError(f"`dtype` must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")

@@ -21,7 +21,7 @@ import pandas as pd
 from ..models.control import control_for
 from ..families import trained_size
 from ..engine.generation import generate
-from ..lora import blend_adapters, lora_components, lora_off
+from ..lora import blend_adapters, fuse, lora_off, unfuse
 from ..spec.metric_registry import ALWAYS, AfterContext, ScoringContext, metric_names, metrics_running
 from ..models.pipeline import model_name
 from ..models.profiles import profile
@@ -137,15 +137,14 @@ def time_fusing(pipe, weights: dict, prompt: str, control, seeds=(0,), steps: in
     base_before = draw()
     blend_adapters(pipe, weights)
     unfused_seconds, unfused = timed(draw)
-    components = lora_components(pipe)
     started = time.perf_counter()
-    pipe.fuse_lora(components=components, adapter_names=list(weights))
+    components = fuse(pipe, list(weights))
     fuse_seconds = time.perf_counter() - started
     try:
         fused_seconds, fused = timed(draw)
     finally:
         started = time.perf_counter()
-        pipe.unfuse_lora(components=components)
+        unfuse(pipe, components)
         unfuse_seconds = time.perf_counter() - started
     lora_off(pipe)
     base_after = draw()
