@@ -34,6 +34,7 @@ from ..models.fingerprint import file_sha256, module_fingerprint
 from ..models.memory import fit_batch
 from ..models.pipeline import set_scheduler
 from ..models.speed import auto_batch_size, is_compiled
+from ..spec.axes import REGISTERED
 from ..spec.metric_registry import ALWAYS, metric_names
 from ..spec.sizes import SizeRange
 from ..spec.sweep_spec import TOY_SOURCES, SweepSpec, Trial, expand, load_spec, spec_from_dict, warn_duplicates
@@ -373,6 +374,9 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
+                for name, axis in REGISTERED.items():  # registered axes (`axes.register_axis`): one value a call
+                    if name in params:
+                        axis.apply_to(pipe, params[name])
                 images, shared = generate_with_backoff(pipe, params, batch, batch_controls,
                                                embeddings_for(pipe, params, embeddings),
                                                limit, log, units, share_prefix)

@@ -1,8 +1,9 @@
 """Sweep specs and trials: what to run, expanded into one record per image. No torch here.
 
 A spec lists values for each parameter; a parameter with one value is fixed, one with
-several is an axis. `expand` makes the cartesian product (mode "product") or walks the
-axes side by side (mode "zip"). Every trial gets a `trial_id`: a hash of everything that
+several is an axis (each described by its record in `axes.py`). `expand` makes the cartesian
+product (mode "product", where `link` groups step together) or walks the axes side by side
+(mode "zip"); `expansion.py` holds how. Every trial gets a `trial_id`: a hash of everything that
 changes its image, plus the model fingerprint, so a re-run knows what is already done. A
 control image that is a file counts by its content (`expand`'s `content`), so an edited file
 never reuses old images and a moved folder still finds its own. Files a spec names are read
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from .axes import (AXES, FLOAT_AXES, INTEGER_AXES, OPTIONAL_AXES, REGISTERED, UNIT_LEGACY_AXES,  # noqa: F401
+                   axis_record)
+from .expansion import check_link, combos, count, pairs_of
 from .lora_blocks import block_label, block_scales
 from ..families import DEFAULT_MODEL, SPEC_KEYS, spec_defaults
 from .metric_registry import check_metric_models, metric_names
@@ -35,19 +39,9 @@ from .control_schedules import parse_schedule
 from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls,
                     is_unit_key, spec_units, split_unit_key)
 
-# The parameters a trial is made of, in the order rows show them. Each is a list in a spec.
-AXES = ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
-        "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "canny_low", "canny_high",
-        "control_schedule", "seed")
-OPTIONAL_AXES = ("lora_blocks", "control_schedule")  # parameters of a trial only where the spec sets them
-# The top-level keys that belong to the one unnamed ControlNet unit of a spec without `controls`.
-UNIT_LEGACY_AXES = ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low", "canny_high",
-                    "control_schedule")
-# How each numeric parameter is checked and coerced: floats in a range, integers from a lowest value.
-# A unit's parameters behave like the top-level one they stand for (`kind_of`: canny.scale -> conditioning_scale).
-FLOAT_AXES = {"conditioning_scale": (0, math.inf), "lora_weight": (-math.inf, math.inf), "guidance": (0, math.inf),
-              "control_guidance_start": (0, 1), "control_guidance_end": (0, 1)}  # (lowest, highest)
-INTEGER_AXES = {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}  # the lowest value
+# The parameters a trial is made of, in the order rows show them, each a list in a spec, and how each numeric one is
+# checked: derived from the axis records (`axes.py`). A unit's parameters behave like the top-level key they stand
+# for (`kind_of`: canny.scale -> conditioning_scale).
 MODES = ("product", "zip")
 TOY_SOURCES = ("toy:", "toy-mask:")  # control sources drawn by the toy world, not read from a file
 # Upper bounds, so a typo cannot ask for a week of work or a spec file for gigabytes of memory.
@@ -82,11 +76,13 @@ class SweepSpec:
     model: str = DEFAULT_MODEL     # load_pipeline name: preset, hub id or folder
     adapters: dict = field(default_factory=dict)  # adapter name -> LoRA file, each loaded once
     mode: str = "product"
+    link: list = field(default_factory=list)  # groups of axes that step together inside a product (expansion.py)
     max_trials: int = 10_000       # a guard against typos that expand to millions of images
     metrics: bool | list = True    # metric names (metric_registry.py); true = [edge, toy], false = none
     metric_models: dict = field(default_factory=dict)  # metric name -> hub id or folder, e.g. {clip_score: ...}
     controls: dict = field(default_factory=dict)   # unit name -> {controlnet, image, preprocess} (units.py)
     unit_axes: dict = field(default_factory=dict)  # "canny.scale" -> values; YAML has them as top-level keys
+    extra_axes: dict = field(default_factory=dict)  # a registered axis (`axes.register_axis`) -> values; top-level too
     base_dir: str | None = field(default=None, compare=False)  # the spec file's folder (set by load_spec, not saved)
 
     def __post_init__(self):
@@ -95,8 +91,9 @@ class SweepSpec:
         for name in AXES:
             if getattr(self, name) is not None:
                 setattr(self, name, plain_values(getattr(self, name)))
-        if isinstance(self.unit_axes, dict):
-            self.unit_axes = {key: plain_values(values) for key, values in self.unit_axes.items()}
+        for name in ("unit_axes", "extra_axes"):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, {key: plain_values(values) for key, values in getattr(self, name).items()})
         if any(getattr(self, name) is None for name in SPEC_KEYS):
             for name, value in spec_defaults(self.model).items():
                 if getattr(self, name) is None:
@@ -115,13 +112,13 @@ class SweepSpec:
         """
         names = [name for name in AXES if name not in OPTIONAL_AXES or getattr(self, name) != [None]]
         if not self.controls:
-            return {name: getattr(self, name) for name in names}
+            return {**{name: getattr(self, name) for name in names}, **self.extra_axes}
         values = {name: getattr(self, name) for name in names if name not in UNIT_LEGACY_AXES}
         for unit in self.units:
             for param, default in UNIT_AXES.items():
                 if param not in OPTIONAL_UNIT_AXES or unit.key(param) in self.unit_axes:
                     values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
-        return values
+        return {**values, **self.extra_axes}
 
     def resolve(self, path: str) -> str:
         """A file the spec names, as a path from here: relative ones are read from the spec file's folder."""
@@ -147,6 +144,9 @@ class SweepSpec:
         data = dataclasses.asdict(self)
         del data["base_dir"]
         data.update(data.pop("unit_axes"))
+        data.update(data.pop("extra_axes"))
+        if not data["link"]:  # a spec from before `link` reads the same, so its folder knows it (growth.is_known)
+            del data["link"]
         if not data["controls"]:
             del data["controls"]
         else:  # each unit has its own image and axes: the one-unit keys would be refused on reading
@@ -183,7 +183,7 @@ def build_spec(data: dict) -> SweepSpec:
     """`spec_from_dict` without its guard against values nested too deeply."""
     if not isinstance(data, dict):
         raise ValueError(f"a sweep spec must be a mapping of parameter names to values, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes", "base_dir"}
+    known = {f.name for f in dataclasses.fields(SweepSpec)} - {"unit_axes", "extra_axes", "base_dir"} | set(REGISTERED)
     controls = data.get("controls") or {}
     check_controls(controls, reserved=known | set(AXES))
     unit_axes = {}
@@ -203,8 +203,9 @@ def build_spec(data: dict) -> SweepSpec:
             unit = next(iter(controls))
             raise ValueError(f"with `controls`, each unit has its own image and axes: use `{unit}.scale`, "
                              f"`{unit}.start`, ... instead of {legacy}")
-    data = {k: v for k, v in data.items() if k not in unit_axes}
-    spec = SweepSpec(**data, unit_axes=unit_axes)  # its axes are made plain lists as it is built
+    extra_axes = {k: v for k, v in data.items() if k in REGISTERED}
+    data = {k: v for k, v in data.items() if k not in unit_axes and k not in extra_axes}
+    spec = SweepSpec(**data, unit_axes=unit_axes, extra_axes=extra_axes)  # axes are made plain lists as it is built
     check_spec(spec)
     return spec
 
@@ -268,14 +269,18 @@ def check_spec(spec: SweepSpec) -> None:
                              f"({sorted(spec.controls) or 'none'}) and a param of {list(UNIT_AXES)}")
         if not isinstance(values, list):
             raise ValueError(f"unit axis {short(key)} must be a list of values, got {short(values)}")
+    unknown = sorted(set(spec.extra_axes) - set(REGISTERED)) if isinstance(spec.extra_axes, dict) else [spec.extra_axes]
+    if unknown:
+        raise ValueError(f"`extra_axes` names axes that are not registered: {short(unknown)}; registered: "
+                         f"{sorted(REGISTERED) or 'none'} (axes.register_axis)")
     parameters = spec.parameters()
     for name, values in parameters.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"axis `{name}` is empty; give at least one value")
     for name, values in parameters.items():
-        kind = kind_of(name)
-        for value in values if kind in FLOAT_AXES else []:
-            low, high = FLOAT_AXES[kind]
+        kind, axis = kind_of(name), axis_record(name)
+        for value in values if axis.kind == "float" else []:
+            low, high = axis.low, axis.high
             if not _is_number(value):
                 raise ValueError(f"`{name}` values must be numbers, got {short(value)} ({type(value).__name__})")
             if high == 1 and not low <= value <= high:
@@ -284,8 +289,8 @@ def check_spec(spec: SweepSpec) -> None:
                 raise ValueError(f"`{name}` must be >= {low}, got {value}")
         for value in values if kind == "control_schedule" else []:
             parse_schedule(value)  # unknown names, F outside (0, 1]: a did-you-mean error
-        low = INTEGER_AXES.get(kind)
-        for value in values if low is not None else []:
+        low = axis.low
+        for value in values if axis.kind == "int" else []:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"`{name}` values must be integers >= {low}, got {short(value)} ({type(value).__name__})")
             if kind == "steps" and value > MAX_STEPS:
@@ -327,6 +332,7 @@ def check_spec(spec: SweepSpec) -> None:
             block_scales(value)
     if spec.mode not in MODES:
         raise ValueError(f"`mode` must be one of {list(MODES)}, got {short(spec.mode)}")
+    check_link(spec.link, spec.parameters(), spec.mode)
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
@@ -349,14 +355,7 @@ PAIRED = (("start", "end", lambda start, end: start < end,
 
 def combinations(spec: SweepSpec, names: tuple[str, ...]) -> list[tuple]:
     """The distinct value tuples of `names` that the expansion will produce, without expanding."""
-    parameters = spec.parameters()
-    columns = [parameters[name] for name in names]
-    if spec.mode == "zip":
-        n = count_trials(spec)
-        rows = [tuple(c[i] if len(c) > 1 else c[0] for c in columns) for i in range(n)]
-    else:
-        rows = list(itertools.product(*columns))
-    return list(dict.fromkeys(rows))
+    return pairs_of(spec.parameters(), names, spec.mode, spec.link)
 
 
 def check_combinations(spec: SweepSpec) -> None:
@@ -367,7 +366,8 @@ def check_combinations(spec: SweepSpec) -> None:
             if not holds(a, b):
                 raise ValueError(f"`{first}` {a} with `{second}` {b} cannot run ({rule}); with mode "
                                  f"{short(spec.mode)} the spec pairs them. Change the values, or use mode "
-                                 f"{'zip' if spec.mode == 'product' else 'product'} if that is what you meant.")
+                                 f"{'zip' if spec.mode == 'product' else 'product'} (or `link` them) if that is "
+                                 "what you meant.")
 
 
 def warn_duplicates(spec: SweepSpec) -> None:
@@ -383,9 +383,7 @@ def warn_duplicates(spec: SweepSpec) -> None:
 
 def count_trials(spec: SweepSpec) -> int:
     """How many images the spec makes, without expanding it."""
-    if spec.mode == "zip":
-        return max([len(v) for v in spec.axes.values()], default=1)
-    return math.prod(len(values) for values in spec.parameters().values())
+    return count(spec.parameters(), spec.mode, spec.link)
 
 
 def kind_of(name: str) -> str:
@@ -395,12 +393,12 @@ def kind_of(name: str) -> str:
 
 def coerce(name: str, value):
     """The type diffusers wants: floats for scales (a single ControlNet rejects an int), ints for counts."""
-    kind = kind_of(name)
-    if kind in FLOAT_AXES:
+    kind = axis_record(name).kind
+    if kind == "float":
         return float(value)
-    if kind in INTEGER_AXES:
+    if kind == "int":
         return int(value)
-    if kind == "lora_blocks":
+    if kind == "blocks":
         return block_label(value)
     return value
 
@@ -427,19 +425,13 @@ def expand(spec: SweepSpec, fingerprint: str = "", content: dict | None = None) 
     the name, for folders made before). A trial's params keep the name either way.
     """
     check_spec(spec)
-    parameters = spec.parameters()
-    names, values = list(parameters), [[coerce(name, v) for v in vs] for name, vs in parameters.items()]
+    parameters = {name: [coerce(name, v) for v in values] for name, values in spec.parameters().items()}
     fixed = {"control_image": spec.control_image} if not spec.controls else {
         f"{unit.name}.{field}": getattr(unit, field) for unit in spec.units for field in UNIT_FIELDS}
     image_keys = [unit.key("image") for unit in spec.units]
     by_content = {} if content is None else {key: content.get(fixed[key], fixed[key]) for key in image_keys}
-    if spec.mode == "zip":
-        n = count_trials(spec)
-        combos = [[vs[i] if len(vs) > 1 else vs[0] for vs in values] for i in range(n)]
-    else:
-        combos = itertools.product(*values)
     trials = []
-    for index, combo in enumerate(combos):
-        params = dict(zip(names, combo), **fixed, resolution=spec.resolution)
+    for index, combo in enumerate(combos(parameters, spec.mode, spec.link)):
+        params = dict(combo, **fixed, resolution=spec.resolution)
         trials.append(Trial(trial_id({**params, **by_content}, fingerprint), index, params))
     return trials

@@ -18,15 +18,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .axes import OPTIONAL_UNIT_AXES, UNIT_AXES, UNIT_KEYS  # noqa: F401 (UNIT_AXES, OPTIONAL_UNIT_AXES: read here)
 from .shorten import short
 
-# Per-unit axes and their defaults (the same as the top-level keys of a one-unit spec).
-UNIT_AXES = {"scale": 1.0, "start": 0.0, "end": 1.0, "low": 100, "high": 200, "schedule": None}
-OPTIONAL_UNIT_AXES = ("schedule",)  # a unit's parameter only where the spec sets it, so older ids stay
+# Per-unit axes and their defaults (the same as the top-level keys of a one-unit spec): the unit records of `axes.py`.
+# OPTIONAL_UNIT_AXES are a unit's parameters only where the spec sets them, so older ids stay.
 UNIT_FIELDS = ("controlnet", "image", "preprocess")
 # The top-level key that holds each parameter of the unnamed unit of an old-style spec.
-LEGACY_KEYS = {"scale": "conditioning_scale", "start": "control_guidance_start", "end": "control_guidance_end",
-               "low": "canny_low", "high": "canny_high", "image": "control_image", "schedule": "control_schedule"}
+LEGACY_KEYS = {**UNIT_KEYS, "image": "control_image"}
 PREPROCESSORS = ("canny", "none")  # or a controlnet_aux detector name (`control.load_detector`)
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

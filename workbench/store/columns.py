@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..spec.axes import REGISTERED
 from ..spec.sweep_spec import AXES
 from ..spec.units import is_unit_column
 
@@ -19,7 +20,7 @@ BOOKKEEPING = ("index", "seed", "seconds", "width", "height", "warmup", "search_
 
 def parameter_columns(table) -> list[str]:
     """The columns of a results table that hold trial parameters (axes, the control, resolution, each unit's)."""
-    names = [*AXES, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
+    names = [*AXES, *REGISTERED, "control_image", "resolution", *(c for c in table.columns if is_unit_column(c))]
     return [c for c in names if c in table]
 
 

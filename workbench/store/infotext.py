@@ -17,6 +17,7 @@ import re
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ..spec.axes import REGISTERED
 from ..spec.samplers import SCHEDULERS
 from ..spec.shorten import short
 from ..spec.units import LEGACY_KEYS
@@ -59,6 +60,7 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
         if name:  # workbench's own fields: sd-webui-controlnet ignores keys it does not know
             entry.update({"Unit": name, "Image": params[f"{name}.image"]})
         pairs[f"ControlNet {i}"] = ", ".join(f"{k}: {quote(v)}" for k, v in entry.items())
+    pairs.update({axis.infotext: params[name] for name, axis in REGISTERED.items() if axis.infotext and name in params})
     pairs.update({"Control image": params.get("control_image", ""), "Workbench trial": trial_id})
     tail = ", ".join(f"{key}: {quote(value)}" for key, value in pairs.items() if value != "")
     lines = [prompt]
@@ -127,7 +129,9 @@ def parse_infotext(text: str) -> dict:
             params["lora_blocks"] = lora.group(3)
         prompt = LORA_TAG.sub("", prompt)
     params["prompt"] = prompt
-    readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int)}
+    readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int),
+               **{axis.infotext: (name, {"float": float, "int": int}.get(axis.kind, str))  # registered axes'
+                  for name, axis in REGISTERED.items() if axis.infotext}}
     for key, (name, cast) in readers.items():
         if key in pairs:
             params[name] = read_number(pairs, key, cast)

@@ -40,11 +40,14 @@ import yaml
 
 from ..spec.shorten import short
 from ..store.run_folder import take_lock
-from ..spec.sweep_spec import AXES, FLOAT_AXES, INTEGER_AXES, count_trials, kind_of, read_spec_file, spec_from_dict
+from ..spec.axes import BUILTIN, REGISTERED, axis_record
+from ..spec.sweep_spec import AXES, count_trials, kind_of, read_spec_file, spec_from_dict
 from ..spec.units import is_unit_key
 
-# The axes a range can search: every numeric one but the seed (a unit's too: canny.scale behaves as conditioning_scale).
-SEARCHABLE = tuple(name for name in (*FLOAT_AXES, *INTEGER_AXES) if name != "seed")
+def searchable() -> tuple[str, ...]:
+    """The axes a range can search: those whose record says so (`axes.py`: every numeric one but the seed, registered
+    axes that ask for it); a unit's too (canny.scale behaves as conditioning_scale)."""
+    return tuple(axis.key for axis in (*BUILTIN, *REGISTERED.values()) if axis.searchable)
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 STATS = ("mean", "median", "min", "max")
 TARGET = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
@@ -60,7 +63,7 @@ class Range:
     step: float | None = None
 
     def suggest(self, trial):
-        if kind_of(self.name) in INTEGER_AXES:
+        if axis_record(self.name).kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
@@ -115,10 +118,13 @@ def split_ranges(data: dict) -> tuple[dict, list[Range]]:
     """A search spec's axes that are ranges ({low, high, log?, step?}), and the spec with each at its low end."""
     fixed, ranges = dict(data), []
     for name, value in data.items():
-        if not isinstance(value, dict) or not (name in AXES or is_unit_key(name)):
+        if not isinstance(value, dict) or not (name in AXES or name in REGISTERED or is_unit_key(name)):
             continue  # controls, adapters, metric_models: mappings, not ranges
-        if kind_of(name) not in SEARCHABLE:
-            raise ValueError(f"`{name}` is a range, but only numeric axes can be searched: {list(SEARCHABLE)} "
+        if any(name in group for group in data.get("link") or [] if isinstance(group, list)):
+            raise ValueError(f"`{name}` is a range and also linked (`link`); a search ranges over one axis at a time: "
+                             "unlink it, or search another axis")
+        if kind_of(name) not in searchable():
+            raise ValueError(f"`{name}` is a range, but only numeric axes can be searched: {list(searchable())} "
                              "and <unit>.scale/start/end/low/high")
         unknown = sorted(set(value) - {"low", "high", "log", "step"})
         if unknown or "low" not in value or "high" not in value:
@@ -275,7 +281,7 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
         raise ValueError("a search spec needs at least one range axis, e.g. conditioning_scale: {low: 0, high: 1.5}")
     base = spec_from_dict(fixed)  # checks every other key now, before anything runs
     for name in [*minimize, *maximize]:
-        if name in AXES and name not in {r.name for r in ranges}:
+        if (name in AXES or name in REGISTERED) and name not in {r.name for r in ranges}:
             raise ValueError(f"`{name}` is optimised but is not a range in the spec; make it one ({{low:, high:}})")
     per_candidate = count_trials(base)  # every list axis, not only the seeds
     cells = budget // per_candidate
