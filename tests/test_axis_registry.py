@@ -21,14 +21,14 @@ CAPTION = "a red circle on a blue background"
 
 def test_the_tables_the_package_reads_are_what_they_always_were():
     assert AXES == ("prompt", "negative_prompt", "conditioning_scale", "control_guidance_start", "control_guidance_end",
-                    "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "canny_low",
-                    "canny_high", "control_schedule", "seed")
-    assert OPTIONAL_AXES == ("lora_blocks", "control_schedule")
+                    "adapter", "lora_weight", "lora_blocks", "guidance", "steps", "scheduler", "clip_skip", "canny_low",
+                    "canny_high", "control_schedule", "seed")  # clip_skip: added for A1111 users (issue #38), optional
+    assert OPTIONAL_AXES == ("lora_blocks", "clip_skip", "control_schedule")
     assert UNIT_LEGACY_AXES == ("conditioning_scale", "control_guidance_start", "control_guidance_end", "canny_low",
                                 "canny_high", "control_schedule")
     assert FLOAT_AXES == {"conditioning_scale": (0, float("inf")), "lora_weight": (-float("inf"), float("inf")),
                           "guidance": (0, float("inf")), "control_guidance_start": (0, 1), "control_guidance_end": (0, 1)}
-    assert INTEGER_AXES == {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0}
+    assert INTEGER_AXES == {"seed": 0, "steps": 1, "canny_low": 0, "canny_high": 0, "clip_skip": 1}
     assert list(UNIT_AXES.items()) == [("scale", 1.0), ("start", 0.0), ("end", 1.0), ("low", 100), ("high", 200),
                                        ("schedule", None)]
     assert OPTIONAL_UNIT_AXES == ("schedule",)

@@ -10,7 +10,7 @@ import warnings
 import torch
 from PIL import Image
 
-from ..families import spec_defaults, unit_controlnets
+from ..families import family_of, repeat, spec_defaults, unit_controlnets
 from ..spec.control_schedules import parse_schedule, schedule_factor
 from ..spec.sweep_spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
 
@@ -129,7 +129,8 @@ def sampling_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[
 
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int | None = None,
              guidance: float | None = None, negative_prompt: str = "", width: int | None = None,
-             height: int | None = None, schedule: str | None = None, **pipe_kwargs) -> list[Image.Image]:
+             height: int | None = None, schedule: str | None = None, clip_skip: int | None = None,
+             **pipe_kwargs) -> list[Image.Image]:
     """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
 
     Args:
@@ -143,6 +144,7 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
             spec takes for the model the pipeline was loaded as (the toy's 20 and 5, SD1.5's 30 and 7.5).
         schedule: the ControlNet's strength over the steps (`schedules.py`: "linear", "step@0.5", ...), as a
             sweep's `control_schedule`; None or "constant" keeps `scale` at every step.
+        clip_skip: A1111's Clip skip: 1 (or None) reads the text encoder's last layer, 2 the one before, ...
     """
     scale = check_scale(scale)
     seeds = check_seeds(seeds)
@@ -167,9 +169,12 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
         scale = 1.0
     else:
         hooks = nullcontext()
+    # With Clip skip, the prompt embeddings come from the family's `encode`, as a sweep's do (diffusers' own SD1.5
+    # clip-skip path fails with transformers 5).
+    prompts = ({"prompt": [prompt] * len(seeds), "negative_prompt": negative} if not clip_skip else
+               repeat(family_of(pipe).encode(pipe, prompt, negative_prompt, clip_skip), len(seeds)))
     with hooks:
-        result = pipe(prompt=[prompt] * len(seeds), negative_prompt=negative,
-                      image=control, num_inference_steps=steps, guidance_scale=guidance,
+        result = pipe(**prompts, image=control, num_inference_steps=steps, guidance_scale=guidance,
                       controlnet_conditioning_scale=scale, generator=generators,
                       width=width, height=height, **pipe_kwargs)
     return result.images

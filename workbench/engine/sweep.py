@@ -133,14 +133,15 @@ def embeddings_for(pipe, params: dict, cache: dict) -> dict:
     """Prompt embeddings as pipeline keywords, computed once per text-encoder input and kept.
 
     The key holds everything that changes the text encoders' output: the prompt, the negative
-    prompt, and the weight of the active adapter where it has text-encoder layers (kohya files
-    often do). An adapter on the UNet alone shares its prompts' embeddings across every weight,
+    prompt, the weight of the active adapter where it has text-encoder layers (kohya files
+    often do), and `clip_skip`. An adapter on the UNet alone shares its prompts' embeddings across every weight,
     which is where the cache saves its time. Call it after the trial's adapter is switched on.
     """
     text_weight = text_encoder_weight(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
-    key = (params["prompt"], params["negative_prompt"], None if text_weight is None else params["adapter"], text_weight)
+    key = (params["prompt"], params["negative_prompt"], None if text_weight is None else params["adapter"], text_weight,
+           params.get("clip_skip"))
     if key not in cache:
-        cache[key] = family_of(pipe).encode(pipe, params["prompt"], params["negative_prompt"])
+        cache[key] = family_of(pipe).encode(pipe, params["prompt"], params["negative_prompt"], params.get("clip_skip"))
     return cache[key]
 
 

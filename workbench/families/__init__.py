@@ -43,7 +43,7 @@ class Family(Protocol):
 
     def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?
     def owns(self, pipe) -> bool: ...                             # is this loaded pipeline ours?
-    def encode(self, pipe, prompt: str, negative: str) -> dict: ...          # pipeline-call keywords
+    def encode(self, pipe, prompt: str, negative: str, clip_skip=None) -> dict: ...  # pipeline-call keywords
     def unet_conditioning(self, pipe, context, rows: int) -> dict: ...       # a bare UNet call's extras
     def loop_conditioning(self, pipe, embeddings: dict, rows: int, height: int, width: int) -> dict: ...  # `denoise`
     def tokenize(self, pipe, captions: list[str]) -> list: ...              # token ids for training

@@ -77,13 +77,37 @@ def owns(pipe) -> bool:
 
 # ---- code ---------------------------------------------------------------------------------------
 
-def encode(pipe, prompt: str, negative: str) -> dict:
+def encode(pipe, prompt: str, negative: str, clip_skip: int | None = None) -> dict:
     """Positive and negative prompt embeddings, (1, tokens, width) each; an empty negative prompt is passed as None,
-    as on every path (SD1.5 encodes "" for it either way)."""
+    as on every path (SD1.5 encodes "" for it either way). `clip_skip` counts as A1111 does (`diffusers_clip_skip`)."""
     import torch
     with torch.no_grad():
         positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, True, negative or None)
+        skip = diffusers_clip_skip(clip_skip)
+        if skip:  # as diffusers' clip_skip means it (the prompt only), which its SD1.5 path fails at with transformers 5
+            positive = skipped_layer_embeddings(pipe, prompt, skip).to(positive.dtype)
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+
+
+def skipped_layer_embeddings(pipe, prompt: str, skip: int):
+    """(1, tokens, width): the text encoder's hidden state `skip` layers before the last, through its final layer norm.
+
+    diffusers 0.42 reads the norm from `text_encoder.text_model`, which transformers 5's CLIPTextModel no longer has.
+    """
+    encoder = pipe.text_encoder
+    tokens = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt").input_ids.to(pipe.device)
+    mask = None
+    if getattr(encoder.config, "use_attention_mask", False):
+        mask = (tokens != pipe.tokenizer.pad_token_id).long()
+    hidden = encoder(tokens, attention_mask=mask, output_hidden_states=True).hidden_states[-(skip + 1)]
+    norm = getattr(encoder, "final_layer_norm", None) or encoder.text_model.final_layer_norm
+    return norm(hidden)
+
+
+def diffusers_clip_skip(clip_skip: int | None) -> int | None:
+    """A1111's Clip skip (1 = the last layer) as diffusers counts it (layers skipped: None for none)."""
+    return clip_skip - 1 if clip_skip and clip_skip > 1 else None
 
 
 def unet_conditioning(pipe, context, rows: int) -> dict:

@@ -61,17 +61,19 @@ def owns(pipe) -> bool:
 
 # ---- code ---------------------------------------------------------------------------------------
 
-def encode(pipe, prompt: str, negative: str) -> dict:
+def encode(pipe, prompt: str, negative: str, clip_skip: int | None = None) -> dict:
     """Both encoders' embeddings and the pooled ones, positive and negative, for one image.
 
     An empty negative prompt is passed as None, as a plain pipeline call does: SDXL then uses
-    zeros for it (`force_zeros_for_empty_prompt`), not the encoding of "".
+    zeros for it (`force_zeros_for_empty_prompt`), not the encoding of "". `clip_skip` counts as A1111 does.
     """
     import torch
+
+    from .sd15 import diffusers_clip_skip
     with torch.no_grad():
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=True,
-            negative_prompt=negative or None)
+            negative_prompt=negative or None, clip_skip=diffusers_clip_skip(clip_skip))
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
 

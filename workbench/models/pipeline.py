@@ -29,7 +29,7 @@ from ..errors import ModelNotAvailableError, model_not_available, models_not_ava
 from ..families import (CONTROLNET_PRESETS, DEFAULT_MODEL, DOWNLOAD_GB, EMBEDDED, PRESETS, RENAMED_IDS,  # noqa: F401
                        TINY_PRESETS, family_of_index, preset_family, trained_size)
 from ..families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (re-exported, as before)
-from ..spec.samplers import SCHEDULERS
+from ..spec.samplers import SCHEDULERS, canonical_sampler, has_karras_twin
 from .speed import compile_pipeline, optimize_for_gpu
 
 ASSETS = Path(__file__).parents[1] / "assets"  # the embedded models (families' EMBEDDED and CONTROLNET_PRESETS)
@@ -259,10 +259,15 @@ def tiny_controlnet(pipe, seed: int) -> ControlNetModel:
 
 
 def set_scheduler(pipe, name: str) -> None:
-    """Swap the pipeline's sampler, keeping its noise schedule (a no-op if it is already `name`)."""
+    """Swap the pipeline's sampler, keeping its noise schedule (a no-op if it is already `name`, config included).
+
+    A1111's spellings are accepted ("DPM++ 2M Karras"). DPM++ SDE needs torchsde (a dependency of workbench).
+    """
     import diffusers
+    name = canonical_sampler(name)
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULERS)}")
     cls = getattr(diffusers, SCHEDULERS[name].diffusers_class)
-    if type(pipe.scheduler) is not cls:
-        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    config = SCHEDULERS[name].config(has_karras_twin(name))
+    if type(pipe.scheduler) is not cls or any(pipe.scheduler.config.get(k) != v for k, v in config.items()):
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **config)

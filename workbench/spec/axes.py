@@ -74,6 +74,8 @@ BUILTIN = (
     Axis("guidance", "float", low=0, high=INF, default=PROFILE, infotext="CFG scale", searchable=True, panel="slider"),
     Axis("steps", "int", low=1, default=PROFILE, infotext="Steps", searchable=True, panel="slider"),
     Axis("scheduler", "sampler", default=PROFILE, infotext="Sampler", panel="choice"),
+    # A1111's numbering: 1 reads the text encoder's last layer (no skip), 2 the one before; diffusers counts one less
+    Axis("clip_skip", "int", low=1, default=None, optional=True, infotext="Clip skip", panel="slider"),
     Axis("low", "int", low=0, default=100, unit=True, legacy_key="canny_low", infotext="Threshold A", searchable=True),
     Axis("high", "int", low=0, default=200, unit=True, legacy_key="canny_high", infotext="Threshold B",
          searchable=True),

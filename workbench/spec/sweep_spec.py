@@ -32,7 +32,7 @@ from .expansion import check_link, combos, count, pairs_of
 from .lora_blocks import block_label, block_scales
 from ..families import DEFAULT_MODEL, SPEC_KEYS, spec_defaults
 from .metric_registry import check_metric_models, metric_names
-from .samplers import SCHEDULERS
+from .samplers import ALIASES, SCHEDULERS, canonical_sampler
 from .shorten import short
 from .sizes import size_range
 from .control_schedules import parse_schedule
@@ -67,7 +67,8 @@ class SweepSpec:
     control_schedule: list = field(default_factory=lambda: [None])  # ControlNet strength over steps (schedules.py)
     guidance: list | None = None   # CFG scale; None = the model's profile's (`profiles.spec_defaults`; the toy's 5)
     steps: list | None = None      # denoising steps; None = the profile's (the toy's 20)
-    scheduler: list | None = None  # None = the profile's (the toy's ddim)
+    scheduler: list | None = None  # None = the profile's (the toy's ddim); A1111's names too ("DPM++ 2M Karras")
+    clip_skip: list = field(default_factory=lambda: [None])  # A1111's Clip skip: 1 = the last layer, 2 = one before
     canny_low: list = field(default_factory=lambda: [100])  # controlnet_aux defaults
     canny_high: list = field(default_factory=lambda: [200])
     seed: list = field(default_factory=lambda: [0])
@@ -317,8 +318,9 @@ def check_spec(spec: SweepSpec) -> None:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"`adapter` values must be adapter names (strings) or null, got {short(value)}")
     for value in spec.scheduler:
-        if not isinstance(value, str) or value not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {short(value)}; known: {list(SCHEDULERS)}")
+        if not isinstance(value, str) or canonical_sampler(value) not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {short(value)}; known: {list(SCHEDULERS)}, or A1111's names "
+                             f"({', '.join(sorted(a for a in ALIASES if a not in SCHEDULERS))})")
     for value in spec.adapter:
         if value is not None and value not in spec.adapters:
             raise ValueError(f"adapter {short(value)} is not loaded; `adapters` names {sorted(spec.adapters) or 'none'}. "
@@ -400,6 +402,8 @@ def coerce(name: str, value):
         return int(value)
     if kind == "blocks":
         return block_label(value)
+    if kind == "sampler":  # A1111's spelling is resolved before trial ids hash it
+        return canonical_sampler(value)
     return value
 
 

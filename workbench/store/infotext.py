@@ -18,7 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from ..spec.axes import REGISTERED
-from ..spec.samplers import SCHEDULERS
+from ..spec.samplers import SCHEDULERS, sampler_from_infotext, schedule_type
 from ..spec.shorten import short
 from ..spec.units import LEGACY_KEYS
 MAX_INFOTEXT = 64 * 1024  # characters: A1111 writes a few KB; a longer `parameters` text is refused
@@ -45,8 +45,9 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     if params.get("adapter"):
         blocks = f":lbw={params['lora_blocks']}" if params.get("lora_blocks") else ""
         prompt += f" <lora:{params['adapter']}:{params['lora_weight']}{blocks}>"
-    pairs = {"Steps": params["steps"], "Sampler": SCHEDULERS[params["scheduler"]].a1111_name, "CFG scale": params["guidance"],
-             "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model}
+    pairs = {"Steps": params["steps"], "Sampler": SCHEDULERS[params["scheduler"]].a1111_name,
+             "Schedule type": schedule_type(params["scheduler"]) or "", "CFG scale": params["guidance"],
+             "Seed": params["seed"], "Size": f"{width}x{height}", "Model": model, "Clip skip": params.get("clip_skip") or ""}
     names = unit_names(params)
     for i, name in enumerate(names):  # one entry per ControlNet, as sd-webui-controlnet writes them
         key = (lambda param: LEGACY_KEYS[param]) if not name else (lambda param, name=name: f"{name}.{param}")
@@ -130,14 +131,14 @@ def parse_infotext(text: str) -> dict:
         prompt = LORA_TAG.sub("", prompt)
     params["prompt"] = prompt
     readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int),
+               "Clip skip": ("clip_skip", int),
                **{axis.infotext: (name, {"float": float, "int": int}.get(axis.kind, str))  # registered axes'
                   for name, axis in REGISTERED.items() if axis.infotext}}
     for key, (name, cast) in readers.items():
         if key in pairs:
             params[name] = read_number(pairs, key, cast)
-    if "Sampler" in pairs:
-        names = {sampler.a1111_name: name for name, sampler in SCHEDULERS.items()}
-        params["scheduler"] = names.get(pairs["Sampler"], pairs["Sampler"])
+    if "Sampler" in pairs:  # a missing "Schedule type" is read as before A1111 1.9: no Karras sigmas
+        params["scheduler"] = sampler_from_infotext(pairs["Sampler"], pairs.get("Schedule type"))
     if "Size" in pairs and "x" in pairs["Size"]:
         width, _, height = pairs["Size"].partition("x")
         params["width"], params["height"] = read_number({"width": width}, "width", int), \
