@@ -33,7 +33,7 @@ _EXPORTS = {
     "generate": "engine.generation",
     "load_lora": "lora", "lora_delta_spectrum": "lora", "lora_summary": "lora", "train_lora": "lora",
     "train_lora_ranks": "lora", "blend_adapters": "lora", "fused_lora": "lora", "time_fusing": "studies.blend",
-    "lora_rank_ladder": "lora", "norm_kept_table": "lora", "rank_study": "studies.ranks",
+    "lora_rank_ladder": "lora", "norm_kept_table": "lora", "convert_lora": "lora", "rank_study": "studies.ranks",
     "DEFAULT_MODEL": "models.pipeline", "load_pipeline": "models.pipeline",
     "controlnet_residuals": "teaching.explain",
     "plot_grid": "analysis.plots", "plot_images": "analysis.plots", "plot_metric": "analysis.curves",

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..models.checkpoints import load_checkpoint, save_checkpoint
 from ..models.fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
+from .convert import convert_lora
 from .files import cache_key, save_lora
 from .prepare import check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data
 
@@ -85,7 +86,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
                load: bool = True, checkpoint_every: int = 50, caption_dropout: float = 0.0,
                snr_gamma: float | None = None, gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
-               mixed_precision: str = "no") -> Path:
+               mixed_precision: str = "no", format: str = "diffusers") -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
@@ -95,6 +96,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         rank: r, the inner size of B @ A. alpha: defaults to r (see the module docstring).
         steps, lr, batch_size, seed: training settings; the same seed gives the same adapter.
         out_dir: where `<adapter_name>.safetensors` and `<adapter_name>.losses.csv` go.
+        format: "diffusers" (this package's layout), or "kohya", the layout A1111 and ComfyUI load (`convert.py`).
         callback: called as callback(step, loss) after each step.
         load: load the result into `pipe` as adapter `adapter_name` (default f"rank{rank}").
         checkpoint_every: save the adapter, optimiser and random state this often to
@@ -186,6 +188,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
                 "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint, **options}
     save_lora(pipe, training_name, config, path, metadata)
+    if format == "kohya":  # the same update in kohya's names, the training record kept in its header
+        convert_lora(path, path, format="kohya", pipe=pipe)
     unload_adapter(pipe, training_name)
     if disabled and getattr(unet, "peft_config", None):
         unet.disable_adapters()
