@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ..families import family_of, repeat, trained_size, unit_controlnets
-from ..lora import activate_lora, load_lora, loaded_from, text_encoder_weight
+from ..lora import activate_lora, inspect_lora_file, load_lora, loaded_from, text_encoder_weight
+from ..lora.files import check_safetensors
 from ..models.control import check_control_image, unit_controls
 from ..models.fingerprint import file_sha256, module_fingerprint
 from ..models.memory import fit_batch
@@ -73,11 +74,13 @@ def load_adapters(pipe, adapters: dict) -> None:
 
 
 def check_adapter_files(adapters: dict) -> None:
-    """Refuse an adapter whose LoRA file does not exist, naming it (before the run folder is made)."""
+    """Refuse an adapter whose LoRA file does not exist or is no LoRA file, naming it (before the run folder is made)."""
     for name, path in sorted(adapters.items()):
         if not Path(path).is_file():
             raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (adapter {name!r}); train one with "
                                     "wb.train_lora, or copy the toy's with `python -m workbench adapters`")
+        check_safetensors(Path(path))  # a pickle, or a file named .safetensors that is none
+        inspect_lora_file(path)        # LyCORIS, DoRA, a damaged header, alpha or rank: one line each
 
 
 def model_fingerprint(pipe, adapters: dict) -> str:

@@ -110,18 +110,50 @@ def read_lora_metadata(path: str | Path) -> dict:
     return info
 
 
+# Adapter files that are not LoRA, by a key suffix each has: (what it is, its keys). Loading one as LoRA
+# fails with a wall of keys (LyCORIS) or, worse, silently drops part of it (DoRA's magnitudes).
+LYCORIS = "The workbench loads LoRA files (kohya, diffusers, peft) only, so far: convert it to LoRA with LyCORIS's tools."
+NOT_LORA = (("a LyCORIS LoHa file", (".hada_w1_a", ".hada_w1_b"), LYCORIS),
+            ("a LyCORIS LoKr file", (".lokr_w1", ".lokr_w1_a"), LYCORIS),
+            ("a DoRA file", (".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight"),
+             "Loaded as LoRA it would lose its magnitudes and act weaker; merge it into the model, or use a plain LoRA."))
+
+
+def refuse(path: Path, what: str, do: str) -> ValueError:
+    """A one-line refusal of a LoRA file: what it is, and what to do."""
+    return ValueError(f"LoRA file {Path(path).name[:80]!r} {what}; it was not loaded. {do}")
+
+
 def inspect_lora_file(path: str | Path) -> dict:
-    """Format, rank and alpha of a LoRA safetensors file, read from its keys and header.
+    """Format, rank and alpha of a LoRA safetensors file, read from its keys and header; a one-line ValueError for a
+    file that is not one (a damaged header, LyCORIS, DoRA, an alpha that is not one number, rank 0).
 
     diffusers/peft files store rank in the shapes of `lora_A`/`lora.down` and alpha in the
     header; kohya/A1111 files (`lora_unet_...lora_down.weight`) store alpha as `.alpha` tensors.
     """
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-        downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
-        ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
-        alphas = sorted({float(f.get_tensor(k).item()) for k in keys if k.endswith(".alpha")})
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            for what, suffixes, do in NOT_LORA:
+                found = next((k for k in keys if k.endswith(suffixes)), None)
+                if found:
+                    raise refuse(path, f"is {what} (keys such as {found[-60:]!r}), not LoRA", do)
+            downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
+            ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
+            alpha_keys = [k for k in keys if k.endswith(".alpha")]
+            shapes = {k: f.get_slice(k).get_shape() for k in alpha_keys}
+            odd = next((k for k, shape in shapes.items() if math.prod(shape) != 1), None)
+            if odd:
+                raise refuse(path, f"has an alpha of shape {list(shapes[odd])} ({odd[:60]}), not one number",
+                             "It is damaged or not a LoRA file.")
+            alphas = sorted({float(f.get_tensor(k).reshape(())) for k in alpha_keys})
+    except SafetensorError as err:
+        raise refuse(path, f"is not a readable safetensors file ({str(err).splitlines()[0][:100]})",
+                     "It is damaged, or another format renamed.") from None
+    if 0 in ranks or not all(math.isfinite(a) for a in alphas):
+        raise refuse(path, "has a layer of rank 0" if 0 in ranks else f"has an alpha that is not finite ({alphas})",
+                     "It is damaged or not a LoRA file.")
     kind = "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers"
     meta = read_lora_metadata(path)
     if not alphas and "lora_alpha" in meta:
