@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
 import signal
 import sys
@@ -99,8 +100,9 @@ def cmd_sweep(args) -> int | None:
     rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     from tqdm import tqdm
 
-    from .models.pipeline import load_pipeline
     from .engine.sweep import run_sweep
+    from .models.pipeline import load_pipeline
+    from .store.safe_text import printable
     device = args.device
     if device == "auto" and "LOCAL_RANK" in os.environ:
         import torch
@@ -132,7 +134,8 @@ def cmd_sweep(args) -> int | None:
 
     try:
         table = run_sweep(pipe, spec, args.run_dir, callback=on_progress, should_stop=lambda: stop["asked"],
-                          rank=rank, world_size=world_size, log=lambda message: tqdm.write(message, file=sys.stderr),
+                          rank=rank, world_size=world_size,
+                          log=lambda message: tqdm.write(printable(message), file=sys.stderr),
                           max_batch=args.max_batch, share_prefix=args.share_prefix)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -158,9 +161,11 @@ def process_rank() -> tuple[int, int]:
 
 
 def print_summary(table, run_dir) -> None:
-    """Print counts per state and the mean metrics per axis value."""
+    """Print counts per state and the mean metrics per axis value; text from the folder is printed `printable`."""
     from .store.columns import cell_columns
     from .store.results import export_results, notes_on_old_rows
+    from .store.safe_text import printable
+    print = lambda *lines: builtins.print(*map(printable, lines))  # noqa: E731 (every line below comes from a folder)
     if table.empty:
         print(f"{run_dir}: no rows yet")
         return
@@ -221,7 +226,8 @@ def main(argv=None) -> int:
         code = {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export, "report": cmd_report,
                 "results": cmd_results, "adapters": cmd_adapters}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
-        print(f"error: {err}", file=sys.stderr)  # a clear message, not a traceback
+        from .store.safe_text import printable
+        print(f"error: {printable(err)}", file=sys.stderr)  # a clear message, not a traceback
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
 from ..store.results import load_results, verified_image
+from ..store.safe_text import csv_safe
 from ..store.run_folder import folder_record
 from ..engine.scoring import fill_scores
 
@@ -167,7 +168,7 @@ def log_sweep_artifacts(mlflow, run_dir: Path, table: pd.DataFrame) -> None:
             mlflow.log_artifact(str(run_dir / name))
     with tempfile.TemporaryDirectory() as folder:
         csv = Path(folder) / "results.csv"
-        table.to_csv(csv, index=False)
+        csv_safe(table).to_csv(csv, index=False)
         mlflow.log_artifact(str(csv))
         varying = [c for c in cell_columns(table) if table[c].astype(str).nunique() > 1]
         if varying:

@@ -8,6 +8,7 @@ FAILED rows are drawn as a marked empty cell with their error underneath.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -16,6 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from ..spec.control_schedules import schedule_curve
+from ..store.results import verified_image
 from .statistics import cell_stats, compare_cells
 
 MAX_CELLS = 400   # one figure with more cells is unreadable; page it (`page=`) or filter the table
@@ -80,8 +82,20 @@ def cell_image(rows: pd.DataFrame, seeds) -> np.ndarray | None:
     done = rows[(rows.get("state", "COMPLETE") == "COMPLETE") & rows.image_path.astype(bool)]
     done = done.sort_values("seed") if "seed" in done else done
     keep = len(done) if seeds == "all" else 1 if seeds == "first" else int(seeds)
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in done.image_path.head(keep)]
+    images = [image for row in done.head(keep).to_dict("records") if (image := row_image(row)) is not None]
     return np.concatenate(images, axis=1) if images else None
+
+
+def row_image(row: dict) -> np.ndarray | None:
+    """A row's image as (H, W, 3) uint8. A row of a run folder (with `image_sha256`) is opened only as the report
+    opens it (`results.verified_image`: a regular file in its folder's images/ with that hash), so a forged row
+    cannot draw another file into a grid; a table built by hand, without hashes, opens its paths as given."""
+    path = Path(str(row.get("image_path") or ""))
+    if row.get("image_sha256"):
+        path = verified_image(path.parent.parent, row)
+        if path is None:
+            return None
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def draw_failed(ax, rows: pd.DataFrame) -> None:

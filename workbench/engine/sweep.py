@@ -319,7 +319,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     load_adapters(pipe, adapters)
     content = control_content(spec) if scheme >= 2 else None  # scheme 1: a folder from before hashes names
     trials = expand(spec, fingerprint, content)
-    finished = finished_trial_ids(run_dir) - drawn_differently_now(pipe, run_dir, log)
+    finished = finished_trial_ids(run_dir, log) - drawn_differently_now(pipe, run_dir, log)
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
         max_batch = auto_batch_size(pipe, size)

@@ -29,11 +29,14 @@ import io
 import json
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from .safe_text import csv_safe
 
 LOG_PATTERN = "results*.jsonl"
 METRICS_LOG = "metrics.jsonl"
@@ -190,23 +193,52 @@ def image_file(run_dir: Path, stored) -> Path | None:
     return Path(run_dir).absolute() / "images" / name
 
 
-def verified_image(run_dir: Path, row: dict) -> Path | None:
-    """A COMPLETE row's image, only if it is in run_dir/images and its bytes hash to the row's image_sha256.
+MAX_IMAGE_BYTES = 512 * 2**20  # a PNG of this workbench's is far smaller (an 8-bit 4096 x 4096 RGB is at most 50 MB)
 
-    What a report embeds or an export uploads: a row edited to name another file, or a file
-    swapped under a row, is left out.
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a regular file of at most MAX_IMAGE_BYTES, streamed in 1 MiB chunks without following a link;
+    None for a link, a FIFO or device, a file too large, or one that cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_IMAGE_BYTES:
+            return None
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def verified_image(run_dir: Path, row: dict) -> Path | None:
+    """A COMPLETE row's image, only if it is a regular file in run_dir/images whose bytes hash to the row's
+    image_sha256.
+
+    What a report embeds, an export uploads and a resume keeps: a row edited to name another file, a
+    file swapped under a row, a link or a FIFO planted in its place is left out.
     """
     path = image_file(run_dir, row.get("image_path"))
-    if row.get("state") != COMPLETE or path is None or not path.is_file() or not row.get("image_sha256"):
+    if row.get("state") != COMPLETE or path is None or not row.get("image_sha256"):
         return None
-    return path if hashlib.sha256(path.read_bytes()).hexdigest() == row["image_sha256"] else None
+    return path if file_digest(path) == row["image_sha256"] else None
 
 
-def finished_trial_ids(run_dir: str | Path) -> set[str]:
-    """Ids of trials whose row is COMPLETE and whose image is on disk: these are skipped on resume."""
+def finished_trial_ids(run_dir: str | Path, log=None) -> set[str]:
+    """Ids of trials whose row is COMPLETE and whose image matches its row's sha256: these are skipped on resume.
+
+    A damaged, swapped or missing image is drawn again (`log` says how many). This catches what changed
+    under a row, not a forger who also writes the row.
+    """
     rows, _ = read_rows(run_dir)
-    return {row["trial_id"] for row in rows if row["state"] == COMPLETE
-            and (path := image_file(Path(run_dir), row.get("image_path"))) is not None and path.is_file()}
+    complete = [row for row in rows if row["state"] == COMPLETE]
+    finished = {row["trial_id"] for row in complete if verified_image(Path(run_dir), row) is not None}
+    if log and len(finished) < len(complete):
+        log(f"{len(complete) - len(finished)} finished trials have no image matching their row (missing, damaged or "
+            "replaced): drawing them again")
+    return finished
 
 
 def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd.DataFrame:
@@ -301,5 +333,5 @@ def export_results(table: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path
     run_dir = Path(run_dir)
     parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
     table.to_parquet(parquet, index=False)
-    table.to_csv(csv, index=False)
+    csv_safe(table).to_csv(csv, index=False)  # text that would start a spreadsheet formula gets a leading 
     return parquet, csv
