@@ -104,3 +104,71 @@ def test_a_forged_row_cannot_draw_another_picture_into_a_grid(folder, tmp_path):
     honest = table[~table.image_path.str.endswith("planted.png")].iloc[0].to_dict()
     assert row_image(honest).shape == (32, 32, 3)
     plot_grid(table, row="seed", col="conditioning_scale")  # draws the forged cell empty, without failing
+
+
+def test_mlflow_keeps_its_database_and_artifacts_inside_the_folder(tiny_pipe, tmp_path):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import mlflow
+
+    from workbench import export_mlflow
+    from workbench.analysis.export import sqlite_uri
+    odd = tmp_path / "shared?x=1"  # unquoted, `?` started a query: the database went to tmp_path / "shared"
+    run_sweep(tiny_pipe, {**SPEC, "seed": [0]}, odd, log=lambda *_: None)
+    counts = export_mlflow(odd, log=lambda *_: None)
+    assert counts["exported"] == 1 and (odd / "mlflow.db").is_file() and not (tmp_path / "shared").exists()
+    planted = tmp_path / "planted"
+    run_sweep(tiny_pipe, {**SPEC, "seed": [0]}, planted, log=lambda *_: None)
+    mlflow.set_tracking_uri(sqlite_uri(planted / "mlflow.db"))  # someone's database, sending artifacts elsewhere
+    mlflow.create_experiment("planted", artifact_location=(tmp_path / "elsewhere").as_uri())
+    with pytest.raises(ValueError, match=r"artifacts go to 'file://.*elsewhere', outside the folder: refused"):
+        export_mlflow(planted, log=lambda *_: None)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("planted", [".lock.rank0", "results.jsonl", "report.html", "results.csv"])
+def test_a_link_planted_where_the_workbench_writes_never_writes_through(tiny_pipe, folder, tmp_path, planted):
+    """A resume (locks, the log), a report or a results export into a folder with a planted link."""
+    from workbench import write_report
+    from workbench.store.safe_files import PlantedFile
+    victim = tmp_path / "bashrc"
+    victim.write_text("alias ls='ls --color'\n")
+    target = folder / planted
+    target.unlink(missing_ok=True)
+    target.symlink_to(victim)
+    refused = pytest.raises(PlantedFile, match=f"'{planted}' in run folder .* is a symbolic link")
+    if planted in (".lock.rank0", "results.jsonl"):
+        with refused:
+            run_sweep(tiny_pipe, {**SPEC, "seed": [0, 1, 2]}, folder, log=lambda *_: None)
+    elif planted == "report.html":
+        with refused:
+            write_report(folder)
+    else:
+        assert main(["results", str(folder)]) == 2  # the command stops with the one-line message
+    assert victim.read_text() == "alias ls='ls --color'\n" and target.is_symlink()
+
+
+def test_report_statistics_are_bounded_whatever_a_forged_log_holds(folder):
+    """40 numeric columns and 40 unit axes in a forged row would make 40 x 40 x 40 series; the page draws 200."""
+    from workbench.analysis.report import MAX_SERIES, report_data
+    from workbench import load_results
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row.update({f"score{k}": float(i + k) for k in range(40)})
+        row.update({f"u{k}.scale": float(i) for k in range(40)})
+    (folder / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = report_data(folder.resolve(), load_results(folder), embed=False)
+    assert len(data["stats"]) == MAX_SERIES and any(f"first {MAX_SERIES} of" in note for note in data["notes"])
+
+
+def test_a_report_does_not_copy_a_planted_spec_link_or_hang_on_a_fifo(folder, tmp_path):
+    from workbench import write_report
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN PRIVATE KEY----- not for the shared folder")
+    (folder / "specs").mkdir()
+    (folder / "specs" / "1.yaml").symlink_to(secret)
+    os.mkfifo(folder / "specs" / "2.yaml")
+    code = f"from workbench import write_report; print(write_report({str(folder)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-800:]  # no hang on the FIFO
+    assert "skipped '1.yaml'" in done.stderr and "skipped '2.yaml'" in done.stderr
+    assert "PRIVATE KEY" not in (folder / "report.html").read_text()

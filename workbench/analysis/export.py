@@ -26,11 +26,13 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
 from ..store.results import load_results, verified_image
+from ..store.safe_files import read_regular
 from ..store.safe_text import csv_safe
 from ..store.run_folder import folder_record
 from ..engine.scoring import fill_scores
@@ -55,6 +57,12 @@ def clean(value):
     return value
 
 
+def sqlite_uri(path: Path) -> str:
+    """A sqlite URI for a database file: its absolute path percent-quoted, so a folder named `shared?x=1` or
+    `run #2` stays one path (unquoted, SQLAlchemy reads `?` as the start of a query)."""
+    return "sqlite:///" + quote(Path(path).absolute().as_posix())
+
+
 def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experiment: str | None = None,
                   log=print) -> dict:
     """Log a run folder's cells as MLflow runs under one parent run; return {"exported": n, "skipped": m, ...}.
@@ -77,7 +85,8 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
         raise ValueError(f"run folder {str(run_dir)!r} has no rows to export")
     table = table[table.state == "COMPLETE"]
     folder = folder_record(run_dir, create=True)["folder_id"]
-    tracking_uri = tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}"
+    own_store = tracking_uri is None  # the folder's own database: its artifacts must stay in the folder
+    tracking_uri = tracking_uri or sqlite_uri(run_dir / "mlflow.db")
     experiment = experiment or run_dir.name
     hijack = os.environ.pop("MLFLOW_RUN_ID", None)  # it would make this folder's parent run another's
     try:
@@ -88,9 +97,14 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
             raise ValueError(f"MLflow refused the tracking store {tracking_uri[:80]!r}: "
                              f"{' '.join(str(err).split())[:160]}. Leave out --tracking-uri (a sqlite store in the "
                              "run folder), or for a file: store set MLFLOW_ALLOW_FILE_STORE=true") from None
+        location = (run_dir / "mlflow-artifacts").as_uri()
         if found is None:
-            location = (run_dir / "mlflow-artifacts").as_uri() if tracking_uri.startswith("sqlite") else None
-            mlflow.create_experiment(experiment, artifact_location=location)
+            mlflow.create_experiment(experiment, artifact_location=location if tracking_uri.startswith("sqlite") else None)
+        elif own_store and found.artifact_location != location:
+            raise ValueError(f"the run folder's mlflow.db holds experiment {experiment[:60]!r} whose artifacts go to "
+                             f"{str(found.artifact_location)[:100]!r}, outside the folder: refused, since a database "
+                             "planted in a shared folder could send its images anywhere. Remove mlflow.db, or name "
+                             "a store you chose with --tracking-uri")
         mlflow.set_experiment(experiment)
         counts = export_cells(mlflow, run_dir, table, folder, log)
     finally:
@@ -115,7 +129,7 @@ def export_cells(mlflow, run_dir: Path, table: pd.DataFrame, folder: str, log) -
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"sweep {run_dir.name}",
                           tags={"workbench.sweep": str(run_dir), "workbench.folder": folder}) as parent:
         if not (parents and parents[0].data.tags.get("workbench.artifacts") == "logged"):
-            log_sweep_artifacts(mlflow, run_dir, table)
+            log_sweep_artifacts(mlflow, run_dir, table, log)
             mlflow.set_tag("workbench.artifacts", "logged")  # after them: a failed upload is retried next time
         for values, cell in table.groupby(params, dropna=False, sort=False):
             values = dict(zip(params, values if isinstance(values, tuple) else (values,)))
@@ -160,11 +174,12 @@ def cell_name(values: dict, table: pd.DataFrame) -> str:
     return " ".join(f"{name}={values[name]}" for name in varying) or "cell"
 
 
-def log_sweep_artifacts(mlflow, run_dir: Path, table: pd.DataFrame) -> None:
-    """The parent run's artifacts: spec(s), the whole table, and a grid of the two first varying axes."""
+def log_sweep_artifacts(mlflow, run_dir: Path, table: pd.DataFrame, log=print) -> None:
+    """The parent run's artifacts: spec(s), the whole table, and a grid of the two first varying axes (a spec or
+    search file that is a link or no regular file is skipped, with a line to `log`)."""
     from .plots import plot_grid
     for name in ("spec.yaml", "search.yaml", "search.json"):
-        if (run_dir / name).exists():
+        if read_regular(run_dir / name, warn=log) is not None:  # a regular file the workbench wrote: not a link
             mlflow.log_artifact(str(run_dir / name))
     with tempfile.TemporaryDirectory() as folder:
         csv = Path(folder) / "results.csv"

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
 from ..store.results import load_results, notes_on_old_rows, verified_image
+from ..store.safe_files import read_regular, write_atomic
 from ..engine.scoring import fill_scores
 from .statistics import cell_stats
 
@@ -64,15 +65,17 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
                 left_out.append(str(record.get("trial_id"))[:32])
         rows.append({"src": source, "state": record.get("state"), "trial_id": record.get("trial_id"),
                      **{c: json_value(record.get(c)) for c in params + metrics}})
-    specs = [(p.name, p.read_text()) for p in sorted((run_dir / "specs").glob("*.yaml"))] or \
-        [(name, (run_dir / name).read_text()) for name in ("spec.yaml", "search.yaml") if (run_dir / name).exists()]
+    warn = lambda message: warnings.warn(message, stacklevel=4)  # noqa: E731
+    texts = [(p.name, read_regular(p, warn=warn)) for p in sorted((run_dir / "specs").glob("*.yaml"))] or \
+        [(name, read_regular(run_dir / name, warn=warn)) for name in ("spec.yaml", "search.yaml")]
+    specs = [(name, data.decode("utf-8", "replace")) for name, data in texts if data is not None]  # no links, FIFOs
     axes = varying_columns(table, [c for c in params if c != "seed"]) or ["seed"]
     if left_out:
         warnings.warn(f"{len(left_out)} rows name no image of this folder whose sha256 matches (first: "
                       f"{left_out[0]}); they are left out of the page", stacklevel=3)
     return {"rows": rows, "params": params, "axes": axes + [c for c in params if c not in axes], "varying": axes,
             "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out,
-            "notes": notes_on_old_rows(table),
+            "notes": notes_on_old_rows(table) + series_note(metrics, axes),
             "default_metric": default_metric(run_dir, metrics), "stats": plot_statistics(table, metrics, axes),
             "numeric": [c for c in params if pd.api.types.is_numeric_dtype(table[c])]}
 
@@ -90,19 +93,36 @@ def default_metric(run_dir: Path, metrics: list[str]) -> str | None:
     return next((m for m in asked if m in metrics), metrics[0] if metrics else None)
 
 
+MAX_SERIES = 200  # metric x axis x line combinations the page's plot offers; a forged results.jsonl decides the counts
+
+
+def series_of(metrics: list[str], axes: list[str]) -> list[tuple[str, str, str]]:
+    """Every (metric, x axis, line axis) the metric plot can show, in order ("(none)": one line)."""
+    return [(metric, x, line) for metric in metrics for x in axes for line in ["(none)", *(a for a in axes if a != x)]]
+
+
+def series_note(metrics: list[str], axes: list[str]) -> list[str]:
+    """A line for the page when the metric plot offers only the first MAX_SERIES combinations."""
+    total = len(series_of(metrics, [a for a in axes if a != "seed"]))
+    return [f"The metric plot offers the first {MAX_SERIES} of {total} combinations of metric, x axis and line "
+            "(this folder has many numeric columns or axes)"] if total > MAX_SERIES else []
+
+
 def plot_statistics(table: pd.DataFrame, metrics: list[str], axes: list[str]) -> dict:
-    """The metric plot's points and seed intervals (`statistics.cell_stats`), for every metric, x axis and
-    line axis ("(none)" for one line), over the whole table: {"metric|x|line": [{x, line, mean, lo, hi, n}]}."""
+    """The metric plot's points and seed intervals (`statistics.cell_stats`), for at most MAX_SERIES combinations of
+    metric, x axis and line axis, over the whole table: {"metric|x|line": [{x, line, mean, lo, hi, n}]}.
+
+    Each series costs one pass over the rows, so the page's work is at most MAX_SERIES passes, however many numeric
+    columns and unit axes a (forged) folder holds; `report_data` says when some were left out.
+    """
     statistics, axes = {}, [a for a in axes if a != "seed"]  # seeds are what the intervals run over
-    for metric in metrics:
-        for x in axes:
-            for line in ["(none)", *(a for a in axes if a != x)]:
-                by = [x] if line == "(none)" else [x, line]
-                cells = cell_stats(table, metric, by=by)
-                statistics[f"{metric}|{x}|{line}"] = [
-                    {"x": json_value(c[x]), "line": "-" if line == "(none)" else json_value(c[line]),
-                     "mean": json_value(c["mean"]), "lo": json_value(c.ci_low), "hi": json_value(c.ci_high),
-                     "n": int(c.n)} for _, c in cells.iterrows()]
+    for metric, x, line in series_of(metrics, axes)[:MAX_SERIES]:
+        by = [x] if line == "(none)" else [x, line]
+        cells = cell_stats(table, metric, by=by)
+        statistics[f"{metric}|{x}|{line}"] = [
+            {"x": json_value(c[x]), "line": "-" if line == "(none)" else json_value(c[line]),
+             "mean": json_value(c["mean"]), "lo": json_value(c.ci_low), "hi": json_value(c.ci_high),
+             "n": int(c.n)} for _, c in cells.iterrows()]
     return statistics
 
 
@@ -121,7 +141,7 @@ def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:
         embed = sum(Path(p).stat().st_size for p in table.image_path if p and Path(p).is_file()) < EMBED_LIMIT
     data = report_data(run_dir, table, embed)
     path = run_dir / "report.html"
-    path.write_text(render_page(data), encoding="utf-8")
+    write_atomic(path, render_page(data))  # a link planted as report.html is replaced, never written through
     return path
 
 

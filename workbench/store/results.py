@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .safe_files import open_append, write_atomic
 from .safe_text import csv_safe
 
 LOG_PATTERN = "results*.jsonl"
@@ -101,7 +102,7 @@ class ResultsLog:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = open_append(self.path)  # never through a link planted in a shared folder (`safe_files.py`)
         if self.path.stat().st_size and not self._ends_with_newline():
             os.write(self.fd, b"\n")  # a torn last line from a crash stays alone on its line
 
@@ -332,6 +333,8 @@ def export_results(table: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path
     """Write the table as results.parquet and results.csv in `run_dir`."""
     run_dir = Path(run_dir)
     parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
-    table.to_parquet(parquet, index=False)
-    csv_safe(table).to_csv(csv, index=False)  # text that would start a spreadsheet formula gets a leading 
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    write_atomic(parquet, buffer.getvalue())  # whole files: written beside, renamed over (`safe_files.py`)
+    write_atomic(csv, csv_safe(table).to_csv(index=False))  # text that would start a formula gets a leading "'"
     return parquet, csv

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from .growth import check_same_model, is_known
+from .safe_files import open_regular
 from .results import LOG_PATTERN
 from ..spec.sweep_spec import SweepSpec
 
@@ -37,7 +38,7 @@ def lock_run_dir(run_dir: Path, rank: int):
 def take_lock(run_dir: Path, name: str, what: str):
     """Hold `run_dir/.lock.<name>` (an flock) until the returned file is closed; RunFolderBusy if another has it."""
     import fcntl
-    handle = open(run_dir / f".lock.{name}", "a+")
+    handle = os.fdopen(open_regular(run_dir / f".lock.{name}", os.O_RDWR), "r+")  # a planted link is refused
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

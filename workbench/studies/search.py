@@ -40,6 +40,7 @@ import yaml
 
 from ..spec.shorten import short
 from ..store.run_folder import take_lock
+from ..store.safe_files import write_atomic
 from ..spec.axes import BUILTIN, REGISTERED, axis_record
 from ..spec.sweep_spec import AXES, count_trials, kind_of, read_spec_file, spec_from_dict
 from ..spec.units import is_unit_key
@@ -299,7 +300,7 @@ def search(pipe, spec, run_dir: str | Path, target=(), minimize=(), maximize=(),
 
 def run_search(pipe, data, fixed, ranges, run_dir, targets, minimize, maximize, cells, stat, seed, log, budget):
     """`search` with the folder's search lock held: write search.yaml, run the candidates, write search.json."""
-    (run_dir / "search.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_atomic(run_dir / "search.yaml", yaml.safe_dump(data, sort_keys=False))
     searcher = Searcher(pipe, fixed, ranges, run_dir, stat, log)
     bisection = (len(ranges) == 1 and len(targets) == 1 and not maximize and minimize == [ranges[0].name]) or \
         (len(ranges) == 1 and len(targets) == 1 and not minimize and maximize == [ranges[0].name])
@@ -350,7 +351,7 @@ def write_result(study, run_dir: Path, ranges, targets, per_candidate: int, bise
                "targets": [str(t) for t in targets], "grid_images": result.grid_images,
                "resolution": result.resolution, "pareto_front": [t.number for t in study.best_trials]
                if len(study.directions) > 1 else None, "budget": budget}
-    (run_dir / "search.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(run_dir / "search.json", json.dumps(summary, indent=2))
     if result.best and len(study.directions) > 1:  # no single best: the Pareto front, one candidate a line
         front = [t for t in study.best_trials if t.user_attrs.get("feasible", True)]
         for t in front:
