@@ -78,6 +78,7 @@ def test_lora_step_smoke_on_both_families():
     assert "| tiny | 32 | no | True |" in out and "| tiny-sdxl | 32 | no | True |" in out
 
 
+@pytest.mark.slow  # 10 s, a benchmark's smoke run (shared prefixes are tested in test_denoise): slow, for the budget
 def test_shared_prefix_benchmark_smoke_counts_the_distinct_sample_steps():
     table = run_benchmark("shared_prefix.py", "--models", "toy", "--sweeps", "end", "--seeds", "1", "--steps", "8")
     cells = [c.strip() for c in next(l for l in table.splitlines() if l.startswith("| toy |")).strip("|").split("|")]

@@ -34,6 +34,7 @@ def offline_env(hf_home: Path) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow  # 39 s with its cache: the full-size SD1.5 rehearsal; tiny caches load offline in the default suite
 def test_sd15_preset_sweeps_with_a_kohya_text_encoder_lora_from_the_cache(sd15_cache):
     root, counts = sd15_cache
     spec = {"model": "sd15", "prompt": "a photo of a cat", "control_image": "toy:a red star on a blue background",
@@ -51,6 +52,7 @@ def test_sd15_preset_sweeps_with_a_kohya_text_encoder_lora_from_the_cache(sd15_c
     assert effect[0.0] == 0 and effect[1.0] > 0  # the adapter changes the image; weight 0 is the base
 
 
+@pytest.mark.slow  # 26 s with its cache (the full-size rehearsal above)
 def test_removed_runwayml_id_loads_the_cached_mirror_and_every_kohya_layer(sd15_cache):
     root, counts = sd15_cache
     script = f"""

@@ -28,6 +28,7 @@ def kohya_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # 13 s on an SD1.5-size kohya file; rank ladders of the tiny adapters stay in the default suite
 def test_ladder_of_a_kohya_file_matches_an_independent_truncated_svd(kohya_file, tmp_path):
     ladder = lora_rank_ladder(kohya_file, ranks=[1, 2, 4, 8], out_dir=tmp_path)
     source = load_file(str(kohya_file))
