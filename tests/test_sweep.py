@@ -14,6 +14,7 @@ from workbench import load_results, run_sweep
 from workbench.families import family_of
 from workbench.infotext import read_png_parameters
 from workbench.spec import AXES, OPTIONAL_AXES, spec_from_dict
+import workbench.engine.run as run_module  # where a batch's pipeline call is made
 import workbench.sweep as sweep_module
 
 from tolerance import assert_images_close
@@ -64,7 +65,7 @@ def test_png_infotext_parses_back_to_the_row(finished_run):
 def test_rerun_skips_finished_trials(tiny_pipe, finished_run, monkeypatch):
     run_dir, table = finished_run
     calls = []
-    monkeypatch.setattr(sweep_module, "generate_cell", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(run_module, "generate_cell", lambda *a, **k: calls.append(1))
     again = run_sweep(tiny_pipe, small_spec(), run_dir, log=lambda m: None)
     assert calls == [] and list(again.trial_id) == list(table.trial_id)
 
@@ -119,14 +120,14 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_pipe, tmp_path, monk
             raise RuntimeError("simulated failure")
         return real(pipe, params, trials, *controls_embeddings_units)
 
-    monkeypatch.setattr(sweep_module, "generate_cell", flaky)
+    monkeypatch.setattr(run_module, "generate_cell", flaky)
     spec = small_spec(guidance=[3.0, 5.0])
     table = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     failed = table[table.state == "FAILED"]
     assert len(failed) == 4 and (failed.guidance == 3.0).all()
     assert failed.error.str.contains("simulated failure").all() and (failed.image_path == "").all()
     assert (table[table.state == "COMPLETE"].guidance == 5.0).all()
-    monkeypatch.setattr(sweep_module, "generate_cell", real)
+    monkeypatch.setattr(run_module, "generate_cell", real)
     retried = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     assert (retried.state == "COMPLETE").all() and len(retried) == 8  # failed trials are redone, not duplicated
 
@@ -146,7 +147,7 @@ def memory_for(images: int, batches: list):
 
 def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
     batches, messages = [], []
-    monkeypatch.setattr(sweep_module, "generate_cell", memory_for(1, batches))
+    monkeypatch.setattr(run_module, "generate_cell", memory_for(1, batches))
     table = run_sweep(tiny_pipe, small_spec(conditioning_scale=[1.0], seed=[0, 1, 2, 3]), tmp_path, log=messages.append)
     assert (table.state == "COMPLETE").all() and len(table) == 4
     assert batches[0] == 4 and batches.count(1) == 4 and "out of memory" in messages[0]
@@ -154,7 +155,7 @@ def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
 
 def test_out_of_memory_lowers_the_batch_for_later_cells(tiny_pipe, tmp_path, monkeypatch):
     batches = []
-    monkeypatch.setattr(sweep_module, "generate_cell", memory_for(2, batches))
+    monkeypatch.setattr(run_module, "generate_cell", memory_for(2, batches))
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, log=lambda m: None)
     assert (table.state == "COMPLETE").all() and len(table) == 8
     assert batches == [4, 2, 2, 2, 2]  # the second cell starts at the size that fitted
@@ -173,7 +174,7 @@ def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypat
         generated.extend(t.trial_id for t in trials)
         return real(pipe, params, trials, *controls_embeddings_units)
 
-    monkeypatch.setattr(sweep_module, "generate_cell", recording)
+    monkeypatch.setattr(run_module, "generate_cell", recording)
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, max_batch=1, log=lambda m: None)
     logged = [json.loads(line)["trial_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert logged == generated and len(logged) == 8  # one writer: rows land in generation order
@@ -181,7 +182,7 @@ def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypat
 
 
 def test_nan_images_are_flagged(tiny_pipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_module, "generate_cell",
+    monkeypatch.setattr(run_module, "generate_cell",
                         lambda pipe, params, trials, *a: np.full((len(trials), 32, 32, 3), np.nan, np.float32))
     table = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
     assert (table.flag == "nan").all()

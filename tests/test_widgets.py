@@ -2,6 +2,7 @@
 
 import pytest
 
+import workbench.engine.run as run_module  # where a batch's pipeline call is made
 import workbench.sweep as sweep_module
 from workbench.widgets import SweepPanel, compare, parse_seeds
 
@@ -59,7 +60,7 @@ def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path, monkeypatch):
         panel.stop_button.click()  # the user presses Stop while the first batch is on its way
         return real(*args)
 
-    monkeypatch.setattr(sweep_module, "generate_cell", clicked_while_generating)
+    monkeypatch.setattr(run_module, "generate_cell", clicked_while_generating)
     panel.run_button.click()
     panel.wait(120)
     assert len(panel.table) == 16 and "stopped" in panel.message.value  # one batch of 16
@@ -142,7 +143,7 @@ def test_a_cell_sweep_waits_for_the_panels_sweep_on_the_same_pipeline(tiny_pipe,
         release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "generate_cell", slow_first_batch)
+    monkeypatch.setattr(run_module, "generate_cell", slow_first_batch)
     panel.run_button.click()
     assert started.wait(30)
     said, done = [], threading.Event()

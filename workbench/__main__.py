@@ -95,7 +95,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sweep(args) -> int | None:
-    from .spec.sweep_spec import load_spec
+    from .spec.files import load_spec
     spec = load_spec(args.spec)  # validate before importing or loading any model
     rank, world_size = process_rank()  # under `accelerate launch` (or torchrun) each process takes its share of cells
     from tqdm import tqdm
@@ -191,7 +191,8 @@ def print_summary(table, run_dir) -> None:
 def cmd_search(args) -> None:
     from .studies.search import search, split_ranges
     from .models.pipeline import load_pipeline
-    from .spec.sweep_spec import read_spec_file, spec_from_dict
+    from .spec.files import read_spec_file
+    from .spec.sweep_spec import spec_from_dict
     data = read_spec_file(args.spec)
     fixed, _ = split_ranges(data)
     spec = spec_from_dict(fixed)  # validate before loading any model

@@ -86,7 +86,7 @@ def default_metric(run_dir: Path, metrics: list[str]) -> str | None:
         return "edge_f1"
     try:
         from ..spec.metric_registry import REGISTRY, metric_names
-        from ..spec.sweep_spec import load_spec
+        from ..spec.files import load_spec
         asked = [c for name in metric_names(load_spec(run_dir / "spec.yaml").metrics) for c in REGISTRY[name].columns]
     except (OSError, ValueError):
         asked = []

@@ -39,6 +39,9 @@ class Family(Protocol):
     CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
     COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
     DOWNLOAD_GB: dict[str, float]              # hub id -> what from_pretrained downloads, GB (errors say it)
+    KOHYA_SGM_UNET: bool                       # kohya names UNet layers by the original model's blocks
+    KOHYA_TEXT_PREFIXES: dict[str, str]        # text encoder component -> kohya's key prefix (lora_te_, lora_te1_)
+    KOHYA_BASE_VERSION: str                    # what kohya writes as ss_base_model_version
     LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
 
     def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?

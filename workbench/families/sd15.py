@@ -35,6 +35,11 @@ DOWNLOAD_GB = {SD15_ID: 4.3, SD15_CANNY_ID: 1.45, "lllyasviel/sd-controlnet-seg"
 # corrupt sweep metrics. Filter images yourself before publishing.
 LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 CONFIGS = Path(__file__).parents[1] / "configs" / "sd15"  # the published architecture, for random builds
+# kohya's LoRA layout for this family (`lora/convert.py`): UNet layers by diffusers' module names, the text encoder's
+# prefix, and the base name kohya's sd-scripts writes into a file's header.
+KOHYA_SGM_UNET = False
+KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te_"}
+KOHYA_BASE_VERSION = "sd_v1"
 
 # What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU; keys are preset names, and
 # DEFAULT_PROFILE serves any other hub id or folder of this family.

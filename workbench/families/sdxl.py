@@ -47,6 +47,11 @@ DEFAULT_PROFILE = "sdxl"
 # On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.
 CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
                    train_seeds=[0, 1], scenes=2)
+# kohya's LoRA layout (`lora/convert.py`): sd-scripts names SDXL's UNet layers by the original (SGM) model's
+# input/output blocks, and its two text encoders lora_te1_ and lora_te2_.
+KOHYA_SGM_UNET = True
+KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+KOHYA_BASE_VERSION = "sdxl_base_v1-0"
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..families import family_of, family_of_index
 from .files import check_safetensors, lora_layers, read_lora
 
-FORMATS = ("kohya", "diffusers")
-KOHYA_TEXT = {"sd15": {"text_encoder": "lora_te_"}, "sdxl": {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}}
-BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}  # kohya's ss_base_model_version
+FORMATS = ("kohya", "diffusers")  # kohya's names for each family are facts of its module (KOHYA_* in families/)
 
 
 def sgm_name(diffusers_name: str, layers_per_block: int) -> str:
@@ -39,22 +38,21 @@ def sgm_name(diffusers_name: str, layers_per_block: int) -> str:
     return ".".join(["output_blocks", str(block * (layers_per_block + 1) + layer), "1", *parts[4:]])
 
 
-def kohya_name(component: str, module: str, family: str, layers_per_block: int) -> str:
-    """A layer's kohya name (no suffix): its prefix, and its module path with `_` for `.`."""
+def kohya_name(component: str, module: str, family, layers_per_block: int) -> str:
+    """A layer's kohya name (no suffix) in `family`'s layout: its prefix, and its module path with `_` for `.`."""
     if component == "unet":
-        path = sgm_name(module, layers_per_block) if family == "sdxl" else module
+        path = sgm_name(module, layers_per_block) if family.KOHYA_SGM_UNET else module
         return "lora_unet_" + path.replace(".", "_")
-    if component not in KOHYA_TEXT[family]:
-        raise ValueError(f"a {family} LoRA has no component {component!r}; kohya names "
-                         f"{['unet', *KOHYA_TEXT[family]]}")
+    if component not in family.KOHYA_TEXT_PREFIXES:
+        raise ValueError(f"a {family.NAME} LoRA has no component {component!r}; kohya names "
+                         f"{['unet', *family.KOHYA_TEXT_PREFIXES]}")
     path = module if module.startswith("text_model.") else "text_model." + module  # transformers 5 drops it
-    return KOHYA_TEXT[family][component] + path.replace(".", "_")
+    return family.KOHYA_TEXT_PREFIXES[component] + path.replace(".", "_")
 
 
-def pipeline_family(pipe) -> tuple[str, int]:
-    """(family name, the UNet's layers per block) of a loaded pipeline, which the kohya names depend on."""
-    from ..families import family_of
-    return family_of(pipe).NAME, pipe.unet.config.layers_per_block
+def pipeline_family(pipe) -> tuple:
+    """(family module, the UNet's layers per block) of a loaded pipeline, which the kohya names depend on."""
+    return family_of(pipe), pipe.unet.config.layers_per_block
 
 
 def convert_lora(src: str | Path, dst: str | Path, format: str = "kohya", pipe=None) -> Path:
@@ -69,7 +67,7 @@ def convert_lora(src: str | Path, dst: str | Path, format: str = "kohya", pipe=N
     check_safetensors(src)
     state, header = read_lora(src)
     layers = lora_layers(state, header)
-    family, layers_per_block = pipeline_family(pipe) if pipe is not None else ("sd15", 2)
+    family, layers_per_block = pipeline_family(pipe) if pipe is not None else (family_of_index({}), 2)  # SD1.x
     if format == "kohya":
         out, metadata = to_kohya(state, layers, family, layers_per_block)
         metadata.update({k: v for k, v in header.items() if k.startswith("workbench_")})  # the training record
@@ -84,7 +82,7 @@ def convert_lora(src: str | Path, dst: str | Path, format: str = "kohya", pipe=N
     return dst
 
 
-def to_kohya(state: dict, layers: list, family: str, layers_per_block: int) -> tuple[dict, dict]:
+def to_kohya(state: dict, layers: list, family, layers_per_block: int) -> tuple[dict, dict]:
     """kohya tensors (down, up and alpha = s * r per layer) and the header A1111 and ComfyUI read."""
     out, ranks, alphas = {}, set(), set()
     for layer in layers:
@@ -102,14 +100,14 @@ def to_kohya(state: dict, layers: list, family: str, layers_per_block: int) -> t
         alphas.add(round(alpha, 6))
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(max(ranks)),
                 "ss_network_alpha": str(alphas.pop() if len(alphas) == 1 else max(alphas)),
-                "ss_base_model_version": BASE_VERSION[family], "format": "pt"}
+                "ss_base_model_version": family.KOHYA_BASE_VERSION, "format": "pt"}
     return out, metadata
 
 
-def to_diffusers(state: dict, layers: list, pipe, family: str, layers_per_block: int) -> dict:
+def to_diffusers(state: dict, layers: list, pipe, family, layers_per_block: int) -> dict:
     """diffusers tensors: `<component>.<module>.lora_A/B.weight`, each layer's scale folded into its up factor (B)."""
     by_kohya = {}
-    for component in ("unet", *KOHYA_TEXT[family]):
+    for component in ("unet", *family.KOHYA_TEXT_PREFIXES):
         for module, _ in getattr(pipe, component).named_modules():
             if module and "lora_" not in module and "base_layer" not in module:
                 name = kohya_name(component, module, family, layers_per_block)
@@ -125,6 +123,6 @@ def to_diffusers(state: dict, layers: list, pipe, family: str, layers_per_block:
         out[f"{name}.lora_A.weight"] = state[layer.down_key].float()  # peft's names, which diffusers reads for
         out[f"{name}.lora_B.weight"] = state[layer.up_key].float() * layer.scale  # every component
     if unknown:
-        raise ValueError(f"{len(unknown)} layers of the file name no module of this {family} pipeline (first: "
+        raise ValueError(f"{len(unknown)} layers of the file name no module of this {family.NAME} pipeline (first: "
                          f"{unknown[0][:80]}); convert it with the pipeline it was made for")
     return out

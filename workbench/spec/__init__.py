@@ -14,3 +14,4 @@
 
 from .sweep_spec import *  # noqa: F401,F403 (the spec's names, as `from workbench.spec import SweepSpec` expects)
 from .sweep_spec import _is_number  # noqa: F401
+from .files import load_spec, read_spec_file, read_yaml  # noqa: F401 (reading spec files)

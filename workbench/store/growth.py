@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..spec.shorten import short
-from ..spec.sweep_spec import SweepSpec, load_spec
+from ..spec.files import load_spec
+from ..spec.sweep_spec import SweepSpec
 
 SPECS = "specs"
 

@@ -42,7 +42,8 @@ from ..spec.shorten import short
 from ..store.run_folder import take_lock
 from ..store.safe_files import write_atomic
 from ..spec.axes import BUILTIN, REGISTERED, axis_record
-from ..spec.sweep_spec import AXES, count_trials, kind_of, read_spec_file, spec_from_dict
+from ..spec.files import read_spec_file
+from ..spec.sweep_spec import AXES, count_trials, kind_of, spec_from_dict
 from ..spec.units import is_unit_key
 
 def searchable() -> tuple[str, ...]:
