@@ -2,6 +2,8 @@
 
 import pytest
 
+from lora_files import TEXT_LAYERS, write_kohya
+
 from workbench import ModelNotAvailableError, load_pipeline, run_sweep, train_lora
 from workbench.families import family_of
 from workbench.spec import spec_from_dict
@@ -58,42 +60,9 @@ def test_an_sd15_lora_on_sdxl_gets_one_clear_error(tiny_pipe, tiny_sdxl_pipe, tm
     assert "\n" not in message and "does not fit this base model" in message and "this pipeline is sdxl" in message
 
 
-TEXT_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
-
-
-def sgm_name(diffusers_name: str, layers_per_block: int) -> str:
-    """The original (SGM) UNet name kohya's SDXL trainer writes, e.g. down_blocks.1.attentions.0 -> input_blocks.3.1."""
-    parts = diffusers_name.split(".")
-    if parts[0] == "mid_block":
-        return ".".join(["middle_block", "1", *parts[3:]])
-    block, layer = int(parts[1]), int(parts[3])
-    if parts[0] == "down_blocks":
-        return ".".join(["input_blocks", str(1 + block * (layers_per_block + 1) + layer), "1", *parts[4:]])
-    return ".".join(["output_blocks", str(block * (layers_per_block + 1) + layer), "1", *parts[4:]])
-
-
 def kohya_sdxl_file(pipe, path, rank=2, alpha=1.0, text_layers=TEXT_LAYERS, seed=0):
     """A kohya SDXL LoRA as sd-scripts writes it (SGM UNet names, lora_te1/lora_te2), and the update it should add."""
-    import torch
-    from safetensors.torch import save_file
-    generator = torch.Generator().manual_seed(seed)
-    state, expected = {}, {}
-    components = [("unet", "lora_unet_", pipe.unet, ("attn1.to_q", "attn2.to_k", "attn2.to_out.0")),
-                  ("text_encoder", "lora_te1_", pipe.text_encoder, text_layers),
-                  ("text_encoder_2", "lora_te2_", pipe.text_encoder_2, text_layers)]
-    for component, prefix, model, targets in components:
-        for name, module in model.named_modules():
-            if not name.endswith(targets):
-                continue
-            out_features, in_features = module.weight.shape
-            down = torch.randn(rank, in_features, generator=generator) * 0.1
-            up = torch.randn(out_features, rank, generator=generator) * 0.1
-            key = prefix + (sgm_name(name, pipe.unet.config.layers_per_block) if component == "unet" else name)
-            key = key.replace(".", "_")
-            state |= {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(alpha)}
-            expected[component, name] = up @ down * (alpha / rank)
-    save_file(state, str(path))
-    return expected
+    return write_kohya(pipe, path, rank=rank, alpha=alpha, text_layers=text_layers, seed=seed)
 
 
 def test_kohya_sdxl_file_with_both_text_encoders_loads_every_layer_exactly(tiny_sdxl_pipe, tmp_path):

@@ -31,11 +31,11 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
-from ..store.results import load_results, verified_image
+from ..store.results import verified_image
 from ..store.safe_files import read_regular
 from ..store.safe_text import csv_safe
 from ..store.run_folder import folder_record
-from ..engine.scoring import fill_scores
+from ..engine.scoring import scored_results
 
 
 def cell_hash(values: dict) -> str:
@@ -77,12 +77,7 @@ def export_mlflow(run_dir: str | Path, tracking_uri: str | None = None, experime
     except ImportError:
         raise ImportError("exporting to MLflow needs the mlflow extra: pip install "
                           "'controlnet-lora-workbench[mlflow]' (mlflow-skinny)") from None
-    run_dir = Path(run_dir).resolve()
-    if run_dir.is_dir():
-        fill_scores(run_dir)  # a folder from before metrics.jsonl held lora_effect
-    table = load_results(run_dir)
-    if table.empty:
-        raise ValueError(f"run folder {str(run_dir)!r} has no rows to export")
+    run_dir, table = scored_results(run_dir, "export")
     table = table[table.state == "COMPLETE"]
     folder = folder_record(run_dir, create=True)["folder_id"]
     own_store = tracking_uri is None  # the folder's own database: its artifacts must stay in the folder

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
-from ..store.results import load_results, notes_on_old_rows, verified_image
+from ..store.results import notes_on_old_rows, verified_image
 from ..store.safe_files import read_regular, write_atomic
-from ..engine.scoring import fill_scores
+from ..engine.scoring import scored_results
 from .statistics import cell_stats
 
 EMBED_LIMIT = 25_000_000  # bytes of PNG embedded; a bigger sweep links its images instead
@@ -131,17 +131,12 @@ def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:
 
     embed: put the images inside the page (default: when they total under EMBED_LIMIT bytes).
     """
-    run_dir = Path(run_dir).resolve()
-    if run_dir.is_dir():
-        fill_scores(run_dir)  # a folder from before metrics.jsonl held lora_effect
-    table = load_results(run_dir)
-    if table.empty:
-        raise ValueError(f"run folder {str(run_dir)!r} has no rows to report")
+    run_dir, table = scored_results(run_dir, "report")
     if embed is None:
         embed = sum(Path(p).stat().st_size for p in table.image_path if p and Path(p).is_file()) < EMBED_LIMIT
     data = report_data(run_dir, table, embed)
     path = run_dir / "report.html"
-    write_atomic(path, render_page(data))  # a link planted as report.html is replaced, never written through
+    write_atomic(path, render_page(data))  # a link planted as report.html is refused, never written through
     return path
 
 

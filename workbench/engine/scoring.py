@@ -33,6 +33,18 @@ def writer_scores(names: list[str], image, context: ScoringContext) -> dict:
     return scores
 
 
+def scored_results(run_dir, what: str):
+    """(absolute run folder, its table) with the scores folders from before metrics.jsonl lack filled in; a
+    ValueError for a folder with no rows, saying what could not be made of it (`what`: "report", "export")."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir.is_dir():
+        fill_scores(run_dir)  # a folder from before metrics.jsonl held lora_effect
+    table = load_results(run_dir)
+    if table.empty:
+        raise ValueError(f"run folder {str(run_dir)!r} has no rows to {what}")
+    return run_dir, table
+
+
 def fill_scores(run_dir: Path) -> list[str]:
     """Score what needs no model (`ALWAYS`: lora_effect) for rows that lack it, as a sweep does when it ends."""
     return score_after_sweep(run_dir, [], "cpu")
