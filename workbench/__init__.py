@@ -35,7 +35,7 @@ _EXPORTS = {
     "train_lora_ranks": "lora", "blend_adapters": "lora", "fused_lora": "lora", "time_fusing": "studies.blend",
     "lora_rank_ladder": "lora", "norm_kept_table": "lora", "convert_lora": "lora", "rank_study": "studies.ranks",
     "DEFAULT_MODEL": "models.pipeline", "load_pipeline": "models.pipeline",
-    "controlnet_residuals": "teaching.explain",
+    "controlnet_residuals": "teaching.explain", "inspect_file": "models.inspect",
     "plot_grid": "analysis.plots", "plot_images": "analysis.plots", "plot_metric": "analysis.curves",
     "plot_spectra": "analysis.curves", "plot_norm_kept": "analysis.curves", "plot_rank_study": "analysis.curves",
     "plot_search": "analysis.curves", "plot_losses": "analysis.curves",

@@ -71,7 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     adapters = commands.add_parser("adapters", help="copy the toy model's shipped LoRA adapters (a style, ranks "
                                    f"{', '.join(map(str, SHIPPED_RANKS))}) into a folder as rank<r>.safetensors")
     adapters.add_argument("folder", nargs="?", default="runs/lora", help="where to write them (default: runs/lora)")
+    inspect = commands.add_parser("inspect", help="say what a .safetensors file is: a LoRA (format, parts, rank, alpha, "
+                                  "base) or a single-file checkpoint (family, complete)")
+    inspect.add_argument("file")
+    inspect.add_argument("--model", default=None, help="also list the LoRA layers that do not fit this model "
+                         "(a preset, hub id or folder; loads it)")
     return parser
+
+
+def cmd_inspect(args) -> None:
+    from .models.inspect import inspect_file
+    from .store.safe_text import printable
+    pipe = None
+    if args.model:
+        from .models.pipeline import load_pipeline
+        pipe = load_pipeline(args.model, device="cpu")
+    for key, value in inspect_file(args.file, pipe).items():
+        if isinstance(value, list) and len(value) > 8:
+            value = value[:8] + [f"... {len(value) - 8} more"]
+        print(printable(f"{key:12} {value}"))
 
 
 SHIPPED_RANKS = (1, 2, 4, 8, 16)  # the ranks of notebook 02's study adapters in the package (`shipped.py`)
@@ -225,7 +243,7 @@ def main(argv=None) -> int:
     from .errors import ModelNotAvailableError
     try:
         code = {"demo": cmd_demo, "sweep": cmd_sweep, "search": cmd_search, "export": cmd_export, "report": cmd_report,
-                "results": cmd_results, "adapters": cmd_adapters}[args.command](args)
+                "results": cmd_results, "adapters": cmd_adapters, "inspect": cmd_inspect}[args.command](args)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, MemoryError) as err:
         from .store.safe_text import printable
         print(f"error: {printable(err)}", file=sys.stderr)  # a clear message, not a traceback

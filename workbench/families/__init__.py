@@ -42,6 +42,8 @@ class Family(Protocol):
     KOHYA_SGM_UNET: bool                       # kohya names UNet layers by the original model's blocks
     KOHYA_TEXT_PREFIXES: dict[str, str]        # text encoder component -> kohya's key prefix (lora_te_, lora_te1_)
     KOHYA_BASE_VERSION: str                    # what kohya writes as ss_base_model_version
+    CROSS_ATTENTION_DIM: int                   # the width of the text the UNet's cross-attention reads
+    CHECKPOINT_KEY: str                        # a key only this family's single-file checkpoints hold
     LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
 
     def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?

@@ -52,6 +52,8 @@ CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=
 KOHYA_SGM_UNET = True
 KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 KOHYA_BASE_VERSION = "sdxl_base_v1-0"
+CROSS_ATTENTION_DIM = 2048  # both text encoders' widths side by side (configs/sdxl/unet.json)
+CHECKPOINT_KEY = "conditioner.embedders.1.model.ln_final.weight"  # its second (OpenCLIP) text encoder
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 
