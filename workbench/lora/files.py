@@ -119,6 +119,15 @@ NOT_LORA = (("a LyCORIS LoHa file", (".hada_w1_a", ".hada_w1_b"), LYCORIS),
              "Loaded as LoRA it would lose its magnitudes and act weaker; merge it into the model, or use a plain LoRA."))
 
 
+def not_lora(keys: list[str]) -> tuple[str, str, str] | None:
+    """(what the file is, a key that says so, what to do) for a file of NOT_LORA's kinds; None for a LoRA file."""
+    for what, suffixes, do in NOT_LORA:
+        found = next((k for k in keys if k.endswith(suffixes)), None)
+        if found:
+            return what, found, do
+    return None
+
+
 def refuse(path: Path, what: str, do: str) -> ValueError:
     """A one-line refusal of a LoRA file: what it is, and what to do."""
     return ValueError(f"LoRA file {Path(path).name[:80]!r} {what}; it was not loaded. {do}")
@@ -135,10 +144,10 @@ def inspect_lora_file(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
-            for what, suffixes, do in NOT_LORA:
-                found = next((k for k in keys if k.endswith(suffixes)), None)
-                if found:
-                    raise refuse(path, f"is {what} (keys such as {found[-60:]!r}), not LoRA", do)
+            other = not_lora(keys)
+            if other:
+                what, found, do = other
+                raise refuse(path, f"is {what} (keys such as {found[-60:]!r}), not LoRA", do)
             downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
             ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
             alpha_keys = [k for k in keys if k.endswith(".alpha")]

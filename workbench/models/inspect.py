@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..families import FAMILIES
-from ..lora.files import KOHYA_PREFIXES, NOT_LORA, PAIR_SUFFIXES, check_safetensors, read_lora_metadata
+from ..lora.files import KOHYA_PREFIXES, PAIR_SUFFIXES, check_safetensors, not_lora, read_lora_metadata
 
 # What a single-file checkpoint holds, by key prefix: A1111's (original Stable Diffusion) layout.
 CHECKPOINT_PARTS = {"model.diffusion_model.": "unet", "first_stage_model.": "vae", "cond_stage_model.": "text_encoder",
@@ -32,9 +32,9 @@ def component_of(key: str) -> str:
 
 def lora_kind(keys: list[str]) -> str:
     """A LoRA file's format from its keys: LyCORIS LoHa or LoKr, DoRA, kohya, or diffusers/peft."""
-    for what, suffixes, _ in NOT_LORA:
-        if any(k.endswith(suffixes) for k in keys):
-            return what.removeprefix("a ").removesuffix(" file")
+    other = not_lora(keys)
+    if other:
+        return other[0].removeprefix("a ").removesuffix(" file")
     return "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers/peft"
 
 

@@ -174,11 +174,12 @@ def _from_pretrained_loud(cls, source: ModelSource, role: str, **kwargs):
     except OSError:
         if hub_is_offline():
             raise model_not_available(source.location, f"{role} model", "HF_HUB_OFFLINE=1 is set") from None
+    download = weights_variant(None, dtype)  # half precision downloads the fp16 files
     try:
         try:
-            return cls.from_pretrained(source.location, variant=weights_variant(None, dtype), **kwargs)
+            return cls.from_pretrained(source.location, variant=download, **kwargs)
         except (OSError, ValueError):  # a repository without the fp16 variant: its plain files
-            if weights_variant(None, dtype) is None:
+            if download is None:
                 raise
             return cls.from_pretrained(source.location, **kwargs)
     except OSError as err:  # connection errors and missing repos both arrive as OSError subclasses
