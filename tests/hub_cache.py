@@ -3,62 +3,18 @@
 `from_pretrained(hub_id)` reads `$HF_HOME/hub/models--<org>--<name>/`: `refs/main` holds a
 commit hash, `snapshots/<hash>/<path>` are symlinks into `blobs/<sha256>`. Written here with
 the real SD1.5 configs and random weights, it rehearses a user's real loading path without
-the network. The CLIP tokenizer is rebuilt from the byte-pair merges open-clip-torch ships.
+the network. The CLIP tokenizer is written from the merges the package bundles (`families.clip_tokenizer`).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
-
-CLIP_MERGES = 48_894  # lines 1..48,894 of bpe_simple_vocab_16e6.txt.gz; line 0 is a header
-SPECIALS = ("<|startoftext|>", "<|endoftext|>")
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map of the 256 bytes to printable characters, which CLIP's BPE uses."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    codes, extra = printable[:], 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, codes)))
-
-
-def open_clip_merges() -> list[str]:
-    """CLIP's merges, read from the open_clip package's data file (installed with --no-deps)."""
-    spec = importlib.util.find_spec("open_clip")  # finds the folder without importing the package
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("open-clip-torch is not installed; `make setup` installs it with --no-deps")
-    path = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
-    return lines[1:CLIP_MERGES + 1]
-
-
-def write_clip_tokenizer(folder: Path, max_length: int = 77) -> None:
-    """SD1.5's tokenizer files: 256 byte symbols, the same with </w>, one token per merge, 2 specials."""
-    merges = open_clip_merges()
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + list(SPECIALS)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[1], "unk_token": SPECIALS[1]}))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "do_lower_case": True,
-         "bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[1], "unk_token": SPECIALS[1]}))
-
 
 def write_snapshot(hf_home: Path, repo_id: str, folder: Path, commit: str = "0" * 40) -> Path:
     """Move a folder's files into the hub cache as `repo_id` at `commit`; return the snapshot folder."""
@@ -86,6 +42,7 @@ def write_sd15_cache(hf_home: Path, base_id: str, controlnet_id: str, work: Path
     from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from workbench.families.clip_tokenizer import write_clip_tokenizer
     from workbench.families.sd15 import load_config
     base, controlnet = work / "base", work / "controlnet"
     write_clip_tokenizer(base / "tokenizer")

@@ -225,6 +225,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         warn_unknown_words(pipe, prompt)
     context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
                "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
+               "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
+               **getattr(pipe, "workbench_file", {}),  # a single file's name and A1111 hash
                **{f"{unit.key('image')}_sha256": content[unit.image] for unit in spec.units
                   if content and unit.image in content}}
     embeddings, limit = {}, BatchLimit(max_batch)

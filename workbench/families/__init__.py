@@ -44,6 +44,10 @@ class Family(Protocol):
     KOHYA_BASE_VERSION: str                    # what kohya writes as ss_base_model_version
     CROSS_ATTENTION_DIM: int                   # the width of the text the UNet's cross-attention reads
     CHECKPOINT_KEY: str                        # a key only this family's single-file checkpoints hold
+    SINGLE_FILE_PARTS: dict[str, tuple]        # a single file's parts -> (library, class) in diffusers' layout
+    TOKENIZER_PADS: dict[str, str]             # tokenizer part -> its pad token
+    OPEN_CLIP_PARTS: dict[str, str]            # text encoder part -> its key prefix, where a file holds OpenCLIP's
+    TEXT_ENCODER_IDS: dict[str, int]           # the published text encoders' bos/eos/pad token ids
     LOAD_KWARGS: dict                          # what `from_pretrained` turns off (safety checker, watermark)
 
     def owns_index(self, model_index: dict) -> bool: ...          # is this model_index.json ours?
@@ -103,10 +107,33 @@ def model_folder(model: str):
     return folder if folder.is_dir() else None
 
 
+def family_of_keys(keys) -> ModuleType | None:
+    """The family whose single-file checkpoints hold these keys (by a key only it has), else None."""
+    keys = set(keys)
+    return next((family for family in FAMILIES if family.CHECKPOINT_KEY in keys), None)
+
+
+def checkpoint_family(path) -> ModuleType | None:
+    """The family of a single-file .safetensors checkpoint, read from its header's keys (never its name); None when
+    the file is not one or not readable (loading it then says why)."""
+    from pathlib import Path
+    if Path(str(path)).suffix.lower() != ".safetensors" or not Path(str(path)).is_file():
+        return None
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return family_of_keys(f.keys())
+    except Exception:  # a damaged file: its loading names the problem
+        return None
+
+
 def family_for(model: str) -> ModuleType:
-    """The family of a model name as a spec gives it, without loading anything: a preset or listed hub id, a folder's
-    or a cached hub snapshot's model_index.json, else SD1.x."""
+    """The family of a model name as a spec gives it, without loading anything: a preset or listed hub id, a
+    single-file checkpoint's keys, a folder's or a cached hub snapshot's model_index.json, else SD1.x."""
     import json
+    from_file = checkpoint_family(model) if isinstance(model, str) else None
+    if from_file is not None:
+        return from_file
     family, folder = known_family(model), model_folder(model)
     if family is not None or folder is None:
         return family or sd15

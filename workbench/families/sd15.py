@@ -43,6 +43,15 @@ KOHYA_BASE_VERSION = "sd_v1"
 CROSS_ATTENTION_DIM = 768  # the text width the UNet's attn2 reads (configs/sd15/unet.json): a LoRA's to_k says it
 # A single-file (A1111) checkpoint of this family: its text encoder's position embedding, as diffusers recognises it.
 CHECKPOINT_KEY = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
+# A single-file checkpoint loads into this diffusers layout (`models/single_file.py`): each part's class, its bundled
+# config in configs/sd15/, and a tokenizer's pad token (CLIP's files are written from configs/clip).
+SINGLE_FILE_PARTS = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+                     "text_encoder": ("transformers", "CLIPTextModel"), "tokenizer": ("transformers", "CLIPTokenizer"),
+                     "scheduler": ("diffusers", "PNDMScheduler")}
+TOKENIZER_PADS = {"tokenizer": "<|endoftext|>"}
+OPEN_CLIP_PARTS: dict[str, str] = {}  # text encoders a single file holds in OpenCLIP's layout (SDXL's second)
+# The published text encoders' token ids (0, 2, 1: a known quirk; CLIP then pools at the argmax id)
+TEXT_ENCODER_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)
 
 # What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU; keys are preset names, and
 # DEFAULT_PROFILE serves any other hub id or folder of this family.

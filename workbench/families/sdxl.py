@@ -54,6 +54,15 @@ KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_
 KOHYA_BASE_VERSION = "sdxl_base_v1-0"
 CROSS_ATTENTION_DIM = 2048  # both text encoders' widths side by side (configs/sdxl/unet.json)
 CHECKPOINT_KEY = "conditioner.embedders.1.model.ln_final.weight"  # its second (OpenCLIP) text encoder
+# A single-file checkpoint's diffusers layout (`models/single_file.py`), as sd15.SINGLE_FILE_PARTS; the second
+# tokenizer pads with "!" as the base model's does. The second text encoder is read by its OpenCLIP keys.
+SINGLE_FILE_PARTS = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+                     "text_encoder": ("transformers", "CLIPTextModel"), "tokenizer": ("transformers", "CLIPTokenizer"),
+                     "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+                     "tokenizer_2": ("transformers", "CLIPTokenizer"), "scheduler": ("diffusers", "EulerDiscreteScheduler")}
+TOKENIZER_PADS = {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"}
+TEXT_ENCODER_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)
+OPEN_CLIP_PARTS = {"text_encoder_2": "conditioner.embedders.1.model."}  # OpenCLIP text encoders' keys in a single file
 # No invisible watermark: it changes pixels, which would blur the sweep's metrics.
 LOAD_KWARGS = {"add_watermarker": False}
 

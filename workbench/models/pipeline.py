@@ -25,6 +25,7 @@ from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
+from .single_file import SINGLE_FILE_SUFFIXES, is_single_file, load_checkpoint_pipeline, load_controlnet_file
 from ..errors import ModelNotAvailableError, model_not_available, models_not_available
 from ..families import (CONTROLNET_PRESETS, DEFAULT_MODEL, DOWNLOAD_GB, EMBEDDED, PRESETS, RENAMED_IDS,  # noqa: F401
                        TINY_PRESETS, family_of_index, preset_family, trained_size)
@@ -39,7 +40,8 @@ HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model comes from: kind is "embedded", "config" (random weights from configs), "local" or "hub"."""
+    """Where a model comes from: kind is "embedded", "config" (random weights from configs), "local" (a folder),
+    "file" (a single-file checkpoint, `single_file.py`) or "hub"."""
     kind: str
     location: str  # a folder for embedded/local, a hub id for hub, the preset name for config
 
@@ -61,9 +63,13 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
     path = Path(name).expanduser()
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
+        if is_single_file(path):
+            return ModelSource("file", str(path))
         if not path.is_dir():
-            raise FileNotFoundError(f"`{role}` {name!r} is not a folder. Pass a folder in diffusers layout "
-                                    f"(one written by save_pretrained), a hub id, or one of {sorted(PRESETS)}.")
+            raise FileNotFoundError(f"`{role}` {name!r} is neither a folder nor a single-file checkpoint "
+                                    f"({', '.join(SINGLE_FILE_SUFFIXES)}). Pass a folder in diffusers layout (one "
+                                    f"written by save_pretrained), a .safetensors file, a hub id, or one of "
+                                    f"{sorted(PRESETS)}.")
         return ModelSource("local", str(path))
     if not HUB_ID_PATTERN.match(name):
         close = difflib.get_close_matches(name, [*PRESETS, *(CONTROLNET_PRESETS if role == "controlnet" else ())], n=1)
@@ -208,31 +214,42 @@ def model_family(base: str, source: ModelSource):
 
 
 def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None = None, device: str = "auto",
-                  dtype: str | torch.dtype = "auto", compile: bool = False):
+                  dtype: str | torch.dtype = "auto", compile: bool = False, config: str | None = None,
+                  prediction_type: str = "epsilon", allow_pickle: bool = False):
     """Load a Stable Diffusion (1.5 or XL) pipeline with a Canny ControlNet, ready on `device`.
 
-    The family (SD1.5 or SDXL, `workbench.families`) comes from the preset, or from the
-    folder's model_index.json: an SDXL folder (two text encoders) loads as an SDXL pipeline.
+    The family (SD1.5 or SDXL, `workbench.families`) comes from the preset, the folder's
+    model_index.json, or a single file's keys: an SDXL folder (two text encoders) loads as SDXL.
 
     Args:
         base: a hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5"), a local folder in
-            diffusers layout, or a preset: "toy" (embedded, trained by this project), "sd15"
+            diffusers layout, a single-file checkpoint (`models/single_file.py`: A1111's
+            .safetensors layout), or a preset: "toy" (embedded, trained by this project), "sd15"
             (SD1.5 + lllyasviel/sd-controlnet-canny), "sdxl" (SDXL base 1.0 +
             diffusers/controlnet-canny-sdxl-1.0), "tiny" and "tiny-sdxl" (random weights, for tests).
         controlnet: the same kinds of name, or "toy-mask" (the toy's silhouette ControlNet); None
             takes the preset's ControlNet, or the base folder's own `controlnet/` if it has one.
-            A list loads one ControlNet per control unit (diffusers' MultiControlNetModel).
+            A list loads one ControlNet per control unit (diffusers' MultiControlNetModel). A single
+            file's default is its family's Canny ControlNet (the "sd15"/"sdxl" preset's).
         device: "auto" (cuda > mps > cpu), or a torch device string.
         dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
         compile: torch.compile the UNet and ControlNet; the first batch of each shape then
             takes longer (warm-up). On CUDA the other GPU settings of `workbench.speed`
             (SDPA, channels_last, an fp32 VAE decode under fp16) are always applied.
+        config: for single files, a folder or hub id in diffusers layout whose configs replace the
+            family's bundled ones (a fine-tune of another architecture; a tiny model in tests).
+        prediction_type: for single files, "epsilon" (default) or "v_prediction": the file does not say.
+        allow_pickle: load .ckpt/.pt pickles, which can run code as they load (only files you trust).
     """
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
     base_source = resolve_model(base, "base")
     if controlnet is None:
         controlnet = base if base in PRESETS else None
+        if base_source.kind == "file":  # one file holds no ControlNet: its family's Canny one
+            from ..families import checkpoint_family
+            family = checkpoint_family(base_source.location)
+            controlnet = family.PRESETS[family.DEFAULT_PROFILE][1] if family else None
     controlnets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
     if not controlnets:
         raise ValueError("`controlnet` is an empty list; give one ControlNet name per control unit")
@@ -251,10 +268,16 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
         net_sources = [resolve_model(name, "controlnet") for name in controlnets if name is not None]
         try:
             if net_sources:  # several ControlNets: one MultiControlNetModel holds them
-                loaded = [_from_pretrained(ControlNetModel, source, "controlnet", dtype=dtype) for source in net_sources]
+                loaded = [load_controlnet_file(source.location, dtype, config, allow_pickle) if source.kind == "file"
+                          else _from_pretrained(ControlNetModel, source, "controlnet", dtype=dtype)
+                          for source in net_sources]
                 kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
-            family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
-            pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
+            if base_source.kind == "file":
+                pipe = load_checkpoint_pipeline(base_source.location, kwargs.get("controlnet"), dtype, config,
+                                                prediction_type, allow_pickle)
+            else:
+                family = model_family(base, base_source)  # its LOAD_KWARGS turn off the safety checker, the watermark
+                pipe = _from_pretrained(family.pipeline_class(), base_source, "base", **family.LOAD_KWARGS, **kwargs)
         except ModelNotAvailableError as err:  # name everything missing at once, not one model per attempt
             raise missing_models([(base_source, "base"), *((s, "controlnet") for s in net_sources)],
                                  err.reason) from None
