@@ -64,3 +64,111 @@ def write_kohya(pipe, path: Path, rank: int = 2, alpha: float = 1.0, unet: bool 
             expected[component, name] = up @ down * (alpha / rank)
     save_file(state, str(path))
     return expected
+
+
+# ---- LyCORIS (LoHa, LoKr) ----------------------------------------------------------------------------
+
+LYCORIS_UNET = ("attn1.to_q", "attn2.to_k", "attn2.to_out.0", "resnets.0.conv1")  # linear and 3x3 conv layers
+LYCORIS_TEXT = ("self_attn.q_proj", "mlp.fc1")
+
+
+def original_unet_name(pipe, module: str) -> str:
+    """A UNet module's name in kohya's file: diffusers' path (SD1.x), or the original UNet's (SDXL), by the
+    single-file writer's own table, which diffusers' single-file reader checks (tests/single_files.py)."""
+    from single_files import RESNET, rename_part, unet_block_names
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return module
+    names = unet_block_names(pipe.unet.config)
+    prefix = max((p for p in names if module.startswith(p + ".")), key=len)
+    rest = module[len(prefix) + 1:]
+    return f"{names[prefix]}.{rename_part(rest, RESNET) if '.resnets.' in '.' + prefix + '.' else rest}"
+
+
+def lycoris_targets(pipe, text: bool = True):
+    """(component, kohya key, module path, module) for each layer a LyCORIS test file covers."""
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    parts = [("unet", "lora_unet_", pipe.unet, LYCORIS_UNET)]
+    if text:
+        parts += ([("text_encoder", "lora_te1_", pipe.text_encoder, LYCORIS_TEXT),
+                   ("text_encoder_2", "lora_te2_", pipe.text_encoder_2, LYCORIS_TEXT)] if sdxl
+                  else [("text_encoder", "lora_te_", pipe.text_encoder, LYCORIS_TEXT)])
+    for component, prefix, model, targets in parts:
+        for name, module in model.named_modules():
+            if name.endswith(targets):
+                path = (original_unet_name(pipe, name) if component == "unet"
+                        else name if name.startswith("text_model.") else "text_model." + name)
+                yield component, prefix + path.replace(".", "_"), name, module
+
+
+def write_lycoris(pipe, path: Path, kind: str, rank: int = 2, alpha: float = 1.0, seed: int = 0, text: bool = True,
+                  std: float = 0.3) -> dict:
+    """A LyCORIS file for `pipe` in kohya's names; returns {(component, module path): dW} by LyCORIS's formulas:
+
+        LoHa  dW = (w1_a @ w1_b) * (w2_a @ w2_b) * alpha / r        (conv: flattened over the kernel)
+        LoKr  dW = kron(w1, w2) * alpha / r    (w1 full 2x2 or less; w2 = w2_a @ w2_b, a conv's w2 full, alpha = r)
+    """
+    import torch
+    from safetensors.torch import save_file
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator) * std
+
+    state, expected = {}, {}
+    for component, key, name, module in lycoris_targets(pipe, text):
+        shape = tuple(module.weight.shape)
+        out_dim, in_dim = shape[0], shape[1]
+        flat_in = int(torch.tensor(shape[1:]).prod())
+        if kind == "loha":
+            w1a, w1b, w2a, w2b = rand(out_dim, rank), rand(rank, flat_in), rand(out_dim, rank), rand(rank, flat_in)
+            state |= {f"{key}.hada_w1_a": w1a, f"{key}.hada_w1_b": w1b, f"{key}.hada_w2_a": w2a,
+                      f"{key}.hada_w2_b": w2b, f"{key}.alpha": torch.tensor(alpha)}
+            delta = ((w1a @ w1b) * (w2a @ w2b) * (alpha / rank)).reshape(shape)
+        else:
+            rows, cols = (2 if out_dim % 2 == 0 else 1), (2 if in_dim % 2 == 0 else 1)
+            w1 = rand(rows, cols)
+            if len(shape) == 4:  # conv: a full 4-D w2, saved with alpha = r (LyCORIS's scale 1)
+                w2 = rand(out_dim // rows, in_dim // cols, *shape[2:])
+                state |= {f"{key}.lokr_w1": w1, f"{key}.lokr_w2": w2, f"{key}.alpha": torch.tensor(float(rank))}
+                delta = torch.kron(w1[:, :, None, None], w2)
+            else:
+                w2a, w2b = rand(out_dim // rows, rank), rand(rank, in_dim // cols)
+                state |= {f"{key}.lokr_w1": w1, f"{key}.lokr_w2_a": w2a, f"{key}.lokr_w2_b": w2b,
+                          f"{key}.alpha": torch.tensor(alpha)}
+                delta = torch.kron(w1, w2a @ w2b) * (alpha / rank)
+        expected[component, name] = delta.reshape(shape)
+    save_file(state, str(path))
+    return expected
+
+
+def merged_copy(pipe, deltas: dict, weight: float = 1.0):
+    """A copy of `pipe` with each delta added into its weight at `weight`: the update by hand (into the base layer
+    where an adapter wraps it; switch adapters off before copying)."""
+    import copy
+
+    import torch
+    merged = copy.deepcopy(pipe)
+    with torch.no_grad():
+        for (component, name), delta in deltas.items():
+            module = getattr(merged, component).get_submodule(name)
+            module = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+            module.weight += weight * delta.to(module.weight.dtype)
+    return merged
+
+
+def write_locon(pipe, path: Path, rank: int = 2, alpha: float = 1.0, seed: int = 0, std: float = 0.3) -> dict:
+    """A kohya LoCon file: LoRA on conv layers too (a 3x3 `lora_down`, a 1x1 `lora_up`) beside linear ones; returns
+    {(component, module path): dW}, dW = up @ down * alpha / r flattened over the kernel."""
+    import torch
+    from safetensors.torch import save_file
+    generator = torch.Generator().manual_seed(seed)
+    state, expected = {}, {}
+    for component, key, name, module in lycoris_targets(pipe, text=False):
+        shape = tuple(module.weight.shape)
+        kernel = shape[2:]
+        down = torch.randn(rank, shape[1], *kernel, generator=generator) * std
+        up = torch.randn(shape[0], rank, *([1, 1] if kernel else []), generator=generator) * std
+        state |= {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(alpha)}
+        expected[component, name] = (up.flatten(1) @ down.flatten(1) * (alpha / rank)).reshape(shape)
+    save_file(state, str(path))
+    return expected

@@ -30,7 +30,7 @@ OPEN_CLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc"
 def rename_part(rest: str, table: dict) -> str:
     """`rest` with its leading module name renamed by `table` (longest names first)."""
     for old in sorted(table, key=len, reverse=True):
-        if rest.startswith(old + "."):
+        if rest == old or rest.startswith(old + "."):
             return table[old] + rest[len(old):]
     return rest
 

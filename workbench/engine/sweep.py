@@ -275,7 +275,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
             adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
             batch_context = {**context, "warmup": warmup, "lora_rank": adapter.r if adapter else None,
-                             "lora_alpha": adapter.lora_alpha if adapter else None}
+                             "lora_alpha": getattr(adapter, "lora_alpha", getattr(adapter, "alpha", None))}
             if pending:
                 report(finish_writing(pending, progress.done))
             pending = writer.submit(write_batch, results, run_dir, spec, batch, images, batch_controls, error,

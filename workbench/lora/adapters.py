@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..spec.lora_blocks import adapter_weights, block_scales
 from ..families import family_of
 from ..models.fingerprint import file_sha256, forget_fingerprint
 from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
+from .lycoris import load_lycoris
 
 
 def loaded_adapters(pipe) -> list[str]:
@@ -69,7 +71,7 @@ def loading_quietly():
 
 
 def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = False, replace: bool = False) -> dict:
-    """Load a LoRA safetensors file (diffusers, peft or kohya/A1111 format) as a named adapter.
+    """Load a LoRA safetensors file (diffusers, peft or kohya/A1111 format, or LyCORIS LoHa/LoKr) as a named adapter.
 
     Only safetensors files load, checked by suffix and content (`files.check_safetensors`): a
     pickle (.bin/.pt/.ckpt) can run arbitrary code when loaded. `allow_pickle=True` loads
@@ -90,10 +92,25 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
         with peft_notes_quiet():
             pipe.delete_adapters(adapter_name)
     info = inspect_lora_file(path) if use_safetensors else {"format": "pickle"}
+    if info["format"].startswith("LyCORIS"):  # LoHa, LoKr: peft adapters of their own kind
+        with loading_quietly():
+            info = load_lycoris(pipe, path, adapter_name)
+        adapter_sources(pipe)[adapter_name] = file_sha256(path)
+        return info
     try:
         with loading_quietly():
             pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name,
                                    use_safetensors=use_safetensors)
+    except AttributeError as err:  # peft cannot wrap a LyCORIS-wrapped conv layer in LoRA (it reads `.groups`)
+        lycoris = [name for name in loaded_adapters(pipe) if lycoris_adapter(pipe, name)]
+        if not lycoris:
+            raise
+        if adapter_name in loaded_adapters(pipe):
+            with peft_notes_quiet():
+                pipe.delete_adapters(adapter_name)
+        raise ValueError(f"LoRA file {path.name} has conv (LoCon) layers where the LyCORIS adapter {lycoris[0]!r} "
+                         f"already sits, which peft cannot stack ({str(err)[:60]}): load {path.name} first, then the "
+                         "LyCORIS file.") from None
     except (RuntimeError, ValueError) as err:
         message = describe_mismatch(path, str(err), family_of(pipe).NAME)
         if message is None:
@@ -102,6 +119,12 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
     check_all_layers_loaded(pipe, path, adapter_name, info)
     adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return info
+
+
+def lycoris_adapter(pipe, adapter_name: str) -> bool:
+    """Whether `adapter_name` is a LyCORIS (LoHa, LoKr) adapter on the UNet."""
+    config = getattr(pipe.unet, "peft_config", {}).get(adapter_name)
+    return type(config).__name__ in ("LoHaConfig", "LoKrConfig")
 
 
 def lora_file(path: Path) -> Path:
@@ -139,7 +162,7 @@ def adapter_layer_counts(pipe, adapter_name: str) -> dict[str, int]:
     counts = {}
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
-            found = sum(adapter_name in getattr(module, "lora_A", {}) for module in component.modules())
+            found = sum(isinstance(module, BaseTunerLayer) and adapter_name in module.r for module in component.modules())
             if found:
                 counts[name] = found
     return counts
@@ -196,7 +219,7 @@ def lora_off(pipe) -> None:
 def lora_disabled(unet) -> bool:
     """True when the UNet's LoRA layers are switched off (`disable_lora`), so no adapter acts."""
     return any(getattr(module, "disable_adapters", False) is True for module in unet.modules()
-               if hasattr(module, "lora_A"))
+               if isinstance(module, BaseTunerLayer))
 
 
 def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None = None) -> None:
@@ -317,11 +340,14 @@ def lora_summary(pipe):
     """Per adapter: rank, alpha, scaling, trainable parameters and their share of the UNet."""
     import pandas as pd
     unet = pipe.unet
-    base = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
+    factors = ("lora_", "hada_", "lokr_")  # LoRA's and LyCORIS's factor names
+    base = sum(p.numel() for n, p in unet.named_parameters() if not any(f in n for f in factors))
     rows = []
     for name, config in getattr(unet, "peft_config", {}).items():
-        count = sum(p.numel() for n, p in unet.named_parameters() if f".{name}." in n and "lora_" in n)
-        scaling = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
-        rows.append({"adapter": name, "rank": config.r, "alpha": config.lora_alpha, "scaling": scaling,
+        count = sum(p.numel() for n, p in unet.named_parameters()  # LoRA: to_q.lora_A.<name>.weight, LoHa: ...a.<name>
+                    if (f".{name}." in n or n.endswith(f".{name}")) and any(f in n for f in factors))
+        alpha = getattr(config, "lora_alpha", getattr(config, "alpha", None))  # LoHa/LoKr: alpha
+        scaling = alpha / (config.r ** 0.5 if getattr(config, "use_rslora", False) else config.r)
+        rows.append({"adapter": name, "rank": config.r, "alpha": alpha, "scaling": scaling,
                      "parameters": count, "percent_of_unet": 100 * count / base})
     return pd.DataFrame(rows)

@@ -25,17 +25,45 @@ from .files import check_safetensors, lora_layers, read_lora
 FORMATS = ("kohya", "diffusers")  # kohya's names for each family are facts of its module (KOHYA_* in families/)
 
 
+# A resnet's parts: diffusers' names -> the original UNet's (as kohya's SDXL files name LoCon/LyCORIS conv layers)
+RESNET_PARTS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
+                "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+TOP_LEVEL = {"conv_in": "input_blocks.0.0", "conv_out": "out.2", "conv_norm_out": "out.0",
+             "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
 def sgm_name(diffusers_name: str, layers_per_block: int) -> str:
-    """The original (SGM) UNet name of a diffusers module: down_blocks.1.attentions.0 -> input_blocks.4.1 (SDXL: 2 a block)."""
+    """The original (SGM) UNet name of a diffusers module: down_blocks.1.attentions.0 -> input_blocks.4.1 (SDXL: 2 a
+    block); resnets (down_blocks.0.resnets.1.conv1 -> input_blocks.2.0.in_layers.2), downsamplers and the top-level
+    layers too. Upsamplers, whose index depends on the block type, keep their name."""
+    for name, original in TOP_LEVEL.items():
+        if diffusers_name == name or diffusers_name.startswith(name + "."):
+            return original + diffusers_name[len(name):]
     parts = diffusers_name.split(".")
-    if parts[0] == "mid_block" and parts[1:2] == ["attentions"]:  # mid_block.attentions.0.* -> middle_block.1.*
-        return ".".join(["middle_block", "1", *parts[3:]])
-    if parts[0] not in ("down_blocks", "up_blocks") or len(parts) < 4 or parts[2] != "attentions":
-        return diffusers_name  # LoRA sits on attention layers; anything else keeps its name
-    block, layer = int(parts[1]), int(parts[3])
+    if parts[0] == "mid_block" and len(parts) >= 3 and parts[1] in ("attentions", "resnets"):
+        if parts[1] == "attentions":  # mid_block.attentions.0.* -> middle_block.1.*
+            return ".".join(["middle_block", "1", *parts[3:]])
+        return ".".join(["middle_block", str(2 * int(parts[2])), *resnet_part(parts[3:])])
+    if parts[0] not in ("down_blocks", "up_blocks") or len(parts) < 4:
+        return diffusers_name
+    block, kind, layer, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+    if kind == "downsamplers" and parts[0] == "down_blocks" and rest[:1] == ["conv"]:
+        return ".".join(["input_blocks", str((block + 1) * (layers_per_block + 1)), "0", "op", *rest[1:]])
+    if kind not in ("attentions", "resnets"):
+        return diffusers_name
+    slot, rest = ("1", rest) if kind == "attentions" else ("0", resnet_part(rest))
     if parts[0] == "down_blocks":
-        return ".".join(["input_blocks", str(1 + block * (layers_per_block + 1) + layer), "1", *parts[4:]])
-    return ".".join(["output_blocks", str(block * (layers_per_block + 1) + layer), "1", *parts[4:]])
+        return ".".join(["input_blocks", str(1 + block * (layers_per_block + 1) + layer), slot, *rest])
+    return ".".join(["output_blocks", str(block * (layers_per_block + 1) + layer), slot, *rest])
+
+
+def resnet_part(rest: list[str]) -> list[str]:
+    """A resnet's inner module path in the original UNet's names (norm1 -> in_layers.0, ...)."""
+    name = next((n for n in RESNET_PARTS if ".".join(rest) == n or ".".join(rest).startswith(n + ".")), None)
+    if name is None:
+        return rest
+    return RESNET_PARTS[name].split(".") + rest[len(name.split(".")):]
 
 
 def kohya_name(component: str, module: str, family, layers_per_block: int) -> str:

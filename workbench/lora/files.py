@@ -20,6 +20,21 @@ import torch
 
 from ..models.fingerprint import module_fingerprint
 
+# LyCORIS files (`lycoris.py` loads them): format name -> (peft config class, the factor names a layer may hold)
+LYCORIS_KINDS = {"LyCORIS LoHa": ("LoHaConfig", ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1",
+                                                 "hada_t2")),
+                 "LyCORIS LoKr": ("LoKrConfig", ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a",
+                                                 "lokr_w2_b", "lokr_t2"))}
+LYCORIS_FACTORS = {factor for _, factors in LYCORIS_KINDS.values() for factor in factors}
+
+
+def lycoris_kind(keys) -> str | None:
+    """"LyCORIS LoHa" or "LyCORIS LoKr" for a file with those factors, else None."""
+    for kind, (_, factors) in LYCORIS_KINDS.items():
+        if any(key.rsplit(".", 1)[-1] in factors for key in keys):
+            return kind
+    return None
+
 MAX_HEADER = 100 * 2**20  # bytes of a safetensors header (its JSON table of tensors) we are willing to read
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders
 # (down suffix, up suffix) of each format
@@ -110,13 +125,10 @@ def read_lora_metadata(path: str | Path) -> dict:
     return info
 
 
-# Adapter files that are not LoRA, by a key suffix each has: (what it is, its keys). Loading one as LoRA
-# fails with a wall of keys (LyCORIS) or, worse, silently drops part of it (DoRA's magnitudes).
-LYCORIS = "The workbench loads LoRA files (kohya, diffusers, peft) only, so far: convert it to LoRA with LyCORIS's tools."
-NOT_LORA = (("a LyCORIS LoHa file", (".hada_w1_a", ".hada_w1_b"), LYCORIS),
-            ("a LyCORIS LoKr file", (".lokr_w1", ".lokr_w1_a"), LYCORIS),
-            ("a DoRA file", (".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight"),
-             "Loaded as LoRA it would lose its magnitudes and act weaker; merge it into the model, or use a plain LoRA."))
+# Adapter files that are not loaded, by a key suffix each has: (what it is, its keys, what to do). Loading a DoRA file
+# as LoRA would silently drop its magnitudes. LyCORIS LoHa and LoKr files load (`lycoris.py`).
+NOT_LORA = (("a DoRA file", (".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight"),
+             "Loaded as LoRA it would lose its magnitudes and act weaker; merge it into the model, or use a plain LoRA."),)
 
 
 def not_lora(keys: list[str]) -> tuple[str, str, str] | None:
@@ -135,7 +147,8 @@ def refuse(path: Path, what: str, do: str) -> ValueError:
 
 def inspect_lora_file(path: str | Path) -> dict:
     """Format, rank and alpha of a LoRA safetensors file, read from its keys and header; a one-line ValueError for a
-    file that is not one (a damaged header, LyCORIS, DoRA, an alpha that is not one number, rank 0).
+    file that is not one (a damaged header, DoRA, an alpha that is not one number, rank 0). LyCORIS LoHa and LoKr
+    files are LoRA's kin, and load: their format, layers, ranks and alphas are read the same way.
 
     diffusers/peft files store rank in the shapes of `lora_A`/`lora.down` and alpha in the
     header; kohya/A1111 files (`lora_unet_...lora_down.weight`) store alpha as `.alpha` tensors.
@@ -148,8 +161,14 @@ def inspect_lora_file(path: str | Path) -> dict:
             if other:
                 what, found, do = other
                 raise refuse(path, f"is {what} (keys such as {found[-60:]!r}), not LoRA", do)
-            downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
-            ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
+            kind = lycoris_kind(keys)
+            if kind:  # a layer's rank: its first low-rank factor's rows; LoKr's full factors have none
+                downs = sorted({k.rsplit(".", 1)[0] for k in keys if k.rsplit(".", 1)[-1] in LYCORIS_FACTORS})
+                ranks = sorted({f.get_slice(k).get_shape()[0] for k in keys
+                                if k.endswith((".hada_w1_b", ".lokr_w1_b", ".lokr_w2_b"))})
+            else:
+                downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
+                ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})
             alpha_keys = [k for k in keys if k.endswith(".alpha")]
             shapes = {k: f.get_slice(k).get_shape() for k in alpha_keys}
             odd = next((k for k, shape in shapes.items() if math.prod(shape) != 1), None)
@@ -163,7 +182,7 @@ def inspect_lora_file(path: str | Path) -> dict:
     if 0 in ranks or not all(math.isfinite(a) for a in alphas):
         raise refuse(path, "has a layer of rank 0" if 0 in ranks else f"has an alpha that is not finite ({alphas})",
                      "It is damaged or not a LoRA file.")
-    kind = "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers"
+    kind = kind or ("kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers")
     meta = read_lora_metadata(path)
     if not alphas and "lora_alpha" in meta:
         alphas = [float(meta["lora_alpha"])]
