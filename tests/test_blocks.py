@@ -50,7 +50,9 @@ def test_infotext_writes_blocks_as_lbw_and_reads_them_back():
               "conditioning_scale": 1.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0,
               "canny_low": 100, "canny_high": 200, "control_image": "toy:" + CAPTION}
     text = format_infotext(params, 32, 32, "tiny")
-    assert "<lora:style:0.8:lbw=up-only>" in text.splitlines()[0]
+    # A1111's LoRA Block Weight extension has no "up-only": its weight list (BASE, IN01-IN08, MID, OUT03-OUT11)
+    assert "<lora:style:0.8:lbw=1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1>" in text.splitlines()[0]
+    assert "Lora blocks: up-only" in text  # the exact value, in the workbench's own field
     back = parse_infotext(text)
     assert (back["adapter"], back["lora_weight"], back["lora_blocks"], back["prompt"]) == ("style", 0.8, "up-only",
                                                                                           CAPTION)

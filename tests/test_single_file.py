@@ -86,6 +86,10 @@ def test_rows_name_the_model_by_file_name_hash_and_prediction_type(files, tmp_pa
     rows = wb.run_sweep(load_file(files), spec, tmp_path / "run", log=lambda *_: None)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:10]
     assert rows[["model_file", "model_hash", "prediction_type"]].values.tolist() == [[model.name, digest, "epsilon"]]
+    from PIL import Image
+    from a1111_reference import parse_generation_parameters
+    a1111 = parse_generation_parameters(Image.open(tmp_path / "run" / rows.image_path[0]).info["parameters"])
+    assert (a1111["Model hash"], a1111["Model"]) == (digest, model.stem)  # what A1111 switches checkpoints by
 
 
 def test_prediction_type_is_said_by_the_caller_and_changes_the_image(files):

@@ -111,7 +111,8 @@ def test_infotext_writes_one_entry_per_unit_and_reads_it_back():
     [trial] = expand(spec_from_dict({**yaml.safe_load(TWO_UNITS), "canny.scale": 0.25, "mask.scale": 0.75,
                                      "seed": 3}))
     text = format_infotext(trial.params, 32, 32, "tiny", trial.trial_id)
-    assert "ControlNet 0: " in text and "ControlNet 1: " in text and "Unit: mask" in text
+    assert "ControlNet 0: " in text and "ControlNet 1: " in text and "Module: none" in text
+    assert "Unit" not in text and r'\"unit\":\"mask\"' in text  # the name in the workbench's own field
     back = parse_infotext(text)
     assert {k: back[k] for k in trial.params if "." in k} == {k: v for k, v in trial.params.items() if "." in k}
 

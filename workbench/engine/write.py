@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..lora.files import a1111_lora_hash
 from ..spec.metric_registry import ScoringContext, metric_names
 from ..spec.sweep_spec import SweepSpec, Trial
 from ..store.infotext import format_infotext, png_info
@@ -77,7 +78,11 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
         return row
     row["flag"] = image_flag(pixels)
     image = Image.fromarray((np.nan_to_num(pixels).clip(0, 1) * 255).round().astype(np.uint8))
-    text = format_infotext(trial.params, image.width, image.height, spec.model, trial.trial_id)
+    adapter = trial.params.get("adapter")
+    lora_hashes = {adapter: a1111_lora_hash(spec.resolved_adapters()[adapter])} if adapter in spec.adapters else None
+    text = format_infotext(trial.params, image.width, image.height, spec.model, trial.trial_id,
+                           model_hash=context.get("model_hash") or str(context.get("model_fingerprint") or "")[:10],
+                           lora_hashes=lora_hashes)
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
     row.update(image_path=f"images/{path.name}", width=image.width, height=image.height, state=COMPLETE)

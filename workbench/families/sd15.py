@@ -43,6 +43,14 @@ KOHYA_BASE_VERSION = "sd_v1"
 CROSS_ATTENTION_DIM = 768  # the text width the UNet's attn2 reads (configs/sd15/unet.json): a LoRA's to_k says it
 # A single-file (A1111) checkpoint of this family: its text encoder's position embedding, as diffusers recognises it.
 CHECKPOINT_KEY = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
+# The LoRA Block Weight extension's blocks for this family (A1111's `<lora:name:w:lbw=...>`, 17 weights): each is
+# (its name, our part, diffusers block, layer in it): BASE is the text encoder, IN the down blocks' attention layers,
+# OUT the up blocks'.
+LBW_BLOCKS = (("BASE", "text_encoder", None, None), ("IN01", "down", 0, 0), ("IN02", "down", 0, 1),
+              ("IN04", "down", 1, 0), ("IN05", "down", 1, 1), ("IN07", "down", 2, 0), ("IN08", "down", 2, 1),
+              ("MID", "mid", None, None), ("OUT03", "up", 1, 0), ("OUT04", "up", 1, 1), ("OUT05", "up", 1, 2),
+              ("OUT06", "up", 2, 0), ("OUT07", "up", 2, 1), ("OUT08", "up", 2, 2), ("OUT09", "up", 3, 0),
+              ("OUT10", "up", 3, 1), ("OUT11", "up", 3, 2))
 # A single-file checkpoint loads into this diffusers layout (`models/single_file.py`): each part's class, its bundled
 # config in configs/sd15/, and a tokenizer's pad token (CLIP's files are written from configs/clip).
 SINGLE_FILE_PARTS = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),

@@ -54,6 +54,11 @@ KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_
 KOHYA_BASE_VERSION = "sdxl_base_v1-0"
 CROSS_ATTENTION_DIM = 2048  # both text encoders' widths side by side (configs/sdxl/unet.json)
 CHECKPOINT_KEY = "conditioner.embedders.1.model.ln_final.weight"  # its second (OpenCLIP) text encoder
+# The LoRA Block Weight extension's 12 SDXL blocks, as sd15.LBW_BLOCKS: (name, part, diffusers block, layer)
+LBW_BLOCKS = (("BASE", "text_encoder", None, None), ("IN04", "down", 1, 0), ("IN05", "down", 1, 1),
+              ("IN07", "down", 2, 0), ("IN08", "down", 2, 1), ("MID", "mid", None, None), ("OUT00", "up", 0, 0),
+              ("OUT01", "up", 0, 1), ("OUT02", "up", 0, 2), ("OUT03", "up", 1, 0), ("OUT04", "up", 1, 1),
+              ("OUT05", "up", 1, 2))
 # A single-file checkpoint's diffusers layout (`models/single_file.py`), as sd15.SINGLE_FILE_PARTS; the second
 # tokenizer pads with "!" as the base model's does. The second text encoder is read by its OpenCLIP keys.
 SINGLE_FILE_PARTS = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),

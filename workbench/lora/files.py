@@ -71,6 +71,26 @@ def check_safetensors(path: Path) -> None:
                          f"{head[:9]!r} are no safetensors header. It may be a renamed pickle; it was not loaded.")
 
 
+LORA_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> A1111's short hash: each file is hashed once
+
+
+def a1111_lora_hash(path: str | Path) -> str:
+    """A1111's short hash of a LoRA file (its "Lora hashes" field): the first 12 hex digits of the sha256 of the
+    tensor bytes after the safetensors header, which A1111 hashes so that editing the metadata keeps the hash."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in LORA_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            f.seek(8 + length)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        LORA_HASHES[key] = digest.hexdigest()[:12]
+    return LORA_HASHES[key]
+
+
 def read_header(path: str | Path) -> dict[str, str]:
     """A safetensors file's header (its metadata strings), without reading the tensors."""
     from safetensors import safe_open

@@ -96,3 +96,50 @@ def adapter_weights(pipe, adapter: str, weight: float, blocks) -> dict:
         else:  # every text encoder of the family
             weights[component] = times(scales["text_encoder"], weight)
     return weights
+
+
+# ---- A1111's LoRA Block Weight extension (`<lora:name:w:lbw=1,0,...>`) -------------------------------------------
+
+def block_value(scales: dict, part: str, block, layer):
+    """The scale one LBW block gets from our scales, or None where ours cannot be read per block (a top-level list)."""
+    value = scales[part]
+    if isinstance(value, dict):
+        value = value.get(f"block_{block}", 1)
+    if isinstance(value, list):
+        return value[layer] if block is not None and isinstance(layer, int) and layer < len(value) and \
+            isinstance(value[layer], numbers.Real) else None
+    return value if isinstance(value, numbers.Real) else None
+
+
+def to_lbw(value, lbw_blocks: tuple) -> str | None:
+    """A `lora_blocks` value as the LBW extension's weight list for a family's blocks ("1,0,0,...,1"), or None where
+    it has no such form. The extension has no preset for ours (`up-only` is none of its), so a list is written."""
+    scales = block_scales(value)
+    weights = [block_value(scales, part, block, layer) for _, part, block, layer in lbw_blocks]
+    if any(w is None for w in weights):
+        return None
+    return ",".join(f"{float(w):g}" for w in weights)
+
+
+def from_lbw(text: str, families_blocks: list[tuple]):
+    """An LBW weight list back as a `lora_blocks` dict, by its length (17 SD1.x, 12 SDXL); our own presets and JSON
+    (older PNGs) come back as they are; anything else is returned unchanged for the spec check to name."""
+    parts = [p.strip() for p in text.split(",")]
+    lbw_blocks = next((blocks for blocks in families_blocks if len(blocks) == len(parts)), None)
+    try:
+        weights = [float(p) for p in parts]
+    except ValueError:
+        return text
+    if lbw_blocks is None:
+        return text
+    scales: dict = {"text_encoder": 1.0, "down": {}, "mid": 1.0, "up": {}}
+    for (_, part, block, layer), weight in zip(lbw_blocks, weights):
+        if block is None:
+            scales[part] = weight
+        else:
+            scales[part].setdefault(f"block_{block}", []).append(weight)
+    for part in ("down", "up"):
+        flat = {w for layers in scales[part].values() for w in layers}
+        scales[part] = flat.pop() if len(flat) == 1 else scales[part]
+    preset = next((name for name, preset in BLOCK_PRESETS.items() if preset == scales), None)
+    return preset or json.dumps(scales, sort_keys=True, separators=(",", ":"))
