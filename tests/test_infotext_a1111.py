@@ -47,6 +47,8 @@ def test_what_the_workbench_writes_reads_right_in_a1111_and_its_extensions():
     assert (canny["Module"], canny["Weight"], canny["Threshold A"], canny["Threshold B"]) == ("canny", "2.0", 1, 200)
     assert canny["Model"] == "lllyasviel/sd-controlnet-canny" and canny["Guidance End"] == "0.8"
     assert "Threshold A" not in mask and mask["Module"] == "none"  # a mask unit writes no thresholds it does not use
+    assert a1111["Workbench only"] == ("canny weight 3 (A1111 reads 2); canny low threshold 0; canny scale schedule "
+                                       "linear (A1111 holds the weight constant)")  # said in words
     back = parse_infotext(text)  # and the workbench reads every exact value back from its own field
     assert {k: back[k] for k in HARD} == HARD
 

@@ -90,6 +90,8 @@ def test_rows_name_the_model_by_file_name_hash_and_prediction_type(files, tmp_pa
     from a1111_reference import parse_generation_parameters
     a1111 = parse_generation_parameters(Image.open(tmp_path / "run" / rows.image_path[0]).info["parameters"])
     assert (a1111["Model hash"], a1111["Model"]) == (digest, model.stem)  # what A1111 switches checkpoints by
+    page = wb.write_report(tmp_path / "run").read_text()
+    assert f"Model file {model.name} (A1111 hash {digest}, predicts epsilon)" in page  # the report names it too
 
 
 def test_prediction_type_is_said_by_the_caller_and_changes_the_image(files):

@@ -27,6 +27,7 @@ import pandas as pd
 from ..store.columns import cell_columns, metric_columns
 from ..store.results import notes_on_old_rows, verified_image
 from ..store.safe_files import read_regular, write_atomic
+from ..store.safe_text import printable
 from ..engine.scoring import scored_results
 from .statistics import cell_stats
 
@@ -75,9 +76,19 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
                       f"{left_out[0]}); they are left out of the page", stacklevel=3)
     return {"rows": rows, "params": params, "axes": axes + [c for c in params if c not in axes], "varying": axes,
             "metrics": metrics, "specs": specs, "title": run_dir.name, "count": len(rows), "left_out": left_out,
-            "notes": notes_on_old_rows(table) + series_note(metrics, axes),
+            "notes": model_notes(table) + notes_on_old_rows(table) + series_note(metrics, axes),
             "default_metric": default_metric(run_dir, metrics), "stats": plot_statistics(table, metrics, axes),
             "numeric": [c for c in params if pd.api.types.is_numeric_dtype(table[c])]}
+
+
+def model_notes(table: pd.DataFrame) -> list[str]:
+    """One line per single-file model of the rows: its file name, A1111's short hash and what it predicts."""
+    if "model_file" not in table:
+        return []
+    files = table.dropna(subset=["model_file"]).drop_duplicates(["model_file", "model_hash"])
+    return [f"Model file {printable(str(row.model_file))[:120]} (A1111 hash {printable(str(row.model_hash))[:16]}, "
+            f"predicts {printable(str(getattr(row, 'prediction_type', 'epsilon')))[:16]})"
+            for row in files.itertuples()][:8]
 
 
 def default_metric(run_dir: Path, metrics: list[str]) -> str | None:

@@ -66,11 +66,28 @@ def entry(unit: dict) -> str:
     return ", ".join(f"{key}: {value}" for key, value in fields.items())
 
 
+def unit_differences(unit: dict, label: str) -> list[str]:
+    """What A1111 will not reproduce of a unit: a weight it reads clamped, a threshold it resets, a schedule."""
+    notes = []
+    scale = float(unit.get("scale", 1.0))
+    if not WEIGHT_RANGE[0] <= scale <= WEIGHT_RANGE[1]:
+        notes.append(f"{label} weight {scale:g} (A1111 reads {min(max(scale, 0.0), 2.0):g})")
+    if unit["preprocess"] in THRESHOLD_MODULES:
+        notes += [f"{label} {param} threshold {unit[param]}" for param in ("low", "high")
+                  if param in unit and not THRESHOLD_RANGE[0] <= int(unit[param]) <= THRESHOLD_RANGE[1]]
+    if unit.get("schedule"):
+        notes.append(f"{label} scale schedule {unit['schedule']} (A1111 holds the weight constant)")
+    return notes
+
+
 def format_units(params: dict, model: str) -> dict:
-    """The infotext pairs of a trial's units: one `ControlNet <i>` entry each, and `Workbench units` (exact)."""
+    """The infotext pairs of a trial's units: one `ControlNet <i>` entry each, `Workbench units` (exact), and
+    `Workbench only`, which says in words what A1111 would not reproduce."""
     units = [{"unit": name, **unit_params(params, name, model)} for name in unit_names(params)]
     pairs = {f"ControlNet {i}": entry(unit) for i, unit in enumerate(units)}
     pairs["Workbench units"] = json.dumps(units, separators=(",", ":"))
+    notes = [note for i, unit in enumerate(units) for note in unit_differences(unit, unit["unit"] or f"ControlNet {i}")]
+    pairs["Workbench only"] = "; ".join(notes)
     return pairs
 
 

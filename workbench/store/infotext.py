@@ -59,6 +59,8 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
              "Seed": params["seed"], "Size": f"{width}x{height}", "Model hash": model_hash or "",
              "Model": model_label(model), "Clip skip": params.get("clip_skip") or ""}
     pairs.update(format_units(params, model))
+    if params.get("adapter") and params.get("lora_blocks") and "lbw=" not in prompt:  # no LBW list can say them
+        pairs["Workbench only"] = "; ".join(filter(None, [pairs["Workbench only"], "LoRA block weights per layer"]))
     pairs.update({axis.infotext: params[name] for name, axis in REGISTERED.items()
                   if axis.infotext and name in params and axis.infotext not in pairs and not axis.unit})
     if params.get("adapter") and lora_hashes and params["adapter"] in lora_hashes:
