@@ -79,7 +79,7 @@ CASES = [
     ("pickle LoRA file", lambda f: sweep(f, adapters={"r": str(f / "lora.ckpt")}, adapter=["r"]),
      "only safetensors files are loaded"),
     # model folders and ids
-    ("model folder missing", lambda f: sweep(f, model=str(f / "no-model")), "is not a folder"),
+    ("model folder missing", lambda f: sweep(f, model=str(f / "no-model")), "does not exist"),
     ("folder not a pipeline", lambda f: sweep(f, model=str(f / "not-a-pipeline")), "model_index.json"),
     ("hub id offline", lambda f: sweep(f, model="someone/some-model"), "Cannot load .*someone/some-model"),
     ("malformed model name", lambda f: sweep(f, model="not a model"), "owner/name"),

@@ -70,7 +70,7 @@ def test_uncached_base_gives_the_base_id(saved_tiny):
     ("not a model id", ValueError, "owner/name"),
     ("", ValueError, "hub id"),
     (None, ValueError, "hub id"),
-    ("./no/such/folder", FileNotFoundError, "neither a folder nor a single-file checkpoint"),
+    ("./no/such/folder", FileNotFoundError, "does not exist"),
 ])
 def test_bad_names(name, error, match):
     with pytest.raises(error, match=match):

@@ -65,6 +65,9 @@ def resolve_model(name: str, role: str = "base") -> ModelSource:
     if looks_local:
         if is_single_file(path):
             return ModelSource("file", str(path))
+        if not path.exists():
+            raise FileNotFoundError(f"`{role}` {name!r} does not exist. Pass a folder in diffusers layout, a "
+                                    f".safetensors checkpoint, a hub id, or one of {sorted(PRESETS)}.")
         if not path.is_dir():
             raise FileNotFoundError(f"`{role}` {name!r} is neither a folder nor a single-file checkpoint "
                                     f"({', '.join(SINGLE_FILE_SUFFIXES)}). Pass a folder in diffusers layout (one "
