@@ -86,6 +86,12 @@ def cell_image(rows: pd.DataFrame, seeds) -> np.ndarray | None:
     return np.concatenate(images, axis=1) if images else None
 
 
+def pair_images(pair) -> list:
+    """The two images of a merged pair of rows (`_a`, `_b` columns), each opened as `row_image` opens one."""
+    return [row_image({field: getattr(pair, f"{field}_{side}", None) for field in ("image_path", "image_sha256", "state")})
+            for side in ("a", "b")]
+
+
 def row_image(row: dict) -> np.ndarray | None:
     """A row's image as (H, W, 3) uint8. A row of a run folder (with `image_sha256`) is opened only as the report
     opens it (`results.verified_image`: a regular file in its folder's images/ with that hash), so a forged row
@@ -251,14 +257,17 @@ def plot_diff(table: pd.DataFrame, a: dict, b: dict, max_pairs: int = 6, cell_in
                              f"{{'conditioning_scale': 0.5}}; got {str(where)[:60]!r} ({type(where).__name__})")
     first, second = select(table, a), select(table, b)
     keys = [c for c in [*cell_columns(table), "seed"] if c in table and c not in set(a) | set(b)]
-    pairs = first.merge(second, on=keys, suffixes=("_a", "_b")).sort_values("seed").head(max_pairs)
+    pairs = first.merge(second, on=keys, suffixes=("_a", "_b")).sort_values("seed")
     if pairs.empty:
         raise ValueError(f"no seed has both {a} and {b} with the same other parameters")
+    pairs = pairs[[all(image is not None for image in pair_images(pair)) for pair in pairs.itertuples()]]
+    if pairs.empty:  # every image forged or missing: nothing of another file is drawn
+        raise ValueError(f"{a} and {b} have no pair of images whose sha256 matches its rows in their run folder")
+    pairs = pairs.head(max_pairs)
     fig, axes = new_figure(len(pairs), 3, squeeze=False, figsize=(3 * cell_inches, (cell_inches + 0.35) * len(pairs)))
     label = lambda where: ", ".join(f"{k}={v}" for k, v in where.items())  # noqa: E731
     for ax_row, pair in zip(axes, pairs.itertuples()):
-        images = [np.asarray(Image.open(path).convert("RGB"), np.float32) for path in (pair.image_path_a,
-                                                                                        pair.image_path_b)]
+        images = [image.astype(np.float32) for image in pair_images(pair)]
         difference = np.abs(images[0] - images[1]).mean(axis=2)
         for ax, image, title in zip(ax_row, [*images, difference],
                                     [f"{label(a)}\nseed {pair.seed}", f"{label(b)}\nseed {pair.seed}",

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..store.columns import cell_columns, metric_columns
 from ..store.results import notes_on_old_rows, verified_image
-from ..store.safe_files import read_regular, write_atomic
+from ..store.run_store import RunStore
 from ..store.safe_text import printable
 from ..engine.scoring import scored_results
 from .statistics import cell_stats
@@ -67,8 +67,9 @@ def report_data(run_dir: Path, table: pd.DataFrame, embed: bool) -> dict:
         rows.append({"src": source, "state": record.get("state"), "trial_id": record.get("trial_id"),
                      **{c: json_value(record.get(c)) for c in params + metrics}})
     warn = lambda message: warnings.warn(message, stacklevel=4)  # noqa: E731
-    texts = [(p.name, read_regular(p, warn=warn)) for p in sorted((run_dir / "specs").glob("*.yaml"))] or \
-        [(name, read_regular(run_dir / name, warn=warn)) for name in ("spec.yaml", "search.yaml")]
+    store = RunStore(run_dir)
+    texts = [(p.name, store.read_bytes("specs", p.name, warn=warn)) for p in store.files("specs", "*.yaml")] or \
+        [(name, store.read_bytes(name, warn=warn)) for name in ("spec.yaml", "search.yaml")]
     specs = [(name, data.decode("utf-8", "replace")) for name, data in texts if data is not None]  # no links, FIFOs
     axes = varying_columns(table, [c for c in params if c != "seed"]) or ["seed"]
     if left_out:
@@ -146,8 +147,7 @@ def write_report(run_dir: str | Path, embed: bool | None = None) -> Path:
     if embed is None:
         embed = sum(Path(p).stat().st_size for p in table.image_path if p and Path(p).is_file()) < EMBED_LIMIT
     data = report_data(run_dir, table, embed)
-    path = run_dir / "report.html"
-    write_atomic(path, render_page(data))  # a link planted as report.html is refused, never written through
+    path = RunStore(run_dir).write("report.html", data=render_page(data))  # a planted link is refused
     return path
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import numbers
 import sys
 import types
+import math
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -32,8 +33,26 @@ HUB_DETECTORS = {"hed": "HEDdetector", "pidi": "PidiNetDetector", "mlsd": "MLSDd
                  "lineart": "LineartDetector", "lineart_anime": "LineartAnimeDetector"}
 
 
+PIXEL_BUDGET = 4096 * 4096  # pixels an input image keeps before any conversion: a larger one is shrunk first
+
+
+def within_budget(image: Image.Image) -> Image.Image:
+    """`image` shrunk to at most PIXEL_BUDGET pixels at its own mode and bit depth (a box filter: each pixel the mean of
+    the ones it covers), before anything converts it to floats or 8 bits; a smaller image comes back as it is.
+
+    A 36-megapixel 16-bit PNG is 82 KB on disk and under Pillow's bomb limit; converted whole to float64, it took
+    740 MB. Control and training images end up at most a few thousand pixels a side, so nothing is lost."""
+    pixels = image.width * image.height
+    if pixels <= PIXEL_BUDGET:
+        return image
+    factor = math.sqrt(pixels / PIXEL_BUDGET)
+    size = (max(1, int(image.width / factor)), max(1, int(image.height / factor)))
+    return image.resize(size, Image.NEAREST if image.mode in ("P", "1") else Image.BOX)
+
+
 def load_image(image) -> Image.Image:
-    """Return `image` (a path, PIL image or numpy array of any mode or bit depth) as 8-bit RGB."""
+    """Return `image` (a path, PIL image or numpy array of any mode or bit depth) as 8-bit RGB, at most PIXEL_BUDGET
+    pixels (`within_budget`)."""
     if isinstance(image, (str, Path)):
         path = Path(image).expanduser()
         if not path.is_file():
@@ -48,6 +67,7 @@ def load_image(image) -> Image.Image:
         raise ValueError(f"image must be a file path, a PIL image or a numpy array, got {type(image).__name__}")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image has zero size ({image.width}x{image.height})")
+    image = within_budget(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = Image.fromarray(to_uint8(np.asarray(image)))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

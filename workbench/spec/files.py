@@ -17,6 +17,16 @@ def load_spec(path: str | Path) -> SweepSpec:
     return spec
 
 
+def spec_from_text(text: str, where: str, base_dir: str | Path) -> SweepSpec:
+    """A spec from YAML or JSON text already read (a run folder's, through its `RunStore`); its files are read
+    relative to `base_dir`."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise ValueError(f"{where} is more than the {MAX_SPEC_BYTES:,} bytes a sweep spec needs")
+    spec = spec_from_dict(read_yaml(text, where) or {})
+    spec.base_dir = str(Path(base_dir).absolute())
+    return spec
+
+
 def read_spec_file(path: str | Path) -> dict:
     """A spec file's mapping, read safely (`read_yaml`), before any check of its keys."""
     path = Path(path)

@@ -155,12 +155,14 @@ class SweepSpec:
                 del data[name]
         return data
 
+    def to_text(self, as_json: bool = False) -> str:
+        """The spec as YAML (or JSON) text, as `save` writes it."""
+        return json.dumps(self.to_dict(), indent=2) if as_json else yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str | Path) -> None:
         """Write the spec as YAML (or JSON if the name ends in .json)."""
         path = Path(path)
-        text = (json.dumps(self.to_dict(), indent=2) if path.suffix == ".json"
-                else yaml.safe_dump(self.to_dict(), sort_keys=False))
-        path.write_text(text)
+        path.write_text(self.to_text(as_json=path.suffix == ".json"))
 
 
 def plain_values(value) -> list:

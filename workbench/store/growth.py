@@ -20,23 +20,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..spec.shorten import short
-from ..spec.files import load_spec
+from ..spec.files import load_spec, spec_from_text
 from ..spec.sweep_spec import SweepSpec
+from .run_store import RunStore
 
 SPECS = "specs"
 
 
 def spec_files(run_dir: Path) -> list[Path]:
-    """The numbered spec files, oldest first."""
-    return sorted((Path(run_dir) / SPECS).glob("*.yaml"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    """The numbered spec files, oldest first (a planted link or FIFO among them is skipped, with a warning)."""
+    return sorted(RunStore(run_dir).files(SPECS, "*.yaml"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+
+
+def read_folder_spec(run_dir: Path, *parts: str) -> SweepSpec | None:
+    """A spec file of the folder, read through its store (no link, no FIFO, bounded); None when it is not there."""
+    text = RunStore(run_dir).read_text(*parts)
+    return None if text is None else spec_from_text(text, f"spec file {short('/'.join(parts))}", run_dir)
 
 
 def known_specs(run_dir: Path) -> list[SweepSpec]:
     """Every spec run into the folder, oldest first (just spec.yaml in a folder from before growth)."""
-    files = spec_files(run_dir)
-    if not files and (Path(run_dir) / "spec.yaml").exists():
-        files = [Path(run_dir) / "spec.yaml"]
-    return [load_spec(path) for path in files]
+    names = [(SPECS, path.name) for path in spec_files(run_dir)] or [("spec.yaml",)]
+    return [spec for parts in names if (spec := read_folder_spec(run_dir, *parts)) is not None]
 
 
 def is_known(run_dir: Path, spec: SweepSpec) -> bool:
@@ -45,8 +50,8 @@ def is_known(run_dir: Path, spec: SweepSpec) -> bool:
 
 def check_same_model(run_dir: Path, spec: SweepSpec) -> None:
     """Refuse a spec whose `model` differs from the folder's latest spec (before anything loads)."""
-    current = load_spec(Path(run_dir) / "spec.yaml")
-    if current.model != spec.model:
+    current = read_folder_spec(run_dir, "spec.yaml")
+    if current is not None and current.model != spec.model:
         raise ValueError(f"run folder {short(str(run_dir))} holds a sweep of model {short(current.model)}, and this spec is for "
                          f"{short(spec.model)}: a sweep grows only on its own model. Use a new run folder.")
 
@@ -60,31 +65,23 @@ def check_same_fingerprint(run_dir: Path, fingerprints: set[str], fingerprint: s
                          "or the folder's own adapters.")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
 def record_spec(run_dir: Path, spec: SweepSpec) -> int:
     """Keep `spec` as the next `specs/<n>.yaml` and as spec.yaml; return n."""
-    run_dir = Path(run_dir)
-    folder = run_dir / SPECS
-    folder.mkdir(exist_ok=True)
+    run_dir, store = Path(run_dir), RunStore(run_dir)
+    store.path(SPECS, "1.yaml").parent.mkdir(exist_ok=True)
     for n, known in enumerate(known_specs(run_dir), start=1):  # another process of this run recorded it
         if spec_files(run_dir) and known.to_dict() == spec.to_dict():
             return n
-    if not spec_files(run_dir) and (run_dir / "spec.yaml").exists():  # a folder from before growth
-        first = run_dir / "spec.yaml"
-        added = datetime.fromtimestamp(first.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-        write_atomic(folder / "1.yaml", f"# spec 1, added {added}\n" + first.read_text())
-    n = len(spec_files(run_dir)) + 1
-    temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
-    spec.save(temporary)
-    text = temporary.read_text()
+    first = store.read_text("spec.yaml")
+    if not spec_files(run_dir) and first is not None:  # a folder from before growth
+        added = datetime.fromtimestamp(store.path("spec.yaml").stat().st_mtime, timezone.utc)
+        store.write(SPECS, "1.yaml", data=f"# spec 1, added {added.isoformat(timespec='seconds')}\n" + first)
+    numbers = [int(p.stem) for p in store.path(SPECS, "1.yaml").parent.glob("*.yaml") if p.stem.isdigit()]
+    n = max([len(spec_files(run_dir)), *numbers]) + 1  # never the name of a file planted there
+    text = spec.to_text()
     added = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_atomic(folder / f"{n}.yaml", f"# spec {n}, added {added}\n" + text)
-    temporary.replace(run_dir / "spec.yaml")
+    store.write(SPECS, f"{n}.yaml", data=f"# spec {n}, added {added}\n" + text)
+    store.write("spec.yaml", data=text)
     return n
 
 

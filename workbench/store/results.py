@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .run_store import RunStore
 from .safe_files import open_append, write_atomic
 from .safe_text import csv_safe
 
@@ -107,9 +108,11 @@ class ResultsLog:
             os.write(self.fd, b"\n")  # a torn last line from a crash stays alone on its line
 
     def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)  # the append descriptor cannot read; no link followed
+        try:
+            return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
+        finally:
+            os.close(fd)
 
     def append(self, row: dict) -> None:
         """Write `row` as one line, all of it (a short write goes on where it stopped), then fsync."""
@@ -143,7 +146,12 @@ def read_log(path: Path, require_state: bool = True) -> tuple[list[dict], list[L
     """Every row of one log, and the lines that are damaged (torn by a crash, or edited)."""
     needs = ("trial_id", "state") if require_state else ("trial_id",)
     rows, problems = [], []
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted link fails here, never is followed
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return [], [LogProblem(str(path), 0, "not a regular file (a FIFO or device): skipped")]
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -161,7 +169,7 @@ def read_rows(run_dir: str | Path) -> tuple[list[dict], list[LogProblem]]:
     """The newest row of each trial across every writer's log, and any damaged lines."""
     run_dir = Path(run_dir)
     latest, problems = {}, []
-    for path in sorted(run_dir.glob(LOG_PATTERN)):
+    for path in RunStore(run_dir).files(".", LOG_PATTERN):  # links and special files skipped, with a warning
         rows, bad = read_log(path)
         problems += bad
         for row in rows:

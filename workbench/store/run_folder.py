@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 from .growth import check_same_model, is_known
-from .safe_files import open_regular
+from .run_store import RunStore
+from .safe_files import refuse_planted
 from .results import LOG_PATTERN
 from ..spec.sweep_spec import SweepSpec
 
@@ -38,7 +39,7 @@ def lock_run_dir(run_dir: Path, rank: int):
 def take_lock(run_dir: Path, name: str, what: str):
     """Hold `run_dir/.lock.<name>` (an flock) until the returned file is closed; RunFolderBusy if another has it."""
     import fcntl
-    handle = os.fdopen(open_regular(run_dir / f".lock.{name}", os.O_RDWR), "r+")  # a planted link is refused
+    handle = os.fdopen(RunStore(run_dir).lock_file(f".lock.{name}"), "r+")  # a planted link is refused
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -98,14 +99,16 @@ def folder_record(run_dir: Path, create: bool = False) -> dict:
     content (scheme 2). The folder id stays when the folder moves (an exported sweep's identity).
     The record is created once (O_EXCL), so the processes of one launch all read the same one.
     """
-    path = Path(run_dir) / RECORD
+    store = RunStore(run_dir)
+    path = store.path(RECORD)
     for _ in range(2):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+        text = store.read_text(RECORD)
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(text) if text is not None else None
             if isinstance(record, dict) and record.get("trial_id_scheme") in (1, 2):
                 return record
-        except FileNotFoundError:
-            pass
         except ValueError:  # a record torn by a crash as it was made: made again
             if create:
                 path.unlink(missing_ok=True)
@@ -113,14 +116,8 @@ def folder_record(run_dir: Path, create: bool = False) -> dict:
         record = {"trial_id_scheme": 1 if older else TRIAL_ID_SCHEME, "folder_id": uuid.uuid4().hex}
         if not create:
             return record
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
+        if not store.create(RECORD, data=json.dumps(record)):
             continue  # another process of this launch made it first: read theirs
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record))
-            f.flush()
-            os.fsync(f.fileno())
         return record
     raise ValueError(f"{path} could not be read or written")
 
@@ -130,9 +127,7 @@ def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> d
     temporary PNGs, and write spec.yaml (with `keep_spec`). Returns the folder's record (`folder_record`)."""
     try:
         (run_dir / "images").mkdir(exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        RunStore(run_dir).write(f".write-test-{os.getpid()}", data="ok").unlink()
     except OSError as err:
         raise ValueError(f"run folder {str(run_dir)!r} is not writable ({err.strerror}); choose another --run-dir") from None
     for leftover in (run_dir / "images").glob(".*.tmp"):
@@ -145,7 +140,5 @@ def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> d
         if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
             check_same_model(run_dir, spec)
     elif keep_spec:
-        temporary = run_dir / f".spec.yaml.{os.getpid()}.tmp"
-        spec.save(temporary)
-        temporary.replace(spec_path)
+        RunStore(run_dir).write("spec.yaml", data=spec.to_text())
     return record

@@ -21,7 +21,7 @@ import pandas as pd
 from IPython.display import display
 from PIL import Image
 
-from ..analysis.plots import new_figure, plot_grid
+from ..analysis.plots import new_figure, plot_grid, row_image
 from ..models.profiles import profile
 from ..store.results import load_results
 from ..spec.sweep_spec import AXES, spec_from_dict
@@ -288,8 +288,9 @@ def compare(df: pd.DataFrame, a: int, b: int):
     differ = [c for c in AXES if c in df and first[c] != second[c]]
     fig, axes = new_figure(1, 2, figsize=(6, 3.4))
     for ax, row in zip(axes, (first, second)):
-        if row.get("image_path"):
-            ax.imshow(np.asarray(Image.open(row["image_path"]).convert("RGB")), interpolation="nearest")
+        image = row_image(row.to_dict()) if row.get("image_path") else None  # verified, as the report opens it
+        if image is not None:
+            ax.imshow(image, interpolation="nearest")
         ax.set_title("\n".join(f"{c} = {row[c]}" for c in differ) or "same parameters", fontsize=8)
         ax.axis("off")
     fig.tight_layout()
