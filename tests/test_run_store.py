@@ -103,3 +103,18 @@ def test_a_large_16_bit_image_is_shrunk_at_its_own_depth_before_any_float(monkey
     assert peak < 400 * 300 * 8 / 2  # never the whole image as float64 (960 kB)
     small = Image.fromarray(ramp[:50, :60])
     assert control.within_budget(small) is small  # an image within the budget is left as it is
+
+
+def test_a_planted_search_journal_is_refused_and_a_planted_optuna_lock_cannot_stall_it(tmp_path):
+    from workbench.studies.search import open_study
+    victim = tmp_path / "notes.txt"
+    victim.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "search.journal").symlink_to(victim)
+    with pytest.raises(PlantedFile, match="'search.journal' in run folder .* is a symbolic link"):
+        open_study(run, ["maximize"], None)
+    assert victim.read_text() == "mine\n"
+    (run / "search.journal").unlink()
+    (run / "search.journal.lock").symlink_to(victim)  # optuna would wait for it to go, forever
+    assert len(open_study(run, ["maximize"], None).trials) == 0 and victim.read_text() == "mine\n"

@@ -40,7 +40,8 @@ import yaml
 
 from ..spec.shorten import short
 from ..store.run_folder import take_lock
-from ..store.safe_files import write_atomic
+from ..store.run_store import RunStore
+from ..store.safe_files import refuse_planted, write_atomic
 from ..spec.axes import BUILTIN, REGISTERED, axis_record
 from ..spec.files import read_spec_file
 from ..spec.sweep_spec import AXES, count_trials, kind_of, spec_from_dict
@@ -166,12 +167,28 @@ class Searcher:
         return {column: cell_objective(rows, column, self.stat) for column in columns}
 
 
+def journal_path(run_dir: Path) -> Path:
+    """The study's journal, checked first: optuna opens it following links, so a link or special file planted there
+    is refused (one line); optuna's own lock beside it is stale while this process holds the folder's search lock,
+    and is removed (a planted one would make optuna wait forever)."""
+    store = RunStore(run_dir)
+    path = store.path("search.journal")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+    lock = store.path("search.journal.lock")
+    if lock.is_symlink() or lock.is_file():
+        lock.unlink()
+    elif lock.exists():
+        raise refuse_planted(lock, "not a lock optuna made")
+    return path
+
+
 def open_study(run_dir: Path, directions: list[str], sampler):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(run_dir / "search.journal")))
+    storage = JournalStorage(JournalFileBackend(str(journal_path(run_dir))))
     study = optuna.create_study(study_name="workbench-search", storage=storage, directions=directions,
                                 sampler=sampler, load_if_exists=True)
     for trial in study.trials:  # a killed search left its last candidate running: count it failed
