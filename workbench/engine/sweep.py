@@ -201,6 +201,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
         max_batch = auto_batch_size(pipe, size)
+        plan = getattr(pipe, "workbench_plan", None)  # a GPU's memory plan (`memory_plan.py`) caps it
+        max_batch = min(max_batch, plan.max_batch) if plan is not None else max_batch
         if pipe.device.type == "cuda":
             log(f"batch size {max_batch}, from free GPU memory")
     # Shard whole cells of the full, ordered trial list, so every process computes the same

@@ -46,6 +46,7 @@ class Family(Protocol):
     CHECKPOINT_KEY: str                        # a key only this family's single-file checkpoints hold
     SINGLE_FILE_PARTS: dict[str, tuple]        # a single file's parts -> (library, class) in diffusers' layout
     TOKENIZER_PADS: dict[str, str]             # tokenizer part -> its pad token
+    PARAMETERS_M: dict[str, float]             # each part's parameters in millions (memory plans)
     LBW_BLOCKS: tuple                          # A1111's LoRA Block Weight blocks: (name, part, block, layer)
     OPEN_CLIP_PARTS: dict[str, str]            # text encoder part -> its key prefix, where a file holds OpenCLIP's
     TEXT_ENCODER_IDS: dict[str, int]           # the published text encoders' bos/eos/pad token ids

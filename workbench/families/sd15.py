@@ -40,6 +40,8 @@ CONFIGS = Path(__file__).parents[1] / "configs" / "sd15"  # the published archit
 KOHYA_SGM_UNET = False
 KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te_"}
 KOHYA_BASE_VERSION = "sd_v1"
+# Parameters of each part, in millions (the published configs in configs/sd15/, counted; a memory plan's weights)
+PARAMETERS_M = {"unet": 859.5, "text_encoder": 123.1, "vae": 83.7, "controlnet": 361.3}
 CROSS_ATTENTION_DIM = 768  # the text width the UNet's attn2 reads (configs/sd15/unet.json): a LoRA's to_k says it
 # A single-file (A1111) checkpoint of this family: its text encoder's position embedding, as diffusers recognises it.
 CHECKPOINT_KEY = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"

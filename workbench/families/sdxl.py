@@ -52,6 +52,8 @@ CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=
 KOHYA_SGM_UNET = True
 KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 KOHYA_BASE_VERSION = "sdxl_base_v1-0"
+# Parameters of each part, in millions (configs/sdxl/, counted; a memory plan's weights)
+PARAMETERS_M = {"unet": 2567.5, "text_encoder": 123.1, "text_encoder_2": 694.7, "vae": 83.7, "controlnet": 1251.0}
 CROSS_ATTENTION_DIM = 2048  # both text encoders' widths side by side (configs/sdxl/unet.json)
 CHECKPOINT_KEY = "conditioner.embedders.1.model.ln_final.weight"  # its second (OpenCLIP) text encoder
 # The LoRA Block Weight extension's 12 SDXL blocks, as sd15.LBW_BLOCKS: (name, part, diffusers block, layer)
@@ -201,6 +203,14 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
+def load_config(name: str) -> dict:
+    """An architecture config of configs/sdxl/, without its `_source` note."""
+    import json
+    from pathlib import Path
+    folder = Path(__file__).parents[1] / "configs" / "sdxl"
+    return {k: v for k, v in json.loads((folder / f"{name}.json").read_text()).items() if not k.startswith("_")}
+
+
 def build_random(seed: int = 0, dtype=None, device: str = "cuda"):
     """SDXL base + Canny ControlNet at full size (2.6B UNet, 1.25B ControlNet) with random weights, on `device`.
 
@@ -209,19 +219,13 @@ def build_random(seed: int = 0, dtype=None, device: str = "cuda"):
     architecture values; the tokenizer is the toy world's, padded to 77 tokens. Built on
     `device` directly (about 19 GB in fp32 before the cast), so meant for a GPU.
     """
-    import json
-    from pathlib import Path
-
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from ..toy.world import caption_words
     from .builders import build_scheduler, build_tokenizer
-    folder = Path(__file__).parents[1] / "configs" / "sdxl"
-
-    def config(name: str) -> dict:
-        return {k: v for k, v in json.loads((folder / f"{name}.json").read_text()).items() if not k.startswith("_")}
+    config = load_config
 
     tokenizer = build_tokenizer(caption_words(), max_length=77)
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -218,7 +218,7 @@ def model_family(base: str, source: ModelSource):
 
 def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None = None, device: str = "auto",
                   dtype: str | torch.dtype = "auto", compile: bool = False, config: str | None = None,
-                  prediction_type: str = "epsilon", allow_pickle: bool = False):
+                  prediction_type: str = "epsilon", allow_pickle: bool = False, memory_gb: float | None = None):
     """Load a Stable Diffusion (1.5 or XL) pipeline with a Canny ControlNet, ready on `device`.
 
     The family (SD1.5 or SDXL, `workbench.families`) comes from the preset, the folder's
@@ -243,6 +243,8 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
             family's bundled ones (a fine-tune of another architecture; a tiny model in tests).
         prediction_type: for single files, "epsilon" (default) or "v_prediction": the file does not say.
         allow_pickle: load .ckpt/.pt pickles, which can run code as they load (only files you trust).
+        memory_gb: on a GPU, plan for a card of this much memory instead of this card's total
+            (`memory_plan.py`: offload, VAE slicing and tiling, the largest batch).
     """
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
@@ -286,11 +288,41 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
                                  err.reason) from None
     pipe.set_progress_bar_config(disable=True)  # workbench reports progress itself
     pipe.workbench_model = base  # the name it was loaded by: a study's specs and profile read it (`model_name`)
-    pipe = pipe.to(device)
+    real = base_source.kind not in ("config", "embedded")  # the toy and the tiny models are a few MB
+    plan = gpu_plan(pipe, len(controlnets), device, memory_gb) if device.type == "cuda" and real else None
+    pipe = apply_plan(pipe, plan, device)
     if device.type == "cuda":
         optimize_for_gpu(pipe, compile=compile)
     elif compile:
         compile_pipeline(pipe)
+    return pipe
+
+
+def gpu_plan(pipe, controlnets: int, device, memory_gb: float | None):
+    """The memory plan of a real model on a CUDA device: its family at its trained size, with these ControlNets."""
+    from ..families import family_of
+    from .memory_plan import memory_plan
+    from .profiles import gpu_facts
+    family = family_of(pipe)
+    capability, total = gpu_facts(str(device))
+    return memory_plan(family, controlnets, family.DEFAULT_SIZE, capability, memory_gb or total)
+
+
+def apply_plan(pipe, plan, device):
+    """Place `pipe` on `device` as `plan` says: all of it, one model at a time (model offload) or layer by layer;
+    VAE slicing and tiling where planned. The plan stays on the pipeline (`workbench_plan`) for run_sweep."""
+    if plan is not None and plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif plan is not None and plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe = pipe.to(device)
+    if plan is not None:
+        if plan.vae_slicing:
+            pipe.vae.enable_slicing()
+        if plan.vae_tiling:
+            pipe.vae.enable_tiling()
+    pipe.workbench_plan = plan
     return pipe
 
 

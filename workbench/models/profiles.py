@@ -23,6 +23,7 @@ from ..errors import download_command
 from ..families import base_profile
 from ..families.hubcache import cached_snapshot
 from ..spec.metric_registry import REGISTRY
+from .memory_plan import half_dtype, memory_plan
 
 # A lesson reports lora_effect (mean pixel distance from weight 0) when no model metric can run: it needs no weights.
 FALLBACK_METRIC = "lora_effect"
@@ -55,6 +56,12 @@ class Profile:
     train_seeds: list             # training seeds per rank: their spread is the study's band
     scenes: int                   # held-out scenes a rank study draws
     notes: list = field(default_factory=list)
+    # the memory plan (`memory_plan.py`): from the card's compute capability and total memory; on a CPU, fp32 as is
+    dtype: str = "fp32"           # "bf16", "fp16", "fp32", or "auto" (a GPU profile made without its card)
+    offload: str | None = None    # None, "model" (enable_model_cpu_offload) or "sequential"
+    vae_slicing: bool = False     # decode a batch one image at a time (the same images)
+    vae_tiling: bool = False      # decode one image in tiles (close, not exact)
+    max_batch: int | str = "auto"  # run_sweep's max_batch: at most this many images a batch
 
     @property
     def spec_resolution(self) -> int | None:
@@ -74,7 +81,7 @@ class Profile:
         lines += [f"  {name} = {getattr(self, name)!r}" for name in (
             "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
             "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
-            "ranks", "train_seeds", "scenes")]
+            "ranks", "train_seeds", "scenes", "dtype", "offload", "vae_slicing", "vae_tiling", "max_batch")]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
 
@@ -104,8 +111,38 @@ def available_metrics(metrics: list, report: str, content: str) -> tuple[list, s
             FALLBACK_CONTENT if content in columns else content, [note])
 
 
-def profile(model: str = "toy", device: str = "auto") -> Profile:
-    """The profile of `model` (a preset, hub id or folder) on `device` ("auto", "cpu", "cuda", ...); loads nothing."""
+def gpu_facts(device: str) -> tuple[tuple[int, int], float] | None:
+    """(compute capability, total memory in GB) of a CUDA device, the facts a memory plan is made from; None on a
+    machine without CUDA (a GPU profile asked for on a laptop)."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    index = torch.device(device).index or 0
+    return torch.cuda.get_device_capability(index), torch.cuda.get_device_properties(index).total_memory / 2 ** 30
+
+
+PLANNED_CAPABILITY = (8, 0)  # a card planned for by its memory alone (memory_gb=, no CUDA here): Ampere or later
+
+
+def plan_values(family, model: str, real: bool, device: str, resolution: int, controlnets: int,
+                memory_gb: float | None) -> dict:
+    """The profile's memory-plan fields on a CUDA `device` (the card's, or `memory_gb`); a test model never offloads."""
+    facts = gpu_facts(device)
+    if facts is None and memory_gb is None:  # no card to ask: the dtype is picked where the model loads
+        return {"dtype": "auto"}
+    capability, total = facts or (PLANNED_CAPABILITY, memory_gb)
+    if not real:  # the toy and the tiny models are a few MB: everything on the GPU, batches as the probe measures
+        return {"dtype": half_dtype(capability)}
+    plan = memory_plan(family, controlnets, resolution, capability, memory_gb or total)
+    return {"dtype": plan.dtype, "offload": plan.offload, "vae_slicing": plan.vae_slicing,
+            "vae_tiling": plan.vae_tiling, "max_batch": plan.max_batch}
+
+
+def profile(model: str = "toy", device: str = "auto", memory_gb: float | None = None) -> Profile:
+    """The profile of `model` (a preset, hub id or folder) on `device` ("auto", "cpu", "cuda", ...); loads nothing.
+
+    On a GPU it holds a memory plan (`memory_plan.py`) for the lesson's two ControlNets at its resolution, from the
+    card's compute capability and total memory; `memory_gb` says another card's memory (to plan for it)."""
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"`model` must be a preset, hub id or folder (a string), got {model!r}")
     family, values = base_profile(model)
@@ -122,5 +159,7 @@ def profile(model: str = "toy", device: str = "auto") -> Profile:
         if note not in _told:  # said once per process
             _told.add(note)
             warnings.warn(note, stacklevel=2)
+    plan = plan_values(family, model, real, device if where == "cuda" and device != "auto" else "cuda",
+                       values["resolution"], len(values["controlnets"]), memory_gb) if where == "cuda" else {}
     return Profile(model=model, family=family.NAME, device=where, shortened=shortened, metrics=metrics,
-                   report_metric=report, content_metric=content, notes=notes, **values)
+                   report_metric=report, content_metric=content, notes=notes, **values, **plan)
