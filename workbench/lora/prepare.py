@@ -23,6 +23,9 @@ HALF_BYTES = 256 * 2**20   # latents larger than this (as fp32) are kept in fp16
 DISK_BYTES = 2 * 2**30     # and larger than this (as fp16), in a file on disk
 CHUNK_PIXELS = 64 * 64 * 64  # images per VAE call: 64 at 64 px, 1 at 512 px and above
 PRECISIONS = ("no", "fp16", "bf16")
+# "adamw8bit" keeps Adam's two moments in 8 bits (bitsandbytes, CUDA only). For LoRA it saves little: an SD1.5
+# rank-4 adapter has 0.8 M parameters, whose fp32 moments are 6.4 MB; it pays for full fine-tuning, not here.
+OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 def training_pairs(dataset) -> tuple[torch.Tensor, list[str]]:
@@ -53,7 +56,7 @@ def data_fingerprint(dataset) -> str:
 
 
 def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
-                  mixed_precision) -> dict:
+                  mixed_precision, max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw") -> dict:
     """Refuse an impossible training option, naming it; return the ones not at their default (for the record)."""
     if not (isinstance(caption_dropout, (int, float)) and 0 <= caption_dropout < 1):
         raise ValueError(f"`caption_dropout` is a share of samples in [0, 1), got {caption_dropout!r}")
@@ -65,10 +68,20 @@ def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gra
         raise ValueError(f"`mixed_precision` is one of {list(PRECISIONS)}, got {mixed_precision!r}")
     if mixed_precision != "no" and torch.device(device).type != "cuda":
         raise ValueError(f"`mixed_precision` {mixed_precision!r} is for CUDA; on {device} train with 'no'")
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        raise ValueError(f"`max_grad_norm` is a positive number (1.0 in diffusers' scripts) or None, got {max_grad_norm!r}")
+    if not (isinstance(noise_offset, (int, float)) and 0 <= noise_offset < 1):
+        raise ValueError(f"`noise_offset` is in [0, 1) (0.05-0.1 is usual), got {noise_offset!r}")
+    if isinstance(lr_warmup_steps, bool) or not isinstance(lr_warmup_steps, int) or lr_warmup_steps < 0:
+        raise ValueError(f"`lr_warmup_steps` is a whole number >= 0, got {lr_warmup_steps!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` is one of {list(OPTIMIZERS)}, got {optimizer!r}")
     given = dict(caption_dropout=caption_dropout, snr_gamma=snr_gamma, gradient_accumulation=gradient_accumulation,
-                 gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision)
+                 gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
+                 max_grad_norm=max_grad_norm, noise_offset=noise_offset, lr_warmup_steps=lr_warmup_steps,
+                 optimizer=optimizer)
     defaults = dict(caption_dropout=0.0, snr_gamma=None, gradient_accumulation=1, gradient_checkpointing=False,
-                    mixed_precision="no")
+                    mixed_precision="no", max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw")
     return {name: value for name, value in given.items() if value != defaults[name]}
 
 
@@ -111,6 +124,10 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path) -> TrainingData:
         else:
             images, captions = training_pairs(dataset)
             sizes, files = None, []
+            # The posterior's mean, not a sample (diffusers' scripts sample each step): latents are encoded once
+            # and reused every step, so a sample would fix one draw of the posterior's noise for the whole run;
+            # the mean keeps a cached run exact. A trained VAE's posterior is narrow (SD's was trained with a KL
+            # weight of 1e-6), so the two differ little; not measured here (no trained SD VAE offline).
             latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
                                  for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
             rows, data_hash = torch.arange(len(latents)), dataset_hash(images, captions)
@@ -136,7 +153,8 @@ def encode_latents(pipe, pixels, count: int, resolution: int, spill: Path) -> tu
         batch.append(image)
         if len(batch) == chunk or start + len(batch) == count:
             images = torch.stack(batch).to(pipe.device, vae.dtype) / 127.5 - 1.0
-            store[start:start + len(batch)] = (vae.encode(images).latent_dist.mean * vae.config.scaling_factor).cpu()
+            store[start:start + len(batch)] = (vae.encode(images).latent_dist.mean  # the mean: see training_data
+                                               * vae.config.scaling_factor).cpu()
             start, batch = start + len(batch), []
     return store, [spill.with_suffix(".npy")] if on_disk else []
 
@@ -160,14 +178,32 @@ def swap_rows(keywords: dict, other: dict, drop: torch.Tensor) -> dict:
     return swapped
 
 
-def noise_loss(prediction, noise, scheduler, t, snr_gamma: float | None):
-    """The noise-prediction MSE; with `snr_gamma`, each sample weighted by min(SNR, gamma) / SNR (Hang et al. 2023)."""
+def training_target(scheduler, sample, noise, t):
+    """What the UNet learns to predict: the noise (epsilon models), or v = sqrt(a) * noise - sqrt(1 - a) * x0
+    (v-prediction models, Salimans & Ho 2022), as the scheduler's `prediction_type` says."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(sample, noise, t)
+    raise ValueError(f"training a LoRA for prediction_type {kind!r} is not supported; epsilon and v_prediction are")
+
+
+def noise_loss(prediction, target, scheduler, t, snr_gamma: float | None):
+    """The MSE to the training target; with `snr_gamma`, each sample weighted by min(SNR, gamma) / SNR (Hang et al.
+    2023), or by min(SNR, gamma) / (SNR + 1) for a v-prediction model, as diffusers' training scripts weigh it."""
     if snr_gamma is None:
-        return F.mse_loss(prediction, noise)
+        return F.mse_loss(prediction, target)
     alphas = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=snr_gamma) / snr
-    return (weight * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+    weight = torch.clamp(snr, max=snr_gamma) / (snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr)
+    return (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning rate's share at `step` with a linear warm-up over `warmup_steps` (1 after it; diffusers' scripts'
+    `constant_with_warmup`)."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
 def text_conditioning(pipe, captions: list[str], chunk: int = 64, image_sizes: list | None = None) -> tuple:

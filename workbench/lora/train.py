@@ -26,7 +26,8 @@ from ..models.fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
 from .convert import convert_lora
 from .files import cache_key, save_lora
-from .prepare import check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data
+from .prepare import (check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data,
+                      training_target, warmup_factor)
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 # Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
@@ -86,7 +87,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                adapter_name: str | None = None, callback: Callable[[int, float], None] | None = None,
                load: bool = True, checkpoint_every: int = 50, caption_dropout: float = 0.0,
                snr_gamma: float | None = None, gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
-               mixed_precision: str = "no", format: str = "diffusers") -> Path:
+               mixed_precision: str = "no", format: str = "diffusers", max_grad_norm: float | None = None,
+               noise_offset: float = 0.0, lr_warmup_steps: int = 0, optimizer: str = "adamw") -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
@@ -108,12 +110,21 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             the paper's); None trains with the plain loss.
         gradient_accumulation: micro-batches of `batch_size` per optimizer step, for large images.
         gradient_checkpointing: recompute the UNet's activations in the backward pass (less memory).
-        mixed_precision: "no", or "fp16"/"bf16" autocast on CUDA (fp16 with a gradient scaler).
+        mixed_precision: "no", or "fp16"/"bf16" autocast on CUDA (fp16 with a gradient scaler). On a half-precision
+            UNet the autocast dtype is the UNet's own (an SDXL loaded in bf16 is not autocast to fp16).
+        max_grad_norm: clip the gradients' norm to this (diffusers' scripts: 1.0; the real models' profiles set it).
+        noise_offset: add this much noise constant over each channel (Guttenberg 2023; 0.05-0.1), so the model can
+            learn darker and brighter images than the noise schedule lets it.
+        lr_warmup_steps: raise the learning rate linearly over this many steps first.
+        optimizer: "adamw", or "adamw8bit" (bitsandbytes, CUDA; see prepare.OPTIMIZERS for when it pays).
+
+    The target is the noise, or v for a v-prediction model, as the pipeline's scheduler config says (a single file
+    loaded with `prediction_type="v_prediction"` carries it). On a GPU the ControlNets wait on the CPU meanwhile.
     """
     unet, device = pipe.unet, pipe.device
     check_rank(unet, rank)
     options = check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
-                            mixed_precision)
+                            mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer)
     alpha = float(rank if alpha is None else alpha)
     adapter_name = adapter_name or f"rank{rank}"
     out = Path(out_dir)
@@ -135,9 +146,11 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     for p in trainable:
         p.requires_grad_(True)
         p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
-    optimizer = torch.optim.AdamW(trainable, lr=lr)
+    optimizer = make_optimizer(optimizer, trainable, lr)
     generator = torch.Generator().manual_seed(seed)
     scheduler = noise_scheduler(pipe)
+    if scheduler.config.prediction_type != "epsilon":
+        options["prediction_type"] = scheduler.config.prediction_type  # recorded in the file, and in the cache key
     data_hash, base_fingerprint = data.data_hash, module_fingerprint(unet)  # LoRA excluded
     settings = dict(rank=rank, alpha=alpha, use_rslora=use_rslora, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     data=data_hash, base=base_fingerprint, **options)  # options only where not the default
@@ -146,9 +159,14 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision == "fp16")
+    if precision is not None and unet.dtype in (torch.float16, torch.bfloat16):
+        precision = unet.dtype  # autocast in the weights' own dtype: bf16 weights are not run in fp16
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+    parked = park_controlnets(pipe)  # the ControlNets are not trained: off the GPU meanwhile
     try:
         start, losses = checkpoint.restore(trainable, optimizer, generator)  # a refused checkpoint unwinds too
+        warmup = torch.optim.lr_scheduler.LambdaLR(  # counted from the resumed step: the same rates as one run
+            optimizer, lambda done, start=start: warmup_factor(start + done, lr_warmup_steps))
         for step in tqdm(range(start, steps), desc=f"LoRA {adapter_name}", leave=False, initial=start, total=steps,
                          disable=callback is not None):
             optimizer.zero_grad(set_to_none=True)
@@ -157,6 +175,9 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                 idx = rows[torch.randint(0, len(rows), (batch_size,), generator=generator)]
                 sample = latents[idx].to(device, unet.dtype)
                 noise = torch.randn(sample.shape, generator=generator).to(device, sample.dtype)
+                if noise_offset:  # a per-channel constant: lets the model shift an image's overall brightness
+                    noise = noise + noise_offset * torch.randn(sample.shape[:2] + (1, 1), generator=generator).to(
+                        device, sample.dtype)
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
                 noisy = scheduler.add_noise(sample, noise, t)
                 text, keywords = context[idx], select_rows(extra, idx)
@@ -164,11 +185,16 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                     text, keywords = drop_captions(text, keywords, data.empty, idx, caption_dropout, generator)
                 with torch.autocast("cuda", dtype=precision, enabled=precision is not None):
                     prediction = unet(noisy, t, text.to(device), **keywords).sample.float()
-                loss = noise_loss(prediction, noise.float(), scheduler, t, snr_gamma) / gradient_accumulation
+                target = training_target(scheduler, sample.float(), noise.float(), t)
+                loss = noise_loss(prediction, target, scheduler, t, snr_gamma) / gradient_accumulation
                 scaler.scale(loss).backward()
                 loss_sum += loss.item()
+            if max_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            warmup.step()
             losses.append(loss_sum)
             if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint.save(step + 1, losses, trainable, optimizer, generator)
@@ -183,6 +209,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         if gradient_checkpointing and not checkpointing:
             unet.disable_gradient_checkpointing()
         data.close()
+        for net in parked:
+            net.to(device)
     unet.requires_grad_(False)
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
@@ -228,6 +256,29 @@ def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None 
         load_lora(pipe, path, name, replace=True)
         files[name] = path
     return files
+
+
+def make_optimizer(name: str, parameters: list, lr: float):
+    """AdamW, or bitsandbytes' 8-bit AdamW where it is installed (a one-line error where it is not)."""
+    if name == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise ValueError("`optimizer` 'adamw8bit' needs bitsandbytes (pip install bitsandbytes, on CUDA); "
+                             "use 'adamw'") from None
+        return bitsandbytes.optim.AdamW8bit(parameters, lr=lr)
+    return torch.optim.AdamW(parameters, lr=lr)
+
+
+def park_controlnets(pipe) -> list:
+    """Move the pipeline's ControlNets to the CPU while a LoRA trains on a GPU (they are not part of the loss);
+    return them, to move back. Nothing moves on a CPU."""
+    if pipe.device.type == "cpu" or getattr(pipe, "controlnet", None) is None:
+        return []
+    nets = list(getattr(pipe.controlnet, "nets", [pipe.controlnet]))
+    for net in nets:
+        net.to("cpu")
+    return nets
 
 
 def noise_scheduler(pipe):
