@@ -83,3 +83,59 @@ def test_compiled_matches_eager_on_cuda():
     compile_pipeline(pipe)
     compiled = generate(pipe, CAPTION, control, seeds=[0, 1], steps=4, output_type="np")
     np.testing.assert_allclose(np.asarray(compiled), np.asarray(eager), atol=2e-3)
+
+
+# ---- what issue #40 built, for the first lent GPU to measure (written on a CPU machine, never run yet) ----
+
+def test_the_profile_plans_this_card_and_picks_its_dtype():
+    from workbench import pick_dtype, profile
+    from workbench.models.profiles import gpu_facts
+    capability, total = gpu_facts("cuda")
+    plan = profile("sdxl", "cuda")
+    expected = "bf16" if tuple(capability) >= (8, 0) else "fp16"
+    assert plan.dtype == expected == {torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_dtype("auto",
+                                                                                                 torch.device("cuda"))]
+    print(f"\n{torch.cuda.get_device_name()} ({total:.0f} GB, capability {capability}): sdxl plan "
+          f"offload={plan.offload} slicing={plan.vae_slicing} tiling={plan.vae_tiling} max_batch={plan.max_batch}")
+
+
+def test_vae_slicing_gives_the_same_images_on_cuda():
+    from workbench import generate, load_pipeline
+    from workbench.models.control import control_for
+    pipe = load_pipeline("tiny", device="cuda")
+    control = control_for(f"toy:{CAPTION}", 32)
+    plain = np.stack([np.asarray(i, np.int16) for i in generate(pipe, CAPTION, control, [0, 1], steps=2)])
+    pipe.vae.enable_slicing()
+    sliced = np.stack([np.asarray(i, np.int16) for i in generate(pipe, CAPTION, control, [0, 1], steps=2)])
+    assert np.abs(sliced - plain).max() <= 1
+
+
+def test_a_v_prediction_training_step_in_mixed_precision(tmp_path):
+    from workbench import load_pipeline
+    from workbench.lora import train_lora
+    from workbench.lora.files import read_lora_metadata
+    from workbench.toy.data import make_dataset
+    pipe = load_pipeline("tiny", device="cuda", dtype="fp32")
+    pipe.scheduler.register_to_config(prediction_type="v_prediction")
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    path = train_lora(pipe, make_dataset(4, size=32), rank=2, steps=3, batch_size=2, out_dir=tmp_path, load=False,
+                      mixed_precision=precision, max_grad_norm=1.0, noise_offset=0.05, lr_warmup_steps=2)
+    assert read_lora_metadata(path)["prediction_type"] == "v_prediction"
+
+
+def test_a_kohya_export_trained_on_cuda_loads_through_diffusers(tmp_path):
+    from workbench import generate, load_pipeline
+    from workbench.lora import train_lora
+    from workbench.lora.adapters import activate_lora
+    from workbench.models.control import control_for
+    from workbench.toy.data import make_dataset
+    pipe = load_pipeline("tiny", device="cuda")
+    path = train_lora(pipe, make_dataset(4, size=32), rank=2, steps=3, batch_size=2, out_dir=tmp_path,
+                      adapter_name="ours", format="kohya")
+    control = control_for(f"toy:{CAPTION}", 32)
+    activate_lora(pipe, "ours", 1.0)
+    ours = np.asarray(generate(pipe, CAPTION, control, [0], steps=2)[0], np.int16)
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="theirs")  # diffusers' kohya reader
+    activate_lora(pipe, "theirs", 1.0)
+    theirs = np.asarray(generate(pipe, CAPTION, control, [0], steps=2)[0], np.int16)
+    assert np.abs(ours - theirs).mean() <= 1.0

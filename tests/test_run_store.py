@@ -42,17 +42,24 @@ def test_a_store_path_never_leaves_its_folder(tmp_path):
     assert store.path("specs", "1.yaml") == tmp_path / "run" / "specs" / "1.yaml"
 
 
-def test_growing_a_folder_skips_planted_spec_files_and_never_hangs(folder, tmp_path):
+def cli_sweep(spec: dict, run_dir: Path, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    """`python -m workbench sweep` in a subprocess (a FIFO that hung it fails the test at the timeout)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "workbench", "sweep", str(path), "--run-dir", str(run_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_growing_a_folder_skips_planted_spec_files_and_never_hangs(tmp_path):
+    folder = tmp_path / "run"
+    assert cli_sweep(SPEC, folder, tmp_path, "first").returncode == 0
     secret = tmp_path / "id_rsa"
     secret.write_text("model: tiny\nprompt: PRIVATE KEY\n")  # even a link to a valid spec is not read
     (folder / "specs").mkdir(exist_ok=True)
     (folder / "specs" / "7.yaml").symlink_to(secret)
     os.mkfifo(folder / "specs" / "8.yaml")
-    spec = tmp_path / "more.yaml"
-    spec.write_text(json.dumps({**SPEC, "seed": [0, 1, 2]}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "workbench", "sweep", str(spec), "--run-dir", str(folder)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = cli_sweep({**SPEC, "seed": [0, 1, 2]}, folder, tmp_path, "more")
     assert done.returncode == 0, done.stderr[-800:]  # no hang on the FIFO
     assert "skipped '7.yaml'" in done.stderr and "skipped '8.yaml'" in done.stderr
     texts = [p.read_text() for p in (folder / "specs").glob("*.yaml") if p.is_file() and not p.is_symlink()]
