@@ -22,10 +22,13 @@ CAPTION = "a red circle on a blue background"
 SPEC = {"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 2, "seed": [0, 1]}
 
 
-@pytest.fixture
-def folder(tiny_pipe, tmp_path):
-    run_sweep(tiny_pipe, SPEC, tmp_path / "run", log=lambda *_: None)
-    return tmp_path / "run"
+def planted_link(tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
+    """(an empty run folder, a private file) with `name` in the folder a link to that file holding `text`."""
+    victim, run = tmp_path / "private", tmp_path / "run"
+    victim.write_text(text)
+    run.mkdir()
+    (run / name).symlink_to(victim)
+    return run, victim
 
 
 def test_a_store_path_never_leaves_its_folder(tmp_path):
@@ -68,11 +71,7 @@ def test_growing_a_folder_skips_planted_spec_files_and_never_hangs(tmp_path):
 
 
 def test_a_planted_folder_record_is_refused_in_one_line(tiny_pipe, tmp_path):
-    private = tmp_path / "private.json"
-    private.write_text('{"trial_id_scheme": 2, "folder_id": "theirs"}')
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "workbench.json").symlink_to(private)
+    run, private = planted_link(tmp_path, "workbench.json", '{"trial_id_scheme": 2, "folder_id": "theirs"}')
     with pytest.raises(PlantedFile, match="'workbench.json' in run folder .* is a symbolic link"):
         run_sweep(tiny_pipe, SPEC, run, log=lambda *_: None)
     assert private.read_text() == '{"trial_id_scheme": 2, "folder_id": "theirs"}'
@@ -114,11 +113,7 @@ def test_a_large_16_bit_image_is_shrunk_at_its_own_depth_before_any_float(monkey
 
 def test_a_planted_search_journal_is_refused_and_a_planted_optuna_lock_cannot_stall_it(tmp_path):
     from workbench.studies.search import open_study
-    victim = tmp_path / "notes.txt"
-    victim.write_text("mine\n")
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "search.journal").symlink_to(victim)
+    run, victim = planted_link(tmp_path, "search.journal", "mine\n")
     with pytest.raises(PlantedFile, match="'search.journal' in run folder .* is a symbolic link"):
         open_study(run, ["maximize"], None)
     assert victim.read_text() == "mine\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.fingerprint import module_fingerprint
+from ..models.fingerprint import file_sha256, module_fingerprint
 
 # LyCORIS files (`lycoris.py` loads them): format name -> (peft config class, the factor names a layer may hold)
 LYCORIS_KINDS = {"LyCORIS LoHa": ("LoHaConfig", ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1",
@@ -26,6 +26,8 @@ LYCORIS_KINDS = {"LyCORIS LoHa": ("LoHaConfig", ("hada_w1_a", "hada_w1_b", "hada
                  "LyCORIS LoKr": ("LoKrConfig", ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a",
                                                  "lokr_w2_b", "lokr_t2"))}
 LYCORIS_FACTORS = {factor for _, factors in LYCORIS_KINDS.values() for factor in factors}
+# A LyCORIS layer's rank: the rows of the first of these it holds (a LoKr layer of full factors holds none)
+LYCORIS_RANK_FACTORS = ("hada_w1_b", "lokr_w1_b", "lokr_w2_b")
 
 
 def lycoris_kind(keys) -> str | None:
@@ -71,24 +73,12 @@ def check_safetensors(path: Path) -> None:
                          f"{head[:9]!r} are no safetensors header. It may be a renamed pickle; it was not loaded.")
 
 
-LORA_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> A1111's short hash: each file is hashed once
-
-
 def a1111_lora_hash(path: str | Path) -> str:
     """A1111's short hash of a LoRA file (its "Lora hashes" field): the first 12 hex digits of the sha256 of the
     tensor bytes after the safetensors header, which A1111 hashes so that editing the metadata keeps the hash."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in LORA_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            f.seek(8 + length)
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        LORA_HASHES[key] = digest.hexdigest()[:12]
-    return LORA_HASHES[key]
+    with open(path, "rb") as f:
+        header_length = int.from_bytes(f.read(8), "little")
+    return file_sha256(Path(path), start=8 + header_length)[:12]
 
 
 def read_header(path: str | Path) -> dict[str, str]:
@@ -185,7 +175,7 @@ def inspect_lora_file(path: str | Path) -> dict:
             if kind:  # a layer's rank: its first low-rank factor's rows; LoKr's full factors have none
                 downs = sorted({k.rsplit(".", 1)[0] for k in keys if k.rsplit(".", 1)[-1] in LYCORIS_FACTORS})
                 ranks = sorted({f.get_slice(k).get_shape()[0] for k in keys
-                                if k.endswith((".hada_w1_b", ".lokr_w1_b", ".lokr_w2_b"))})
+                                if k.rsplit(".", 1)[-1] in LYCORIS_RANK_FACTORS})
             else:
                 downs = [k for k in keys if k.endswith(tuple(down for down, _ in PAIR_SUFFIXES))]
                 ranks = sorted({f.get_slice(k).get_shape()[0] for k in downs})

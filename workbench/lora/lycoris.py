@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .files import LYCORIS_KINDS as KINDS, lycoris_kind
+from .files import LYCORIS_KINDS as KINDS, LYCORIS_RANK_FACTORS, lycoris_kind
 
 def lycoris_layers(state: dict, kind: str) -> dict[str, dict]:
     """{layer name: {factor: tensor, "alpha": float}} of a LyCORIS state dict."""
@@ -39,7 +39,7 @@ def lycoris_layers(state: dict, kind: str) -> dict[str, dict]:
 
 def layer_rank(parts: dict) -> int | None:
     """The inner rank of a layer's low-rank factors (None for a LoKr layer of full factors)."""
-    for factor in ("hada_w1_b", "lokr_w1_b", "lokr_w2_b"):
+    for factor in LYCORIS_RANK_FACTORS:
         if factor in parts:
             return int(parts[factor].shape[0])
     return None

@@ -22,16 +22,17 @@ import torch
 CACHED = "_workbench_fingerprint"  # (weights' identity, fingerprint), kept on the module
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 4 MiB chunks; remembered while its size and mtime stay the same."""
+def file_sha256(path: Path, start: int = 0) -> str:
+    """sha256 of a file from byte `start` on, read in 4 MiB chunks; remembered while its size and mtime stay the same."""
     stat = Path(path).stat()
-    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns, start)
 
 
 @lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+def _file_sha256(path: str, size: int, mtime_ns: int, start: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
+        f.seek(start)
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()

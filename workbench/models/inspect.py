@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..families import FAMILIES
-from ..lora.files import KOHYA_PREFIXES, PAIR_SUFFIXES, check_safetensors, lycoris_kind, not_lora, read_lora_metadata
+from ..lora.files import (KOHYA_PREFIXES, LYCORIS_RANK_FACTORS, PAIR_SUFFIXES, check_safetensors, lycoris_kind, not_lora,
+                          read_lora_metadata)
 
 # What a single-file checkpoint holds, by key prefix: A1111's (original Stable Diffusion) layout.
 CHECKPOINT_PARTS = {"model.diffusion_model.": "unet", "first_stage_model.": "vae", "cond_stage_model.": "text_encoder",
                     "conditioner.embedders.": "text_encoders"}
-LYCORIS_RANK_FACTORS = (".hada_w1_b", ".lokr_w1_b", ".lokr_w2_b")  # a LyCORIS layer's rank: these factors' rows
 SD2_KEY = "cond_stage_model.model.ln_final.weight"  # an OpenCLIP text encoder alone: SD 2.x, which workbench refuses
 
 
@@ -36,7 +36,7 @@ def lora_kind(keys: list[str]) -> str:
     other = not_lora(keys)
     if other:
         return other[0].removeprefix("a ").removesuffix(" file")
-    return lycoris_kind(keys) or "kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers/peft"
+    return lycoris_kind(keys) or ("kohya" if any(k.startswith(KOHYA_PREFIXES) for k in keys) else "diffusers/peft")
 
 
 def base_family(keys: list[str], shapes: dict) -> str | None:
@@ -83,7 +83,8 @@ def inspect_file(path: str | Path, pipe=None) -> dict:
     info = {"file": path.name, "kind": "lora", "format": lora_kind(keys),
             "components": sorted({component_of(k) for k in keys if not k.endswith(".alpha")}),
             "layers": len(downs) or len({k.rsplit(".", 1)[0] for k in keys if not k.endswith(".alpha")}),
-            "ranks": sorted({shapes[k][0] for k in downs or (k for k in keys if k.endswith(LYCORIS_RANK_FACTORS))}),
+            "ranks": sorted({shapes[k][0] for k in downs or (k for k in keys
+                                                              if k.rsplit(".", 1)[-1] in LYCORIS_RANK_FACTORS)}),
             "alphas": alphas or ([meta["lora_alpha"]] if
                                                                                  "lora_alpha" in meta else None),
             "base": base_family(keys, shapes)}

@@ -57,11 +57,16 @@ def uses_sdpa(model) -> bool:
     return all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
 
 
+def step_bytes(block_out_channels, latent_pixels: int, value_bytes: int) -> int:
+    """Feature maps of one denoising step for one image (2 CFG rows) of a UNet with these levels' channels, UNet and
+    ControlNet together: the formula, on a config (a memory plan) or a loaded UNet (`denoising_bytes`)."""
+    per_row = sum(STEP_MAPS * channels * latent_pixels // 4 ** level for level, channels in enumerate(block_out_channels))
+    return 2 * per_row * value_bytes
+
+
 def denoising_bytes(unet, latent_pixels: int, value_bytes: int) -> int:
     """Feature maps of one denoising step for one image (2 CFG rows), UNet and ControlNet together."""
-    per_row = sum(STEP_MAPS * channels * latent_pixels // 4 ** level
-                  for level, channels in enumerate(unet.config.block_out_channels))
-    return 2 * per_row * value_bytes
+    return step_bytes(unet.config.block_out_channels, latent_pixels, value_bytes)
 
 
 def attention_bytes(unet, latent_pixels: int, value_bytes: int) -> int:
@@ -77,9 +82,15 @@ def attention_bytes(unet, latent_pixels: int, value_bytes: int) -> int:
     return 2 * 2 * heads * tokens ** 2 * value_bytes
 
 
+def decoder_bytes(first_channels: int, pixels: int, value_bytes: int) -> int:
+    """The VAE decoder's full-resolution maps for one image (of `first_channels` each), plus a third for the coarser
+    levels: the formula, on a config or a loaded VAE (`decode_bytes`)."""
+    return DECODE_MAPS * first_channels * pixels * value_bytes * 4 // 3
+
+
 def decode_bytes(vae, pixels: int, value_bytes: int) -> int:
     """The VAE decoder's full-resolution maps for one image, plus a third for the coarser levels."""
-    return DECODE_MAPS * vae.config.block_out_channels[0] * pixels * value_bytes * 4 // 3
+    return decoder_bytes(vae.config.block_out_channels[0], pixels, value_bytes)
 
 
 def estimate_image_bytes(pipe, width: int, height: int) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memory import DECODE_MAPS, STEP_MAPS
+from .memory import decoder_bytes, step_bytes
 
 RESERVE_GB = 1.0   # the CUDA context, cuDNN workspaces and the allocator's slack
 MAX_BATCH = 8      # a sweep batches at most this many images however large the card
@@ -55,11 +55,8 @@ def half_dtype(capability: tuple[int, int]) -> str:
 def activation_gb(family, resolution: int, value_bytes: int = 2) -> tuple[float, float]:
     """(denoising step, VAE decode) of one image at `resolution`, from the family's configs (`memory.py`'s model)."""
     unet, vae = family.load_config("unet"), family.load_config("vae")
-    latent_pixels = (resolution // 8) ** 2
-    per_row = sum(STEP_MAPS * channels * latent_pixels // 4 ** level
-                  for level, channels in enumerate(unet["block_out_channels"]))
-    step = 2 * per_row * value_bytes
-    decode = DECODE_MAPS * vae["block_out_channels"][0] * resolution ** 2 * value_bytes * 4 // 3
+    step = step_bytes(unet["block_out_channels"], (resolution // 8) ** 2, value_bytes)
+    decode = decoder_bytes(vae["block_out_channels"][0], resolution ** 2, value_bytes)
     return step / GB, decode / GB
 
 

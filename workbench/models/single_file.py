@@ -19,18 +19,18 @@ Only .safetensors loads by default; a .ckpt pickle can run code as it loads, so 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .fingerprint import file_sha256
+
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 SD2_KEY = "cond_stage_model.model.ln_final.weight"  # an OpenCLIP text encoder alone: SD 2.x, not supported
 CONTROLNET_KEYS = ("input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight")
-HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> short hash: a file is hashed once a session
 
 
 def is_single_file(name) -> bool:
@@ -41,16 +41,7 @@ def is_single_file(name) -> bool:
 
 def file_hash(path: str | Path) -> str:
     """A1111's short model hash: the first 10 hex digits of the file's sha256 (what its "Model hash" field holds)."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        HASHES[key] = digest.hexdigest()[:10]
-    return HASHES[key]
+    return file_sha256(Path(path))[:10]
 
 
 def read_keys(path: Path, allow_pickle: bool) -> dict:

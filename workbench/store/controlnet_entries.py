@@ -121,11 +121,6 @@ def workbench_units(text: str) -> list[dict]:
     return units
 
 
-def parse_entry(text: str) -> dict:
-    """One `ControlNet <i>` entry: A1111's (plain `key: value` pieces) or an older workbench PNG's (quoted values)."""
-    return parse_pairs(text)
-
-
 def parse_units(pairs: dict) -> dict:
     """A trial's unit parameters from an infotext's pairs; an A1111 PNG's units also as `control_units` (module, model
     and parameters each), which `spec_from_png` checks against what the workbench can run."""
@@ -138,7 +133,7 @@ def parse_units(pairs: dict) -> dict:
     for i in range(MAX_UNITS):
         if f"ControlNet {i}" not in pairs:
             break
-        fields = parse_entry(pairs[f"ControlNet {i}"])
+        fields = parse_pairs(pairs[f"ControlNet {i}"])  # A1111's plain pieces, or an older workbench PNG's quoted ones
         unit = {"unit": fields.get("Unit", ""), "preprocess": fields.get("Module", "canny"),
                 "controlnet": MODEL_HASH.sub("", fields.get("Model", "")), "image": fields.get("Image", "")}
         unit.update({param: read_number(fields, key, cast) if cast is not str else fields[key]

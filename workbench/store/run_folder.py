@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .growth import check_same_model, is_known
 from .run_store import RunStore
-from .safe_files import refuse_planted
+from .safe_files import check_not_planted
 from .results import LOG_PATTERN
 from ..spec.sweep_spec import SweepSpec
 
@@ -102,8 +102,7 @@ def folder_record(run_dir: Path, create: bool = False) -> dict:
     store = RunStore(run_dir)
     path = store.path(RECORD)
     for _ in range(2):
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+        check_not_planted(path)
         text = store.read_text(RECORD)
         try:
             record = json.loads(text) if text is not None else None

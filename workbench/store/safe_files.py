@@ -25,6 +25,13 @@ def refuse_planted(path: Path, what: str) -> PlantedFile:
                        "remove it, or work on a copy of the folder")
 
 
+def check_not_planted(path: Path) -> None:
+    """A PlantedFile if a link or anything but a regular file sits at `path` (nothing there is fine)."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+
+
 def open_regular(path: Path, flags: int) -> int:
     """os.open(path, flags | O_NOFOLLOW | O_CREAT) for writing; a PlantedFile for a link, FIFO, device or folder."""
     try:
@@ -51,8 +58,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write a whole file: to a temporary name beside it, flushed, then renamed over `path` (a link there is replaced,
     never followed)."""
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+    check_not_planted(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:

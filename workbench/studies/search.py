@@ -41,7 +41,7 @@ import yaml
 from ..spec.shorten import short
 from ..store.run_folder import take_lock
 from ..store.run_store import RunStore
-from ..store.safe_files import refuse_planted, write_atomic
+from ..store.safe_files import check_not_planted, refuse_planted, write_atomic
 from ..spec.axes import BUILTIN, REGISTERED, axis_record
 from ..spec.files import read_spec_file
 from ..spec.sweep_spec import AXES, count_trials, kind_of, spec_from_dict
@@ -173,8 +173,7 @@ def journal_path(run_dir: Path) -> Path:
     and is removed (a planted one would make optuna wait forever)."""
     store = RunStore(run_dir)
     path = store.path("search.journal")
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise refuse_planted(path, "a symbolic link" if path.is_symlink() else "not a regular file")
+    check_not_planted(path)
     lock = store.path("search.journal.lock")
     if lock.is_symlink() or lock.is_file():
         lock.unlink()
