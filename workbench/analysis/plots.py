@@ -260,14 +260,19 @@ def plot_diff(table: pd.DataFrame, a: dict, b: dict, max_pairs: int = 6, cell_in
     pairs = first.merge(second, on=keys, suffixes=("_a", "_b")).sort_values("seed")
     if pairs.empty:
         raise ValueError(f"no seed has both {a} and {b} with the same other parameters")
-    pairs = pairs[[all(image is not None for image in pair_images(pair)) for pair in pairs.itertuples()]]
-    if pairs.empty:  # every image forged or missing: nothing of another file is drawn
+    drawn = []  # (pair, its two images), each image opened and hashed once, up to max_pairs
+    for pair in pairs.itertuples():
+        images = pair_images(pair)
+        if all(image is not None for image in images):
+            drawn.append((pair, images))
+            if len(drawn) == max_pairs:
+                break
+    if not drawn:  # every image forged or missing: nothing of another file is drawn
         raise ValueError(f"{a} and {b} have no pair of images whose sha256 matches its rows in their run folder")
-    pairs = pairs.head(max_pairs)
-    fig, axes = new_figure(len(pairs), 3, squeeze=False, figsize=(3 * cell_inches, (cell_inches + 0.35) * len(pairs)))
+    fig, axes = new_figure(len(drawn), 3, squeeze=False, figsize=(3 * cell_inches, (cell_inches + 0.35) * len(drawn)))
     label = lambda where: ", ".join(f"{k}={v}" for k, v in where.items())  # noqa: E731
-    for ax_row, pair in zip(axes, pairs.itertuples()):
-        images = [image.astype(np.float32) for image in pair_images(pair)]
+    for ax_row, (pair, images) in zip(axes, drawn):
+        images = [image.astype(np.float32) for image in images]
         difference = np.abs(images[0] - images[1]).mean(axis=2)
         for ax, image, title in zip(ax_row, [*images, difference],
                                     [f"{label(a)}\nseed {pair.seed}", f"{label(b)}\nseed {pair.seed}",

@@ -124,8 +124,7 @@ def gpu_facts(device: str) -> tuple[tuple[int, int], float] | None:
 PLANNED_CAPABILITY = (8, 0)  # a card planned for by its memory alone (memory_gb=, no CUDA here): Ampere or later
 
 
-def plan_values(family, model: str, real: bool, device: str, resolution: int, controlnets: int,
-                memory_gb: float | None) -> dict:
+def plan_values(family, real: bool, device: str, resolution: int, controlnets: int, memory_gb: float | None) -> dict:
     """The profile's memory-plan fields on a CUDA `device` (the card's, or `memory_gb`); a test model never offloads."""
     facts = gpu_facts(device)
     if facts is None and memory_gb is None:  # no card to ask: the dtype is picked where the model loads
@@ -159,7 +158,7 @@ def profile(model: str = "toy", device: str = "auto", memory_gb: float | None = 
         if note not in _told:  # said once per process
             _told.add(note)
             warnings.warn(note, stacklevel=2)
-    plan = plan_values(family, model, real, device if where == "cuda" and device != "auto" else "cuda",
-                       values["resolution"], len(values["controlnets"]), memory_gb) if where == "cuda" else {}
+    plan = plan_values(family, real, device if device != "auto" else "cuda", values["resolution"],
+                       len(values["controlnets"]), memory_gb) if where == "cuda" else {}
     return Profile(model=model, family=family.NAME, device=where, shortened=shortened, metrics=metrics,
                    report_metric=report, content_metric=content, notes=notes, **values, **plan)

@@ -18,9 +18,7 @@ and every parse here runs in time linear in the text.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -30,7 +28,7 @@ from ..spec.axes import REGISTERED
 from ..spec.lora_blocks import block_label, from_lbw, to_lbw
 from ..spec.samplers import SCHEDULERS, sampler_from_infotext, schedule_type
 from .controlnet_entries import format_units, parse_units
-from .infotext_fields import model_label, parse_pairs, quote, read_number, unquote  # noqa: F401
+from .infotext_fields import model_label, parse_pairs, quote, read_number
 
 MAX_INFOTEXT = 64 * 1024  # characters: A1111 writes a few KB; a longer `parameters` text is refused
 # <lora:name>, <lora:name:weight>, <lora:name:weight:lbw=...> (the LBW extension's key) or other named arguments.
@@ -38,10 +36,11 @@ MAX_INFOTEXT = 64 * 1024  # characters: A1111 writes a few KB; a longer `paramet
 LORA_TAG = re.compile(r"[ \t]{0,64}<lora:([^<>]{1,4500})>")
 
 
-def lora_tag(params: dict, lbw_blocks: tuple) -> str:
-    """`<lora:name:weight>`, with the LBW extension's weight list where the trial has block weights it can say."""
+def lora_tag(params: dict, model: str) -> str:
+    """`<lora:name:weight>`, with the LBW extension's weight list (for `model`'s family) where the trial has block
+    weights it can say. The family is looked up only then: for a file or folder that reads its header or index."""
     blocks = params.get("lora_blocks")
-    lbw = to_lbw(blocks, lbw_blocks) if blocks else None
+    lbw = to_lbw(blocks, family_for(str(model)).LBW_BLOCKS) if blocks else None
     return f"<lora:{params['adapter']}:{params['lora_weight']}{f':lbw={lbw}' if lbw else ''}>"
 
 
@@ -52,8 +51,7 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     `model_hash` is A1111's short hash of a model file (else a fingerprint of the weights); `lora_hashes` maps
     adapter names to A1111's short hashes of their files (`Lora hashes`), so that A1111 can find both.
     """
-    family = family_for(str(model))
-    prompt = params["prompt"] + (f" {lora_tag(params, family.LBW_BLOCKS)}" if params.get("adapter") else "")
+    prompt = params["prompt"] + (f" {lora_tag(params, model)}" if params.get("adapter") else "")
     pairs = {"Steps": params["steps"], "Sampler": SCHEDULERS[params["scheduler"]].a1111_name,
              "Schedule type": schedule_type(params["scheduler"]) or "", "CFG scale": params["guidance"],
              "Seed": params["seed"], "Size": f"{width}x{height}", "Model hash": model_hash or "",
