@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	# Earlier versions installed this project under the distribution name `workbench`; drop it.
 	$(BIN)/python -m pip uninstall --quiet --yes workbench 2>/dev/null || true
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,mlflow]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,mlflow,aux]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(CONTROLNET_AUX) $(OPEN_CLIP)
 	touch $@
 

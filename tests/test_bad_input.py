@@ -64,11 +64,11 @@ CASES = [
     ("missing spec file", lambda f: ["sweep", str(f / "none.yaml"), "--run-dir", str(f / "r")], "does not exist"),
     ("unknown preprocess", lambda f: sweep(f, control_image="<drop>", controls={"edges": {"controlnet": "tiny", "image": f"toy:{CAPTION}",
                                                                   "preprocess": "sobel"}}),
-     "unknown detector 'sobel'; known: .*'canny'"),
+     r"`preprocess` is one of \['canny', 'none', 'depth'"),
     ("detector without its weights", lambda f: sweep(f, control_image="<drop>", controls={"edges": {"controlnet": "tiny",
                                                                            "image": f"toy:{CAPTION}",
                                                                            "preprocess": "hed"}}),
-     "detector 'hed'"),
+     "condition 'hed' draws with ControlNetHED.pth"),
     # images
     ("missing control image", lambda f: sweep(f, control_image=str(f / "nope.png")), "does not exist"),
     ("control not an image", lambda f: sweep(f, control_image=str(f / "not-an-image.png")), "not an image file"),

@@ -107,12 +107,13 @@ def test_bad_resolution():
         make_canny(square(), resolution=4)
 
 
-def test_hub_detector_fails_clearly_offline():
-    """HED needs hub weights (and, here, torchvision): either way the message says what to do."""
-    with pytest.raises((ImportError, ModelNotAvailableError), match="hed|lllyasviel/Annotators"):
+def test_hub_detector_fails_clearly_offline(tmp_path, monkeypatch):
+    """HED needs hub weights: the message names the file, the repo and what to do."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError, match="ControlNetHED.pth of 'lllyasviel/Annotators'.*hf download"):
         load_detector("hed")
 
 
 def test_unknown_detector():
-    with pytest.raises(ValueError, match="unknown detector 'depthx'"):
+    with pytest.raises(ValueError, match="unknown condition .*'depthx'.*did you mean 'depth'"):
         load_detector("depthx")

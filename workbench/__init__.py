@@ -27,7 +27,8 @@ DISTRIBUTION = "controlnet-lora-workbench"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "load_image": "models.control", "make_canny": "models.control",
+    "load_image": "models.control", "make_canny": "models.control", "make_control": "models.control",
+    "conditions": "spec.conditions",
     "pick_device": "models.devices", "pick_dtype": "models.devices",
     "ModelNotAvailableError": "errors",
     "generate": "engine.generation",

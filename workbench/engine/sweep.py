@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 
-from ..families import family_of, trained_size, unit_controlnets
+from ..families import family_of, trained_buckets, trained_size, unit_controlnets
 from ..lora import activate_lora, inspect_lora_file, load_lora, loaded_from, text_encoder_weight
 from ..lora.files import check_safetensors
+from ..models.conditions import check_condition_weights
 from ..models.control import check_control_image, unit_controls
 from ..models.fingerprint import file_sha256, module_fingerprint
 from ..models.memory import fit_batch
@@ -35,7 +36,7 @@ from ..spec.axes import REGISTERED
 from ..spec.metric_registry import ALWAYS, metric_names
 from ..spec.sizes import SizeRange
 from ..spec.files import load_spec
-from ..spec.sweep_spec import TOY_SOURCES, SweepSpec, Trial, expand, spec_from_dict, warn_duplicates
+from ..spec.sweep_spec import BUILT_IN_SOURCES, SweepSpec, Trial, expand, spec_from_dict, warn_duplicates
 from ..spec.units import Unit
 from ..store.growth import check_same_fingerprint, is_known, record_spec
 from ..store.results import (FAILED, IMAGE_SCHEME, ResultsLog, drawn_before_fixes, finished_trial_ids, load_results,
@@ -150,6 +151,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
     warn_duplicates(spec)                                                              # 1
     for unit in spec.resolved_units():  # files are read from the spec file's folder
         check_control_image(unit.image, unit.name)
+        check_condition_weights(unit.preprocess, spec.metric_models)  # depth, seg, pose...: their network's weights
     check_controlnets(pipe, spec.units)
     check_adapter_files(spec.resolved_adapters())
     check_metrics(metric_names(spec.metrics), spec.metric_models)  # a missing metric model stops us before any image
@@ -178,9 +180,10 @@ def drawn_differently_now(pipe, run_dir: Path, log) -> set[str]:
 
 
 def control_content(spec: SweepSpec) -> dict:
-    """{control image as the spec names it: "sha256:<hex>" of its file} for every unit whose image is a file."""
+    """{control image as the spec names it: "sha256:<hex>" of its file} for every unit whose image is a file (a shipped
+    photo, `sample:`, is fixed by its name: `samples.SAMPLES` holds its hash)."""
     return {unit.image: f"sha256:{file_sha256(Path(resolved.image))}"
-            for unit, resolved in zip(spec.units, spec.resolved_units()) if not unit.image.startswith(TOY_SOURCES)}
+            for unit, resolved in zip(spec.units, spec.resolved_units()) if not unit.image.startswith(BUILT_IN_SOURCES)}
 
 
 def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec,
@@ -216,9 +219,9 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             "fewer than the processes; it writes no rows")
     if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
         cells = [sorted(cell, key=lambda t: (t.params["seed"], t.index)) for cell in cells]
-    on_cpu, controls = pipe.device.type == "cpu", {}
+    on_cpu, controls, buckets = pipe.device.type == "cpu", {}, trained_buckets(pipe)
     if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
-        width, height = unit_controls(units, trials[0].params, size, controls)[0].size
+        width, height = unit_controls(units, trials[0].params, size, controls, spec.metric_models, buckets)[0].size
         max_batch = fit_batch(pipe, width, height, max_batch, log)
     batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
@@ -255,7 +258,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             started_at, started = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
             batch_controls = None
             try:                                                                      # 4
-                batch_controls = unit_controls(units, params, size, controls)
+                batch_controls = unit_controls(units, params, size, controls, spec.metric_models, buckets)
                 if on_cpu:  # other programs may have taken memory since the last batch
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
                 activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))

@@ -86,6 +86,6 @@ def record_trial(run_dir: Path, spec: SweepSpec, trial: Trial, pixels, controls,
     path = run_dir / "images" / f"{trial.trial_id}.png"
     row["image_sha256"] = write_png_atomic(image, path, png_info(text))
     row.update(image_path=f"images/{path.name}", width=image.width, height=image.height, state=COMPLETE)
-    context = ScoringContext(spec.model, spec.resolved_units(), controls, trial.params)
+    context = ScoringContext(spec.model, spec.resolved_units(), controls, trial.params, spec.metric_models)
     row.update(writer_scores(metric_names(spec.metrics), image, context))
     return row

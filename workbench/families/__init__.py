@@ -20,6 +20,9 @@ from .parts import trained_size, unit_controlnets  # noqa: F401 (the parts every
 
 # The more specific family first: an SDXL pipeline also has what SD1.5's `owns` looks for.
 FAMILIES: tuple[ModuleType, ...] = (sdxl, sd15)
+# `metric_models: {depth: tiny}`: a condition's network with random weights from a small config, as the tiny models
+# are built (the tests' and the tiny models' depth, seg and pose estimators)
+TINY_WEIGHTS = "tiny"
 DEFAULT_MODEL = "toy"  # the embedded model (an SD1.5-family pipeline trained by this project): offline, on a CPU
 
 
@@ -34,6 +37,8 @@ class Family(Protocol):
     RENAMED_IDS: dict[str, str]                # hub ids taken off the hub -> their mirror
     TRAINED_SIZES: dict[str, int]              # preset name or hub id -> the side it was trained at, px
     DEFAULT_SIZE: int                          # the trained side of a model of this family not listed above
+    BUCKETS: tuple                             # (width, height) sizes it was trained at besides the square, or ()
+    CONDITION_CONTROLNETS: dict[str, tuple]    # condition kind -> the hub ids of ControlNets that read it
     PROFILES: dict[str, dict]                  # preset name -> what a lesson uses on a GPU (`workbench.profiles`)
     DEFAULT_PROFILE: str                       # the profile of any other hub id or folder of this family
     CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
@@ -80,6 +85,16 @@ def family_of(pipe) -> ModuleType:
             return family
     raise ValueError(f"{type(pipe).__name__} is not a pipeline workbench knows; families: "
                      f"{[family.NAME for family in FAMILIES]}")
+
+
+def condition_controlnets(kind: str) -> dict[str, tuple]:
+    """{family name: hub ids of its ControlNets that read condition `kind`} (an empty tuple: none known)."""
+    return {family.NAME: family.CONDITION_CONTROLNETS.get(kind, ()) for family in FAMILIES}
+
+
+def trained_buckets(pipe) -> tuple:
+    """The (width, height) buckets a loaded pipeline's family was trained at (SDXL's), or () for one size."""
+    return family_of(pipe).BUCKETS
 
 
 def family_of_index(model_index: dict) -> ModuleType:

@@ -26,6 +26,17 @@ RENAMED_IDS = {"runwayml/stable-diffusion-v1-5": SD15_ID}
 # Trained sides in px: SD1.5's model card (512 x 512), the toy's card (64), the tiny test model (32).
 TRAINED_SIZES = {"toy": 64, "tiny": 32, "sd15": 512, SD15_ID: 512, SD15_CANNY_ID: 512}
 DEFAULT_SIZE = 512  # hub ids and folders without a readable config are taken to be SD1.x
+BUCKETS: tuple = ()  # trained at one size: a photo keeps its aspect ratio, short side at the resolution
+# The ControlNets that read each condition (`spec/conditions.py`, by kind), the first the one a lesson loads.
+CONDITION_CONTROLNETS = {
+    "canny": ("lllyasviel/control_v11p_sd15_canny", SD15_CANNY_ID),
+    "depth": ("lllyasviel/control_v11f1p_sd15_depth",),
+    "openpose": ("lllyasviel/control_v11p_sd15_openpose",),
+    "seg": ("lllyasviel/control_v11p_sd15_seg", "lllyasviel/sd-controlnet-seg"),
+    "lineart": ("lllyasviel/control_v11p_sd15_lineart",),
+    "softedge": ("lllyasviel/control_v11p_sd15_softedge",),
+    "scribble": ("lllyasviel/control_v11p_sd15_scribble",),
+}
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder")
 # What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SD1.5's UNet 3.44,
 # text encoder 0.49 and VAE 0.33; a ControlNet v1.0/v1.1 1.45.
@@ -70,22 +81,23 @@ PROFILES = {
     "toy": dict(resolution=64, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1, 2], lora_steps=1200,
                 lora_batch=8, lora_lr=1e-3, mixed_precision="no", gradient_checkpointing=False,
                 metrics=["edge", "toy"], report_metric="style_strength", content_metric="colour_fidelity",
-                controlnets=["toy", "toy-mask"], ranks=[1, 2, 4, 8, 16], train_seeds=[0, 1, 2], scenes=12),
+                controlnets=["toy", "toy-mask"], ranks=[1, 2, 4, 8, 16], train_seeds=[0, 1, 2], scenes=12,
+                second_condition="none"),
     # The random test model: the toy's sampling defaults (its tests' ids stay), a few LoRA steps.
     "tiny": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8, lora_batch=4,
                  lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False, metrics=["edge"],
                  report_metric="lora_effect", content_metric="edge_f1", controlnets=["tiny", "tiny"], ranks=[1, 2],
-                 train_seeds=[0, 1], scenes=1),
+                 train_seeds=[0, 1], scenes=1, second_condition="depth", condition_models={"depth": "tiny"}),
     # SD1.5: 512 px and guidance 7.5 from its model card; DPM-Solver++ 2M converges in 20-30 steps (Lu et al. 2022);
     # LoRA as diffusers' train_text_to_image_lora.py and train_dreambooth_lora.py run it: lr 1e-4, batch 1 with 4
     # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered; 500 steps as the DreamBooth
-    # LoRA example. Lesson 04's second ControlNet reads segmentation-like filled regions. Rank studies span 2-32 around
+    # LoRA example. Lesson 04's second ControlNet reads ADE20K segmentation, drawn from a photo. Rank studies span 2-32 around
 # the scripts' default rank 4; content is CLIP prompt adherence, the style's reach DINO distance from weight 0.
     "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", seeds=[0, 1, 2, 3], lora_steps=500,
                  lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
                  metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
                  controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"], ranks=[2, 4, 8, 16, 32],
-                 train_seeds=[0, 1, 2], scenes=8),
+                 train_seeds=[0, 1, 2], scenes=8, second_condition="seg"),
 }
 DEFAULT_PROFILE = "sd15"
 # On a CPU a real model's lesson is shortened so it runs in minutes: the smallest sensible size (SD1.5's 512 / 4),

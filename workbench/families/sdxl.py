@@ -23,6 +23,18 @@ RENAMED_IDS: dict = {}
 # Trained sides in px: SDXL base 1.0's model card (1024 x 1024); the tiny test model 32.
 TRAINED_SIZES = {"sdxl": 1024, "tiny-sdxl": 32, SDXL_ID: 1024, SDXL_CANNY_ID: 1024}
 DEFAULT_SIZE = 1024
+# SDXL was trained on aspect-ratio buckets of about 1024 x 1024 pixels (Podell et al. 2023, appendix): a photo that
+# is not square is drawn at the nearest bucket, scaled to the resolution (`control.fit_size`).
+BUCKETS = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
+           (1536, 640), (640, 1536))
+# The ControlNets that read each condition (`spec/conditions.py`, by kind), the first the one a lesson loads.
+# No ADE20K segmentation ControlNet for SDXL is published in diffusers' layout by a known maintainer: none listed.
+CONDITION_CONTROLNETS = {
+    "canny": (SDXL_CANNY_ID,),
+    "depth": ("diffusers/controlnet-depth-sdxl-1.0",),
+    "openpose": ("xinsir/controlnet-openpose-sdxl-1.0",),
+    "lineart": ("TheMistoAI/MistoLine",),
+}
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
 # What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SDXL base's UNet 10.3,
 # text encoders 0.49 and 2.78, VAE 0.33; an SDXL ControlNet 5.0.
@@ -36,12 +48,13 @@ PROFILES = {
                  lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
                  metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
                  controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"], ranks=[2, 4, 8, 16, 32],
-                 train_seeds=[0, 1, 2], scenes=8),
+                 train_seeds=[0, 1, 2], scenes=8, second_condition="depth"),
     # The random test model: the toy's sampling defaults, a few LoRA steps.
     "tiny-sdxl": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8,
                       lora_batch=4, lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False,
                       metrics=["edge"], report_metric="lora_effect", content_metric="edge_f1",
-                      controlnets=["tiny-sdxl", "tiny-sdxl"], ranks=[1, 2], train_seeds=[0, 1], scenes=1),
+                      controlnets=["tiny-sdxl", "tiny-sdxl"], ranks=[1, 2], train_seeds=[0, 1], scenes=1,
+                      second_condition="depth", condition_models={"depth": "tiny"}),
 }
 DEFAULT_PROFILE = "sdxl"
 # On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.

@@ -111,16 +111,19 @@ def foreground_mask(image, threshold: float = 60.0) -> np.ndarray:
 
 
 def unit_metrics(unit, control: Image.Image, generated: Image.Image, params: dict) -> dict:
-    """One control unit's scores, in columns named after it: edges for Canny units, IoU for masks.
+    """One control unit's `edge` scores, in columns named after it: edges for Canny units, IoU for given maps.
 
     A Canny unit's image is scored as `image_metrics` does (`canny.edge_f1`, ...); a unit whose
     control is given as is (`preprocess: none`, a silhouette) by the IoU of the generated
-    shape (`foreground_mask`) with the control's white area (`mask.mask_iou`).
+    shape (`foreground_mask`) with the control's white area (`mask.mask_iou`). Other conditions
+    (depth, seg, ...) are scored by their own metrics (`condition_scores.py`).
     """
-    if unit.metric == "edge":
+    if unit.preprocess == "canny":
         scores = image_metrics(control, generated, params[unit.key("low")], params[unit.key("high")])
-    else:
+    elif unit.preprocess == "none":
         scores = {"mask_iou": mask_iou(edge_mask(control), foreground_mask(generated))}
+    else:
+        scores = {}
     return {unit.column(name): value for name, value in scores.items()}
 
 

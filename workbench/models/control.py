@@ -1,5 +1,6 @@
-"""Control images: load any picture as RGB, turn it into a Canny edge map with controlnet_aux, and
-make each control unit's image for a sweep (a file, a toy scene, or a toy silhouette).
+"""Control images: load any picture as RGB, turn it into a Canny edge map with controlnet_aux (or another
+condition's map, `conditions.py`), and make each control unit's image for a sweep (a file, a shipped photo,
+a toy scene, or a toy silhouette).
 
 controlnet_aux is installed without its declared dependencies (see the README): its
 package `__init__` imports every detector, and several need torchvision. The Canny
@@ -8,11 +9,7 @@ detector needs only OpenCV and numpy, so `canny_detector` imports its module alo
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import numbers
-import sys
-import types
 import math
 import warnings
 from functools import lru_cache
@@ -22,15 +19,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import model_not_available
+from ..spec.conditions import condition, estimator
+from ..spec.samples import is_sample, sample
 from ..spec.shorten import short
 from ..spec.sweep_spec import TOY_SOURCES
 from ..spec.units import Unit
+from .conditions import aux_module, check_condition_weights, draw_condition, network
 
 MIN_DETECT_SIZE = 64  # controlnet_aux rounds sizes to multiples of 64; below 64 cv2 crashes
-ANNOTATORS_ID = "lllyasviel/Annotators"  # the hub repo holding HED, PiDiNet, MLSD... weights
-HUB_DETECTORS = {"hed": "HEDdetector", "pidi": "PidiNetDetector", "mlsd": "MLSDdetector",
-                 "lineart": "LineartDetector", "lineart_anime": "LineartAnimeDetector"}
 
 
 PIXEL_BUDGET = 4096 * 4096  # pixels an input image keeps before any conversion: a larger one is shrunk first
@@ -51,8 +47,10 @@ def within_budget(image: Image.Image) -> Image.Image:
 
 
 def load_image(image) -> Image.Image:
-    """Return `image` (a path, PIL image or numpy array of any mode or bit depth) as 8-bit RGB, at most PIXEL_BUDGET
-    pixels (`within_budget`)."""
+    """Return `image` (a path, a shipped photo "sample:coffee", a PIL image or a numpy array of any mode or bit depth)
+    as 8-bit RGB, at most PIXEL_BUDGET pixels (`within_budget`)."""
+    if is_sample(image):
+        image = sample(image).path
     if isinstance(image, (str, Path)):
         path = Path(image).expanduser()
         if not path.is_file():
@@ -117,31 +115,23 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"image array dtype {array.dtype} is not supported; use uint8, uint16 or float")
 
 
-def fit_size(width: int, height: int, resolution: int) -> tuple[int, int]:
-    """Scale (width, height) so the short side is `resolution`, each side a multiple of 8."""
+def fit_size(width: int, height: int, resolution: int, buckets: tuple = ()) -> tuple[int, int]:
+    """Scale (width, height) so the short side is `resolution`, each side a multiple of 8; or, given a family's
+    trained `buckets` ((width, height) pairs at its trained size, SDXL's), the bucket nearest the image's aspect
+    ratio, scaled so a square bucket's side is `resolution` (multiples of 8). A square image gets a square either way."""
+    if buckets and width != height:
+        side = max(b[0] for b in buckets if b[0] == b[1])
+        aspect = np.log(width / height)
+        best = min(buckets, key=lambda b: abs(np.log(b[0] / b[1]) - aspect))
+        return tuple(max(8, int(round(edge * resolution / side / 8)) * 8) for edge in best)
     scale = resolution / min(width, height)
     return tuple(max(8, int(round(side * scale / 8)) * 8) for side in (width, height))
 
 
 @lru_cache(maxsize=1)
 def canny_detector():
-    """controlnet_aux's CannyDetector, imported without running the package `__init__`."""
-    try:
-        from controlnet_aux import CannyDetector  # a full install imports normally
-        return CannyDetector()
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec("controlnet_aux")
-    if spec is None:
-        raise ImportError("controlnet_aux is not installed: run `pip install --no-deps controlnet_aux` "
-                          "(see the README for why --no-deps)")
-    shell = types.ModuleType("controlnet_aux")  # an empty package object, so `..util` resolves
-    shell.__path__ = list(spec.submodule_search_locations)
-    sys.modules["controlnet_aux"] = shell
-    try:
-        return importlib.import_module("controlnet_aux.canny").CannyDetector()
-    finally:
-        del sys.modules["controlnet_aux"]  # a later `import controlnet_aux` runs the real one
+    """controlnet_aux's CannyDetector, imported without running the package `__init__` (`conditions.aux_module`)."""
+    return aux_module("canny").CannyDetector()
 
 
 def check_thresholds(low, high) -> None:
@@ -153,7 +143,7 @@ def check_thresholds(low, high) -> None:
         raise ValueError(f"Canny thresholds must satisfy 0 <= low <= high, got low={low}, high={high}")
 
 
-def make_canny(image, low: float = 100, high: float = 200, resolution: int = 512) -> Image.Image:
+def make_canny(image, low: float = 100, high: float = 200, resolution: int = 512, buckets: tuple = ()) -> Image.Image:
     """Canny edges of `image` as an RGB PIL image, white edges on black, sized for the pipeline.
 
     The image is first resized explicitly (Lanczos) so its short side is `resolution` and both
@@ -165,7 +155,7 @@ def make_canny(image, low: float = 100, high: float = 200, resolution: int = 512
     if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution < 8:
         raise ValueError(f"`resolution` must be an integer >= 8, got {resolution!r}")
     rgb = load_image(image)
-    size = fit_size(rgb.width, rgb.height, resolution)
+    size = fit_size(rgb.width, rgb.height, resolution, buckets)
     pixels = np.asarray(rgb.resize(size, Image.LANCZOS)) if rgb.size != size else np.asarray(rgb)
     detect = max(MIN_DETECT_SIZE, min(size))
     edges = canny_detector()(pixels, low_threshold=low, high_threshold=high,
@@ -178,48 +168,44 @@ def make_canny(image, low: float = 100, high: float = 200, resolution: int = 512
     return Image.fromarray(np.stack([edges] * 3, axis=-1))
 
 
-def load_detector(name: str):
-    """Load another controlnet_aux detector whose weights come from the hub (e.g. "hed").
-
-    Needs the full controlnet_aux install (`pip install 'controlnet-lora-workbench[aux]'`) and the weights of
-    lllyasviel/Annotators in the local cache; each missing piece gives an error saying so.
-    """
+def load_detector(name: str, models: dict | None = None):
+    """The network that draws condition `name` (`wb.conditions()`), loaded from the hub cache or the folder `models`
+    names (a clear error when its weights are missing; "tiny": random weights from a small config)."""
     if name == "canny":
         return canny_detector()
-    if name not in HUB_DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; known: {['canny', *sorted(HUB_DETECTORS)]}")
-    try:
-        module = importlib.import_module("controlnet_aux")
-    except ImportError as err:
-        raise ImportError(f"detector {name!r} needs the full controlnet_aux install, which lacks "
-                          f"{err.name!r} here. Install it with `pip install 'controlnet-lora-workbench[aux]'` "
-                          "(this pulls torchvision: a CUDA torch unless you pin a CPU build). "
-                          "Canny works without it.") from None
-    try:
-        return getattr(module, HUB_DETECTORS[name]).from_pretrained(ANNOTATORS_ID)
-    except OSError as err:
-        raise model_not_available(ANNOTATORS_ID, f"detector {name!r} weights", type(err).__name__) from None
+    model = estimator(name, models)
+    if model is None:
+        raise ValueError(f"condition {name!r} draws with no network")
+    check_condition_weights(name, models)
+    return network(name, model)
 
 
 def make_control(image, preprocess: str = "canny", low: float = 100, high: float = 200,
-                 resolution: int = 512) -> Image.Image:
-    """A ControlNet's input from an image: its Canny edges, the image itself (`none`), or a detector's map.
+                 resolution: int = 512, models: dict | None = None, buckets: tuple = ()) -> Image.Image:
+    """A ControlNet's input from an image: its Canny edges, the image itself (`none`), or another condition's map
+    (`wb.conditions()`: depth, seg, openpose, lineart, softedge, pidi, scribble) drawn with the weights `models` names.
 
-    The result's short side is `resolution` and both sides are multiples of 8, as for `make_canny`.
+    The result keeps the image's aspect ratio: its short side is `resolution` and both sides are multiples of 8
+    (`fit_size`), or it is the nearest of a family's trained `buckets` scaled to `resolution`.
     """
     if preprocess == "canny":
-        return make_canny(image, low, high, resolution=resolution)
+        return make_canny(image, low, high, resolution=resolution, buckets=buckets)
+    record = condition(preprocess)
     rgb = load_image(image)
-    if preprocess != "none":  # a controlnet_aux detector: hub weights, a clear error when missing
-        rgb = load_image(load_detector(preprocess)(rgb, detect_resolution=max(MIN_DETECT_SIZE, resolution),
-                                                   image_resolution=max(MIN_DETECT_SIZE, resolution)))
-    return rgb.resize(fit_size(rgb.width, rgb.height, resolution), Image.LANCZOS)
+    rgb = rgb.resize(fit_size(rgb.width, rgb.height, resolution, buckets), Image.LANCZOS)
+    if record.needs_weights:
+        check_condition_weights(preprocess, models)
+        rgb = draw_condition(preprocess, rgb, models)
+    return rgb
 
 
 # ---- the control images of a sweep's units -------------------------------------------------------
 
 def source_image(source: str, size: int):
-    """A control's source: a file, "toy:<caption>" (the toy scene) or "toy-mask:<caption>" (its silhouette)."""
+    """A control's source: a file, a shipped photo ("sample:coffee", `samples.py`), "toy:<caption>" (the toy scene)
+    or "toy-mask:<caption>" (its silhouette)."""
+    if is_sample(source):
+        return sample(source).path
     if source.startswith(TOY_SOURCES):
         from ..toy.world import render_mask, render_scene, scene_from_caption
         kind, caption = source.split(":", 1)
@@ -228,18 +214,22 @@ def source_image(source: str, size: int):
     return source
 
 
-def control_for(source: str, size: int, low: int = 100, high: int = 200, preprocess: str = "canny") -> Image.Image:
+def control_for(source: str, size: int, low: int = 100, high: int = 200, preprocess: str = "canny",
+                models: dict | None = None, buckets: tuple = ()) -> Image.Image:
     """The control image of a unit: its source (see `source_image`) made into the ControlNet's input."""
-    return make_control(source_image(source, size), preprocess, low, high, resolution=size)
+    return make_control(source_image(source, size), preprocess, low, high, resolution=size, models=models,
+                        buckets=buckets)
 
 
-def unit_controls(units: list[Unit], params: dict, size: int, cache: dict) -> list[Image.Image]:
-    """Each unit's control for one trial's parameters, made once per (unit, thresholds) and kept."""
+def unit_controls(units: list[Unit], params: dict, size: int, cache: dict, models: dict | None = None,
+                  buckets: tuple = ()) -> list[Image.Image]:
+    """Each unit's control for one trial's parameters, made once per (unit, thresholds) and kept. `models`: the
+    spec's `metric_models` (which weights draw depth, seg, ...); `buckets`: the family's trained sizes (SDXL's)."""
     controls = []
     for unit in units:
         key = (unit.name, unit.image, unit.preprocess, params[unit.key("low")], params[unit.key("high")])
         if key not in cache:
-            cache[key] = control_for(unit.image, size, key[3], key[4], unit.preprocess)
+            cache[key] = control_for(unit.image, size, key[3], key[4], unit.preprocess, models, buckets)
         controls.append(cache[key])
     if len({c.size for c in controls}) > 1:
         raise ValueError(f"the control images have different sizes {[c.size for c in controls]} at resolution {size}: "
@@ -248,11 +238,13 @@ def unit_controls(units: list[Unit], params: dict, size: int, cache: dict) -> li
 
 
 def check_control_image(control_image: str, unit: str = "") -> None:
-    """Refuse a missing or unreadable control image, or a toy caption the toy world cannot draw."""
+    """Refuse a missing or unreadable control image, an unknown sample, or a toy caption the toy world cannot draw."""
     name = f"control unit {unit!r} `image`" if unit else "`control_image`"
     if not isinstance(control_image, str) or not control_image:
-        raise ValueError(f"{name} must be a file path or 'toy:<caption>', got {control_image!r}")
-    if control_image.startswith(TOY_SOURCES):
+        raise ValueError(f"{name} must be a file path, 'sample:<photo>' or 'toy:<caption>', got {control_image!r}")
+    if is_sample(control_image):
+        sample(control_image)
+    elif control_image.startswith(TOY_SOURCES):
         from ..toy.world import scene_from_caption
         scene_from_caption(control_image.split(":", 1)[1])
     else:

@@ -56,6 +56,8 @@ class Profile:
     train_seeds: list             # training seeds per rank: their spread is the study's band
     scenes: int                   # held-out scenes a rank study draws
     notes: list = field(default_factory=list)
+    second_condition: str = "none"  # what lesson 04's second ControlNet reads (`wb.conditions()`); none: the toy's mask
+    condition_models: dict = field(default_factory=dict)  # `metric_models` for it: "tiny" on the random test models
     # the memory plan (`memory_plan.py`): from the card's compute capability and total memory; on a CPU, fp32 as is
     dtype: str = "fp32"           # "bf16", "fp16", "fp32", or "auto" (a GPU profile made without its card)
     offload: str | None = None    # None, "model" (enable_model_cpu_offload) or "sequential"

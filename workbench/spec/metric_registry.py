@@ -13,6 +13,11 @@ checked against these names without importing any scorer):
   dino         dino_distance: 1 - cosine similarity of DINOv2 CLS embeddings from the
                reference (the LoRA effect that papers report, as LPIPS is). Needs
                facebook/dinov2-small (88 MB).
+  depth, seg, softedge, lineart, pose
+               controllability per condition, as ControlNet++ (Li et al. 2024) measures it: the
+               unit's condition drawn again from the generated image with the same weights, against
+               its control: depth_rmse (after aligning scale and shift), seg_miou, softedge_ssim,
+               lineart_ssim, pose_pck. Per image, on the writer thread.
   lora_effect  the mean absolute pixel difference (0-1) of an image from the same trial at LoRA
                weight 0. Needs no model; scored after every sweep (`ALWAYS`), where a sweep has
                weight 0 beside other weights.
@@ -37,10 +42,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .conditions import CONDITIONS
 from .shorten import short
 
 CLIP_ID = "openai/clip-vit-large-patch14"
@@ -75,6 +81,15 @@ REGISTRY = {
                          "after", "workbench.metrics.model_scorers:clip_scores", CLIP_ID, "1.7 GB"),
     "dino": Metric("dino", ("dino_distance",), f"{DINO_ID} in the hub cache, and a reference trial", "after",
                    "workbench.metrics.model_scorers:dino_distances", DINO_ID, "88 MB"),
+    # Controllability per condition, as ControlNet++ measures it: the condition drawn again from the image, compared
+    # with the unit's control (`metrics/condition_scores.py`), with the weights that drew the control.
+    "depth": Metric("depth", ("depth_rmse",), "a depth unit", "writer", "workbench.metrics.condition_scores:depth_scores"),
+    "seg": Metric("seg", ("seg_miou",), "a seg unit", "writer", "workbench.metrics.condition_scores:seg_scores"),
+    "softedge": Metric("softedge", ("softedge_ssim",), "a softedge, hed, pidi or scribble unit", "writer",
+                       "workbench.metrics.condition_scores:softedge_scores"),
+    "lineart": Metric("lineart", ("lineart_ssim",), "a lineart unit", "writer",
+                      "workbench.metrics.condition_scores:lineart_scores"),
+    "pose": Metric("pose", ("pose_pck",), "an openpose unit", "writer", "workbench.metrics.condition_scores:pose_scores"),
     "lora_effect": Metric("lora_effect", ("lora_effect",), "a trial at LoRA weight 0 beside other weights", "after",
                           "workbench.metrics.scorers:lora_effects"),
 }
@@ -89,6 +104,7 @@ class ScoringContext:
     units: list           # the spec's control units (units.Unit)
     controls: list | None  # each unit's control image (None when the batch failed before making them)
     params: dict          # the trial's parameters
+    models: dict = field(default_factory=dict)  # the spec's `metric_models`: which weights draw depth, seg, ...
 
 
 @dataclass
@@ -119,8 +135,11 @@ def metric_names(value) -> list[str]:
 
 
 def check_metric_models(models: dict) -> None:
-    """A spec's `metric_models`: names of metrics that load a model, each mapped to a hub id or a folder (a string)."""
-    with_models = sorted(name for name, metric in REGISTRY.items() if metric.model)
+    """A spec's `metric_models`: names of metrics that load a model, or of conditions that draw with one, each mapped
+    to a hub id or a folder (a string; "tiny" for a condition's small random network)."""
+    with_models = sorted({*(name for name, metric in REGISTRY.items() if metric.model),
+                          *(name for name, record in CONDITIONS.items() if record.weights),
+                          *(record.metric for record in CONDITIONS.values() if record.weights)})
     for name, model in models.items():
         if name not in with_models:
             raise ValueError(f"`metric_models` names {short(name)}, which loads no model; metrics that do: {with_models}")

@@ -32,6 +32,7 @@ from .expansion import check_link, combos, count, pairs_of
 from .lora_blocks import block_label, block_scales
 from ..families import DEFAULT_MODEL, SPEC_KEYS, spec_defaults
 from .metric_registry import check_metric_models, metric_names
+from .samples import SAMPLE_PREFIX
 from .samplers import ALIASES, SCHEDULERS, canonical_sampler
 from .shorten import short
 from .sizes import size_range
@@ -44,6 +45,7 @@ from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, U
 # for (`kind_of`: canny.scale -> conditioning_scale).
 MODES = ("product", "zip")
 TOY_SOURCES = ("toy:", "toy-mask:")  # control sources drawn by the toy world, not read from a file
+BUILT_IN_SOURCES = (*TOY_SOURCES, SAMPLE_PREFIX)  # and the shipped photos (`samples.py`): none is a path to resolve
 # Upper bounds, so a typo cannot ask for a week of work or a spec file for gigabytes of memory.
 MAX_STEPS = 1000            # denoising steps of one image (samplers converge in 20-50; DDPM used 1000)
 MAX_SEEDS = 1000            # seeds per cell
@@ -123,7 +125,7 @@ class SweepSpec:
 
     def resolve(self, path: str) -> str:
         """A file the spec names, as a path from here: relative ones are read from the spec file's folder."""
-        if path.startswith(TOY_SOURCES) or self.base_dir is None or Path(path).expanduser().is_absolute():
+        if path.startswith(BUILT_IN_SOURCES) or self.base_dir is None or Path(path).expanduser().is_absolute():
             return path
         return str(Path(self.base_dir) / path)
 
@@ -256,10 +258,10 @@ def check_spec(spec: SweepSpec) -> None:
                 raise ValueError(f"`{name}` {value} is over the limit of {MAX_STEPS} steps an image")
     if len(set(map(repr, spec.seed))) > MAX_SEEDS:
         raise ValueError(f"`seed` has {len(spec.seed):,} values, over the limit of {MAX_SEEDS} seeds a cell")
-    for unit in spec.units:  # detector names beyond these are checked when the control is made
-        if not isinstance(unit.preprocess, str) or not unit.preprocess:
-            raise ValueError(f"control unit {short(unit.name)}: `preprocess` is one of {list(PREPROCESSORS)} or a "
-                             f"controlnet_aux detector name, got {short(unit.preprocess)}")
+    for unit in spec.units:  # each unit draws a known condition (`conditions.py`)
+        if not isinstance(unit.preprocess, str) or unit.preprocess not in PREPROCESSORS:
+            raise ValueError(f"control unit {short(unit.name)}: `preprocess` is one of {list(PREPROCESSORS)}, "
+                             f"got {short(unit.preprocess)}")
     for value in spec.prompt + spec.negative_prompt:
         if not isinstance(value, str):
             raise ValueError(f"prompts must be strings, got {short(value)} ({type(value).__name__})")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .conditions import PREPROCESSORS, Condition, condition  # noqa: F401 (PREPROCESSORS: read here by the spec)
 from .axes import OPTIONAL_UNIT_AXES, UNIT_AXES, UNIT_KEYS  # noqa: F401 (UNIT_AXES, OPTIONAL_UNIT_AXES: read here)
 from .shorten import short
 
@@ -26,7 +27,6 @@ from .shorten import short
 UNIT_FIELDS = ("controlnet", "image", "preprocess")
 # The top-level key that holds each parameter of the unnamed unit of an old-style spec.
 LEGACY_KEYS = {**UNIT_KEYS, "image": "control_image"}
-PREPROCESSORS = ("canny", "none")  # or a controlnet_aux detector name (`control.load_detector`)
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -43,9 +43,14 @@ class Unit:
         return LEGACY_KEYS[param] if not self.name else f"{self.name}.{param}"
 
     @property
+    def condition(self) -> Condition:
+        """The record of what this unit draws (`conditions.py`): canny, depth, seg, openpose, ... or none (as given)."""
+        return condition(self.preprocess)
+
+    @property
     def metric(self) -> str:
-        """What its images are scored by: edges for Canny units, silhouette IoU for given maps."""
-        return "edge" if self.preprocess == "canny" else "mask"
+        """The metric that scores its images: `edge` for Canny and given maps (edge F1, mask IoU), else its condition's."""
+        return self.condition.metric
 
     def column(self, metric: str) -> str:
         """A metric's column for this unit: "edge_f1" alone, or "canny.edge_f1"."""

@@ -78,7 +78,7 @@ def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: 
             images[(label, i)] = image
             path = out / f"blend{b}-scene{i}.png"
             image.save(path)
-            context = ScoringContext(model, spec.resolved_units(), [control], expand(spec)[0].params)
+            context = ScoringContext(model, spec.resolved_units(), [control], expand(spec)[0].params, spec.metric_models)
             rows.append({"blend": label, **{f"w_{k}": v for k, v in blend.items()}, "scene": i, "prompt": caption,
                          "control_image": source, "seed": seed, "adapter": label,
                          "lora_weight": float(sum(blend.values())), "state": "COMPLETE", "trial_id": f"{b}-{i}",

@@ -65,7 +65,8 @@ class SweepPanel:
 
     Args:
         pipe: a loaded pipeline.
-        control_image: a file path or "toy:<caption>" (default: the toy scene of the prompt).
+        control_image: a file path, a shipped photo ("sample:coffee") or "toy:<caption>" (default: the toy scene of
+            the prompt).
         adapters: {name: LoRA file} offered as adapters (loaded once, on the first run).
         run_root: run folders go here, one per distinct spec.
     """
