@@ -28,7 +28,7 @@ def test_each_sample_is_the_file_its_record_names(name):
 def test_the_readme_credits_each_sample_with_its_licence():
     readme = (ROOT / "README.md").read_text()
     for record in SAMPLES.values():
-        line = next((line for line in readme.splitlines() if f"`sample:{record.name}`" in line), "")
+        line = next((line for line in readme.splitlines() if line.startswith(f"| `sample:{record.name}` |")), "")
         assert record.licence in line and record.credit.split(" (")[0] in line, record.name
 
 

@@ -57,7 +57,7 @@ CONDITIONS = {condition.name: condition for condition in (
     Condition("none", "given", "nothing: the image as given (the toy's silhouette, or a map you drew)", None, "edge",
               notes="scored by the IoU of the generated shape with the control's white area (`mask_iou`)"),
     Condition("depth", "depth", "transformers AutoModelForDepthEstimation (Depth Anything V2)",
-              Weights(DEPTH_ID, (), "99 MB (24.8M parameters)", "apache-2.0"), "depth",
+              Weights(DEPTH_ID, (), "99 MB, 24.8M parameters", "apache-2.0"), "depth",
               notes="relative inverse depth (disparity), near = white, normalised per image, as ControlNet reads it"),
     Condition("seg", "seg", "transformers UperNetForSemanticSegmentation, ADE20K palette",
               Weights(SEGMENTER_ID, (), "about 330 MB", "mit"), "seg",

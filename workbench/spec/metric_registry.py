@@ -155,3 +155,10 @@ def metrics_running(names: list[str], runs_on: str) -> list[Metric]:
 def writer_columns(names: list[str]) -> list[str]:
     """The columns the writer metrics among `names` fill in per image (the rest come after the sweep)."""
     return [column for metric in metrics_running(names, "writer") for column in metric.columns]
+
+
+def condition_column(preprocess: str) -> str:
+    """The column that says how well an image keeps a unit's condition: edge_f1 (canny), mask_iou (a map as given),
+    or the first column of its condition's metric (depth_rmse, seg_miou, ...)."""
+    special = {"canny": "edge_f1", "none": "mask_iou"}
+    return special.get(preprocess) or REGISTRY[CONDITIONS[preprocess].metric].columns[0]
