@@ -83,7 +83,8 @@ def execute(path: Path, workdir: Path, model: str | None = None, parameters: dic
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "00b_diffusion_inside.ipynb", "01_controlnet.ipynb",
+    assert [p.name for p in NOTEBOOKS] == ["00_quickstart.ipynb", "00b_diffusion_inside.ipynb", "00c_anatomy.ipynb",
+                                          "01_controlnet.ipynb",
                                           "02_lora.ipynb", "03_sweep_lab.ipynb", "04_two_controlnets.ipynb"]
 
 
@@ -95,7 +96,10 @@ def check_executed(notebook, path: Path, seconds: float) -> None:
     assert not errors
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+# 00c trains a ControlNet on the toy for 2 minutes: it runs on the toy under `slow` (and `make docs`), on tiny-sdxl by
+# default.
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name.startswith("00c_") else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs_on_the_toy_model(path, workdir):
     notebook, seconds = execute(path, workdir, parameters=QUICK.get(path.name))
     check_executed(notebook, path, seconds)
@@ -135,7 +139,7 @@ def run_with_only_model_changed(path: Path, model: str, folder: Path) -> None:
 
 # The default suite runs the two short notebooks on tiny-sdxl; the four long ones (150 s together on a 2-core CI
 # machine, which held the suite over its 10-minute budget) run with `make test-slow`, as the tiny SD1.5 runs do.
-@pytest.mark.parametrize("path", [p if p.name.startswith(("00_", "00b_")) else pytest.param(p, marks=pytest.mark.slow)
+@pytest.mark.parametrize("path", [p if p.name.startswith(("00_", "00b_", "00c_")) else pytest.param(p, marks=pytest.mark.slow)
                                   for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs_on_tiny_sdxl_with_only_model_changed(path, family_workdir):
     run_with_only_model_changed(path, "tiny-sdxl", family_workdir("tiny-sdxl"))

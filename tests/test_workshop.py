@@ -39,7 +39,7 @@ def notebook_run_times() -> dict[str, float]:
     """Each notebook's measured run time on the toy model (the first table row that names it)."""
     timings = GUIDE.split("## How long each notebook takes", 1)[1].split("\n## ", 1)[0]
     found = {}
-    for number, toy in re.findall(r"^\| (\d+b?) [^|]*\| ([^|]*)\|", timings, re.M):
+    for number, toy in re.findall(r"^\| (\d+[a-z]?) [^|]*\| ([^|]*)\|", timings, re.M):
         found.setdefault(number, seconds(toy))
     return found
 
@@ -48,7 +48,7 @@ def exercise_run_times() -> dict[tuple[str, int], float]:
     """Each exercise's measured run time ("-": reading only, 0 s)."""
     table = GUIDE.split("## How long each exercise takes", 1)[1].split("\n## ", 1)[0]
     return {(number, int(exercise)): 0.0 if shown.strip() == "-" else seconds(shown)
-            for number, exercise, shown in re.findall(r"^\| (\d+b?) \| (\d+) \| ([^|]*)\|", table, re.M)}
+            for number, exercise, shown in re.findall(r"^\| (\d+[a-z]?) \| (\d+) \| ([^|]*)\|", table, re.M)}
 
 
 def notebooks():

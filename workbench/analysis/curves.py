@@ -32,6 +32,7 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
         _, ax = new_figure(figsize=(5, 3.5))
     groups = [(None, done)] if hue is None else [(v, done[done[hue] == v]) for v in ordered_values(done[hue])]
     band = f"{confidence:.0%} CI over seeds (bootstrap)" if spread == "ci" else "range over seeds"
+    banded = bool(len(done)) and done.groupby([x] if hue is None else [x, hue]).size().max() > 1  # one row a point: no band
     for number, (value, group) in enumerate(groups):
         if spread == "ci":
             cells = cell_stats(group, y, by=[x], confidence=confidence).set_index(x).sort_index()
@@ -41,11 +42,13 @@ def plot_metric(df: pd.DataFrame, x: str = "conditioning_scale", y: str = "edge_
             means, low, high = cells["mean"], cells["min"], cells["max"]
         line, = ax.plot(means.index, means, marker=MARKERS[number % len(MARKERS)],  # colour and marker tell lines apart
                         label=None if hue is None else f"{hue} = {value}")
-        ax.fill_between(means.index, low, high, alpha=0.2, color=line.get_color(),
-                        label=band if number == 0 else None)
+        if banded:
+            ax.fill_between(means.index, low, high, alpha=0.2, color=line.get_color(),
+                            label=band if number == 0 else None)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.legend(fontsize=8)
+    if banded or hue is not None:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax.figure
 

@@ -76,6 +76,12 @@ class Profile:
         return {"batch_size": self.lora_batch, "mixed_precision": self.mixed_precision,
                 "gradient_checkpointing": self.gradient_checkpointing}
 
+    def short(self) -> str:
+        """The profile in one line: model, family, device, and what a lesson's images are drawn with."""
+        return (f"profile of {self.model!r} ({self.family}) on {self.device}: {self.resolution} px, {self.steps} steps, "
+                f"guidance {self.guidance}, {self.scheduler}, seeds {self.seeds}"
+                + (" (SHORTENED for a CPU)" if self.shortened else ""))
+
     def __str__(self) -> str:
         lines = [f"profile of {self.model!r} ({self.family}) on {self.device}"
                  + (": SHORTENED for a CPU, so a lesson runs in minutes; use a GPU for real results" if self.shortened

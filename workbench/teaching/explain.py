@@ -9,8 +9,11 @@ from ..families import family_of, trained_size, unit_controlnets
 
 
 @torch.no_grad()
-def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
-    """One row per zero convolution: the residual it adds into the UNet, its shape and weight norm.
+def controlnet_residuals(pipe, prompt: str = "", unit: int = 0, controlnet=None, control: str = "zeros") -> pd.DataFrame:
+    """One row per zero convolution: the residual it adds into the UNet, its shape, weight norm and largest value.
+
+    `controlnet` replaces the pipeline's (the unit-th) for this call; `control` is the image it reads: "zeros" (black)
+    or "noise" (uniform noise, seed 0).
 
     A ControlNet is a trainable copy of the UNet's encoder that reads the control image.
     Each of its blocks ends in a 1x1 "zero convolution" (initialised to zero, so training
@@ -23,8 +26,9 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
     sample = torch.zeros(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
     family = family_of(pipe)
     context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
-    control = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    controlnet = unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
+    control = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if control == "noise"
+               else torch.zeros(1, 3, size, size)).to(device, dtype)
+    controlnet = controlnet or unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
     down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
                                 controlnet_cond=control, return_dict=False, **extra)
     convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
@@ -34,5 +38,6 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0) -> pd.DataFrame:
         rows.append({"zero_conv": "controlnet_mid_block" if is_mid else f"controlnet_down_blocks.{i}",
                      "adds_to": "UNet middle block" if is_mid else f"UNet skip connection {i}",
                      "residual_shape (C, H, W)": tuple(residual.shape[1:]),
-                     "weight_norm": float(conv.weight.float().norm())})
+                     "weight_norm": float(conv.weight.float().norm()),
+                     "max_abs": float(residual.abs().max())})
     return pd.DataFrame(rows)
