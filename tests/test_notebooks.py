@@ -23,12 +23,45 @@ HTML_DIR = os.environ.get("WORKBENCH_NOTEBOOK_HTML")
 DOCS_HTML = Path(__file__).resolve().parents[1] / "docs" / "notebooks"
 
 
+OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""  # the lab page without the scripts it would fetch from a CDN: require.js, MathJax, mermaid
+
+
+def formula_image(tex: str) -> str:
+    """A display formula ($$...$$) as an inline SVG image, drawn by matplotlib's mathtext at export time."""
+    import base64
+    import io
+    from matplotlib import mathtext
+    from matplotlib.font_manager import FontProperties
+    svg = io.BytesIO()
+    mathtext.math_to_image(f"${' '.join(tex.split())}$", svg, prop=FontProperties(size=15), format="svg")
+    encoded = base64.b64encode(svg.getvalue()).decode()
+    alt = tex.strip().replace('"', "&quot;")
+    return f'<p style="text-align:center"><img alt="{alt}" src="data:image/svg+xml;base64,{encoded}"></p>'
+
+
 def save_html(notebook, name: str, seconds: float) -> None:
-    """Write the executed notebook as one HTML page (for students who cannot run it), when HTML_DIR is set."""
+    """Write the executed notebook as one HTML page (for students who cannot run it), when HTML_DIR is set.
+
+    The page works offline, as in a workshop room without a network: its formulas are drawn into it as images, and
+    it loads no script or stylesheet from elsewhere (`test_html_copies_load_nothing_from_the_network`)."""
     if not HTML_DIR:
         return
+    import copy
+    import re
+
+    import jinja2
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    notebook = copy.deepcopy(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = re.sub(r"\$\$(.+?)\$\$", lambda m: formula_image(m.group(1)), cell.source, flags=re.S)
+    exporter = HTMLExporter(template_name="lab", template_file="offline.html.j2",
+                            extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})])
+    body, _ = exporter.from_notebook_node(notebook)
     note = (f"<p style='font:13px sans-serif;color:#555'>Executed by <code>make docs</code> on the toy model, "
             f"on a 2-core CPU, in {seconds:.0f} s.</p>")
     Path(HTML_DIR).mkdir(parents=True, exist_ok=True)
@@ -94,6 +127,25 @@ def check_executed(notebook, path: Path, seconds: float) -> None:
     assert images >= 2, "the notebook should draw its grids and curves"
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    check_quiet(notebook, path)
+
+
+MAX_LINES, MAX_CHARACTERS = 10, 800  # a cell's printed text, at most: tables show as HTML, long reprs are not shown
+
+
+def check_quiet(notebook, path: Path) -> None:
+    """No executed cell prints more than MAX_LINES lines or MAX_CHARACTERS characters (progress bars, which redraw
+    one line, count as their last state); a value with an HTML form (a table) is shown as HTML."""
+    for number, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data", {})
+            if "text/html" in data or "image/png" in data:
+                continue
+            text = output.get("text", "") if output.output_type == "stream" else data.get("text/plain", "")
+            text = "\n".join(line.rsplit("\r", 1)[-1] for line in text.rstrip("\n").split("\n"))
+            assert text.count("\n") < MAX_LINES and len(text) <= MAX_CHARACTERS, (
+                f"{path.name} cell {number} prints {text.count(chr(10)) + 1} lines, {len(text)} characters: "
+                f"{text[:200]!r}")
 
 
 # 00c trains a ControlNet on the toy for 2 minutes: it runs on the toy under `slow` (and `make docs`), on tiny-sdxl by
@@ -133,6 +185,7 @@ def run_with_only_model_changed(path: Path, model: str, folder: Path) -> None:
     print(f"{path.name} on {model}: {seconds:.0f} s")
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    check_quiet(notebook, path)
     printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
     assert f"profile of {model!r}" in printed, "the parameters cell prints the model's profile"
 
@@ -170,7 +223,7 @@ def test_notebook_runs_on_the_sd15_hub_cache_through_the_cpu_profile(path, sd15_
     notebook, seconds = execute(path, tmp_path, model="sd15")
     print(f"{path.name} on the SD1.5 rehearsal: {seconds:.0f} s")
     printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
-    assert "SHORTENED for a CPU" in printed and "resolution = 128" in printed and "steps = 2" in printed
+    assert "SHORTENED for a CPU" in printed and "128 px" in printed and "2 steps" in printed
 
 
 def test_figures_show_when_mplbackend_is_agg(tmp_path, monkeypatch):
@@ -207,6 +260,18 @@ def test_executed_html_copy_is_in_docs_with_its_figures(path):
     assert text.count("data:image/png;base64") >= 2 and "Executed by <code>make docs</code>" in text
     markdown = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
     assert markdown and markdown[0].source.splitlines()[0].lstrip("# ").split(":")[0][:20] in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_html_copies_load_nothing_from_the_network(path):
+    """A workshop room may have no network: no script, stylesheet or image of a copy comes from elsewhere, and its
+    formulas are pictures in the page, not TeX waiting for MathJax."""
+    import re
+    page = (DOCS_HTML / f"{path.stem}.html").read_text()
+    outside = re.findall(r"<(?:script|link|img)\b[^>]*\b(?:src|href)=[\"']?(?:https?:)?//[^\"' >]+", page)
+    assert not outside, outside[:3]
+    formulas = sum(c.source.count("$$") // 2 for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    assert page.count('src="data:image/svg+xml;base64,') >= formulas and "$$" not in page
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -198,19 +198,21 @@ def rank_study(pipe, dataset, prompts=None, controls=None, *, ranks=(1, 2, 4, 8,
     ranks, seeds = sorted(set(ranks)), list(seeds)
     run_dir, smallest = Path(run_dir), min(ranks)
     adapters, meta = {}, {}
+    log(f"{len(ranks) * len(seeds)} adapters: ranks {ranks} x training seeds {seeds}, each from the cache or trained")
     for rank in ranks:
         a, rslora = alpha_for(alpha, rank, smallest)
         for seed in seeds:
             name = f"r{rank}-s{seed}"
-            log(f"adapter {name} (alpha {a:g}{', rsLoRA' if rslora else ''})")
             started = time.perf_counter()
             adapters[name] = cached_adapter(pipe, data, data_hash, rank, a, rslora, steps, lr, seed, Path(cache_dir),
                                             name, train_options)
             meta[name] = (rank, seed)
             left = len(ranks) * len(seeds) - len(adapters)
-            if left and time.perf_counter() - started > 5:  # it trained: say how long the others may take
-                log(f"  trained in {time.perf_counter() - started:.0f} s; the {left} left that are not cached "
-                    f"take up to {left * (time.perf_counter() - started) / 60:.1f} min more")
+            if time.perf_counter() - started > 5:  # it trained: say so, and how long the others may take
+                log(f"adapter {name} (alpha {a:g}{', rsLoRA' if rslora else ''}) trained in "
+                    f"{time.perf_counter() - started:.0f} s" + (f"; the {left} left that are not cached take up to "
+                                                                 f"{left * (time.perf_counter() - started) / 60:.1f} "
+                                                                 "min more" if left else ""))
     keys = {name: path.parent.name for name, path in adapters.items()}  # each adapter's cache key: its folder
     key = study_key({"adapters": keys, "prompts": prompts, "controls": controls, "weights": list(weights),
                      "sweep": asdict(how), "report": report})
