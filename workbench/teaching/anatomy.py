@@ -115,9 +115,13 @@ def fresh_is_a_no_op(pipe, controlnet, control, prompt: str, steps: int, seed: i
     options = dict(prompt=prompt, num_inference_steps=steps, output_type="np", height=control.height,
                    width=control.width)
     controlled = with_controlnet(pipe, controlnet)
-    controlled.set_progress_bar_config(disable=True)
     base = without_controlnet(pipe)  # (from_pipe builds it as diffusers does: one notice, as for any pipeline)
-    base.set_progress_bar_config(disable=True)
+    # Each its own scheduler, fresh from the same config: no state carried over. An SDE sampler draws its Brownian
+    # noise from a seed of its own (`noise_sampler_seed`, random when unset): both get `seed`.
+    seeded = {"noise_sampler_seed": seed} if "noise_sampler_seed" in pipe.scheduler.config else {}
+    for each in (controlled, base):
+        each.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **seeded)
+        each.set_progress_bar_config(disable=True)
     a = controlled(image=control, controlnet_conditioning_scale=1.0, generator=generator(), **options).images[0]
     b = base(generator=generator(), **options).images[0]
     return a, b, bool(np.array_equal(a, b))
