@@ -182,3 +182,11 @@ def test_a_sweep_draws_depth_from_a_photo_and_scores_it(family, tiny_pipe, tiny_
     assert list(again.trial_id) == list(first.trial_id)
     with pytest.raises(ValueError, match="`metric_models` names 'dino2'"):
         wb.spec.spec_from_dict({**spec.to_dict(), "metric_models": {"dino2": "x"}})
+
+
+def test_a_folder_without_the_model_is_refused_naming_it(tmp_path):
+    with pytest.raises(wb.ModelNotAvailableError, match=r"condition 'seg' draws with '.*empty'"):
+        control_for("sample:coffee", 64, preprocess="seg", models={"seg": str(tmp_path / "empty")})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(wb.ModelNotAvailableError, match=r"condition 'depth' draws with '.*empty'"):
+        control_for("sample:coffee", 64, preprocess="depth", models={"depth": str(tmp_path / "empty")})

@@ -178,11 +178,7 @@ def depth_network(name: str, model: str, tiny: bool):
         processor = DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
                                          image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
         return processor, seeded(lambda: DepthAnythingForDepthEstimation(config))
-    try:
-        processor = DPTImageProcessorPil.from_pretrained(model, cache_dir=hub_cache(), local_files_only=True)
-        net = AutoModelForDepthEstimation.from_pretrained(model, cache_dir=hub_cache(), local_files_only=True)
-    except OSError:
-        raise missing_weights(name, model) from None
+    processor, net = from_cache(name, model, DPTImageProcessorPil, AutoModelForDepthEstimation)
     return processor, net.eval()
 
 
@@ -195,12 +191,16 @@ def seg_network(name: str, model: str, tiny: bool):
         config = UperNetConfig(backbone_config=backbone, hidden_size=16, num_labels=150, use_auxiliary_head=False)
         processor = SegformerImageProcessorPil(size={"height": 64, "width": 64})
         return processor, seeded(lambda: UperNetForSemanticSegmentation(config))
+    processor, net = from_cache(name, model, SegformerImageProcessorPil, UperNetForSemanticSegmentation)
+    return processor, net.eval()
+
+
+def from_cache(name: str, model: str, *classes) -> list:
+    """Each of `classes` (an image processor, a model) loaded from a folder or the hub cache; never downloaded."""
     try:
-        processor = SegformerImageProcessorPil.from_pretrained(model, cache_dir=hub_cache(), local_files_only=True)
-        net = UperNetForSemanticSegmentation.from_pretrained(model, cache_dir=hub_cache(), local_files_only=True)
+        return [cls.from_pretrained(model, cache_dir=hub_cache(), local_files_only=True) for cls in classes]
     except OSError:
         raise missing_weights(name, model) from None
-    return processor, net.eval()
 
 
 # ---- what each network reads off a picture ---------------------------------------------------------------------------
