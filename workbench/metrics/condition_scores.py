@@ -73,25 +73,29 @@ def units_of(context: ScoringContext, metric: str):
     return [(unit, control) for unit, control in zip(context.units, context.controls) if unit.metric == metric]
 
 
+def scored(image: Image.Image, context: ScoringContext, metric: str, column: str, score) -> dict:
+    """{<unit>.<column>: score(image at the control's size, control, unit, weights)} for each unit `metric` scores."""
+    return {unit.column(column): score(image.resize(control.size), control, unit,
+                                       estimator(unit.preprocess, context.models))
+            for unit, control in units_of(context, metric)}
+
+
 def depth_scores(image: Image.Image, context: ScoringContext) -> dict:
     """`depth`: depth_rmse per depth unit."""
-    return {unit.column("depth_rmse"): aligned_rmse(grey(control), depth_map(image.resize(control.size),
-                                                                              estimator(unit.preprocess, context.models)))
-            for unit, control in units_of(context, "depth")}
+    return scored(image, context, "depth", "depth_rmse",
+                  lambda drawn, control, unit, model: aligned_rmse(grey(control), depth_map(drawn, model)))
 
 
 def seg_scores(image: Image.Image, context: ScoringContext) -> dict:
     """`seg`: seg_miou per seg unit."""
-    return {unit.column("seg_miou"): mean_iou(classes_of(control), segment(image.resize(control.size),
-                                                                         estimator(unit.preprocess, context.models)))
-            for unit, control in units_of(context, "seg")}
+    return scored(image, context, "seg", "seg_miou",
+                  lambda drawn, control, unit, model: mean_iou(classes_of(control), segment(drawn, model)))
 
 
 def redrawn_ssim(image: Image.Image, context: ScoringContext, metric: str) -> dict:
-    return {unit.column(f"{metric}_ssim"): ssim(grey(control), grey(draw_condition(unit.preprocess,
-                                                                                   image.resize(control.size),
-                                                                                   context.models)))
-            for unit, control in units_of(context, metric)}
+    """`<metric>_ssim` per unit: the unit's condition drawn again from the image, against its control."""
+    return scored(image, context, metric, f"{metric}_ssim", lambda drawn, control, unit, model: ssim(
+        grey(control), grey(draw_condition(unit.preprocess, drawn, context.models))))
 
 
 def softedge_scores(image: Image.Image, context: ScoringContext) -> dict:
@@ -112,6 +116,5 @@ def photo_keypoints(source: str, size: tuple[int, int], model: str) -> np.ndarra
 
 def pose_scores(image: Image.Image, context: ScoringContext) -> dict:
     """`pose`: pose_pck per openpose unit, the keypoints of its photo against the image's."""
-    return {unit.column("pose_pck"): pck(photo_keypoints(unit.image, control.size, model := estimator(
-                unit.preprocess, context.models)), pose_keypoints(image.resize(control.size), model), control.size)
-            for unit, control in units_of(context, "pose")}
+    return scored(image, context, "pose", "pose_pck", lambda drawn, control, unit, model: pck(
+        photo_keypoints(unit.image, control.size, model), pose_keypoints(drawn, model), control.size))

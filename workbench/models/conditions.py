@@ -130,13 +130,13 @@ def seeded(build):
 @lru_cache(maxsize=8)
 def network(name: str, model: str):
     """The object that draws condition `name` with `model` (a hub id, a folder or "tiny"); loaded once."""
-    kind = condition(name).kind if name not in ("pidi",) else "pidi"
+    kind = condition(name).network  # the record says which network: hed serves softedge, hed and scribble
     tiny = model == TINY_WEIGHTS
     if kind == "depth":
         return depth_network(name, model, tiny)
     if kind == "seg":
         return seg_network(name, model, tiny)
-    if kind == "openpose":
+    if kind == "body":
         util = aux_module("open_pose.util")  # util first: it imports body, which imports it back
         body = aux_module("open_pose.body")
         pose = body.Body.__new__(body.Body)  # Body(path) would torch.load the file without weights_only
@@ -158,7 +158,7 @@ def network(name: str, model: str):
             state = load_state(name, model, "table5_pidinet.pth")["state_dict"]
             net.load_state_dict({key.replace("module.", ""): value for key, value in state.items()})
         return pidi.PidiNetDetector(net)
-    hed = aux_module("hed")  # softedge, hed, scribble
+    hed = aux_module("hed")  # kind "hed"
     net = seeded(hed.ControlNetHED_Apache2)
     if not tiny:
         net.load_state_dict(load_state(name, model, "ControlNetHED.pth"))
@@ -246,11 +246,17 @@ def classes_of(painted) -> np.ndarray:
     return distances.argmin(-1)
 
 
+def find_people(image: Image.Image, model: str) -> tuple:
+    """OpenPose's body model on `image`: (the model, its candidate keypoints, and each person's row of indices)."""
+    pose = network("openpose", model)
+    candidate, subset = pose(np.asarray(image.convert("RGB"))[:, :, ::-1].copy())  # OpenPose reads BGR
+    return pose, candidate, subset
+
+
 def pose_keypoints(image: Image.Image, model: str) -> np.ndarray:
     """The first person's 18 OpenPose body keypoints as (18, 2) pixel coordinates, NaN where not found (all NaN: no
     person)."""
-    pose = network("openpose", model)
-    candidate, subset = pose(np.asarray(image.convert("RGB"))[:, :, ::-1].copy())  # OpenPose reads BGR
+    _, candidate, subset = find_people(image, model)
     points = np.full((18, 2), np.nan)
     if len(subset):
         person = subset[int(np.argmax(subset[:, -2]))]  # the highest-scoring person
@@ -262,8 +268,8 @@ def pose_keypoints(image: Image.Image, model: str) -> np.ndarray:
 
 def draw_pose(image: Image.Image, model: str) -> Image.Image:
     """The OpenPose skeleton of every person found, drawn on black at the image's size."""
-    pose, util = network("openpose", model), aux_module("open_pose.util")
-    candidate, subset = pose(np.asarray(image.convert("RGB"))[:, :, ::-1].copy())
+    pose, candidate, subset = find_people(image, model)
+    util = aux_module("open_pose.util")
     canvas = np.zeros((image.height, image.width, 3), np.uint8)
     for person in pose.format_body_result(candidate, subset):
         keypoints = [None if k is None else k._replace(x=k.x / image.width, y=k.y / image.height)

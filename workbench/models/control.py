@@ -24,7 +24,7 @@ from ..spec.samples import is_sample, sample
 from ..spec.shorten import short
 from ..spec.sweep_spec import TOY_SOURCES
 from ..spec.units import Unit
-from .conditions import aux_module, check_condition_weights, draw_condition, network
+from .conditions import aux_module, draw_condition, network
 
 MIN_DETECT_SIZE = 64  # controlnet_aux rounds sizes to multiples of 64; below 64 cv2 crashes
 
@@ -176,8 +176,7 @@ def load_detector(name: str, models: dict | None = None):
     model = estimator(name, models)
     if model is None:
         raise ValueError(f"condition {name!r} draws with no network")
-    check_condition_weights(name, models)
-    return network(name, model)
+    return network(name, model)  # missing weights: refused by the loader, naming the repo, file and command
 
 
 def make_control(image, preprocess: str = "canny", low: float = 100, high: float = 200,
@@ -190,13 +189,9 @@ def make_control(image, preprocess: str = "canny", low: float = 100, high: float
     """
     if preprocess == "canny":
         return make_canny(image, low, high, resolution=resolution, buckets=buckets)
-    record = condition(preprocess)
     rgb = load_image(image)
     rgb = rgb.resize(fit_size(rgb.width, rgb.height, resolution, buckets), Image.LANCZOS)
-    if record.needs_weights:
-        check_condition_weights(preprocess, models)
-        rgb = draw_condition(preprocess, rgb, models)
-    return rgb
+    return draw_condition(preprocess, rgb, models) if condition(preprocess).needs_weights else rgb
 
 
 # ---- the control images of a sweep's units -------------------------------------------------------

@@ -6,6 +6,7 @@ A control unit's `preprocess` names a condition (`canny`, `depth`, ...). Its rec
   kind      what a ControlNet reads: aliases of one map (`hed` and `pidi` are soft edges drawn by two
             networks) share a kind, and the ControlNets of each family are listed per kind in
             `families/` (`wb.conditions()` shows them side by side)
+  network   which network draws it (`models/conditions.network`): hed serves softedge, hed and scribble
   params    the unit axes it reads (Canny's thresholds: `<unit>.low`, `<unit>.high`)
   metric    the metric (`metric_registry`) that scores how well an image keeps the condition: the
             map drawn again from the generated image, compared with the control, as ControlNet++
@@ -43,6 +44,7 @@ class Condition:
     drawn_by: str
     weights: Weights | None
     metric: str
+    network: str | None = None
     params: tuple[str, ...] = ()
     notes: str = ""
 
@@ -52,33 +54,33 @@ class Condition:
 
 
 CONDITIONS = {condition.name: condition for condition in (
-    Condition("canny", "canny", "controlnet_aux CannyDetector (OpenCV)", None, "edge", ("low", "high"),
-              "white edges on black; scored by edge F1 against the control"),
+    Condition("canny", "canny", "controlnet_aux CannyDetector (OpenCV)", None, "edge",
+              params=("low", "high"), notes="white edges on black; scored by edge F1 against the control"),
     Condition("none", "given", "nothing: the image as given (the toy's silhouette, or a map you drew)", None, "edge",
               notes="scored by the IoU of the generated shape with the control's white area (`mask_iou`)"),
     Condition("depth", "depth", "transformers AutoModelForDepthEstimation (Depth Anything V2)",
-              Weights(DEPTH_ID, (), "99 MB, 24.8M parameters", "apache-2.0"), "depth",
+              Weights(DEPTH_ID, (), "99 MB, 24.8M parameters", "apache-2.0"), "depth", "depth",
               notes="relative inverse depth (disparity), near = white, normalised per image, as ControlNet reads it"),
     Condition("seg", "seg", "transformers UperNetForSemanticSegmentation, ADE20K palette",
-              Weights(SEGMENTER_ID, (), "about 330 MB", "mit"), "seg",
+              Weights(SEGMENTER_ID, (), "about 330 MB", "mit"), "seg", "seg",
               notes="150 ADE20K classes, each painted in its palette colour (wall (120,120,120), sky (6,230,230), ...)"),
     Condition("openpose", "openpose", "controlnet_aux open_pose Body (body only: face.py imports torchvision)",
-              Weights(ANNOTATORS_ID, ("body_pose_model.pth",), "209 MB", "see the repo's card"), "pose",
+              Weights(ANNOTATORS_ID, ("body_pose_model.pth",), "209 MB", "see the repo's card"), "pose", "body",
               notes="18 body keypoints and their limbs on black"),
     Condition("lineart", "lineart", "controlnet_aux LineartDetector",
-              Weights(ANNOTATORS_ID, ("sk_model.pth", "sk_model2.pth"), "17 MB + 17 MB", "see the repo's card"), "lineart",
-              notes="white lines on black"),
+              Weights(ANNOTATORS_ID, ("sk_model.pth", "sk_model2.pth"), "17 MB + 17 MB", "see the repo's card"),
+              "lineart", "lineart", notes="white lines on black"),
     Condition("softedge", "softedge", "controlnet_aux HEDdetector (ControlNetHED_Apache2)",
-              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge",
+              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge", "hed",
               notes="soft edges, grey levels kept"),
     Condition("hed", "softedge", "controlnet_aux HEDdetector (ControlNetHED_Apache2)",
-              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge",
+              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge", "hed",
               notes="the same map as softedge"),
     Condition("pidi", "softedge", "controlnet_aux PidiNetDetector",
-              Weights(ANNOTATORS_ID, ("table5_pidinet.pth",), "3 MB", "see the repo's card"), "softedge",
+              Weights(ANNOTATORS_ID, ("table5_pidinet.pth",), "3 MB", "see the repo's card"), "softedge", "pidi",
               notes="soft edges from PiDiNet, a smaller network than HED"),
     Condition("scribble", "scribble", "controlnet_aux HEDdetector, thinned and thresholded (scribble=True)",
-              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge",
+              Weights(ANNOTATORS_ID, ("ControlNetHED.pth",), "29 MB", "apache-2.0"), "softedge", "hed",
               notes="HED's edges made into a binary scribble"),
 )}
 PREPROCESSORS = tuple(CONDITIONS)

@@ -28,7 +28,8 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0, controlnet=None,
     context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
     control = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if control == "noise"
                else torch.zeros(1, 3, size, size)).to(device, dtype)
-    controlnet = controlnet or unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
+    if controlnet is None:
+        controlnet = unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
     down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
                                 controlnet_cond=control, return_dict=False, **extra)
     convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
