@@ -65,7 +65,15 @@ def warn_unknown_words(pipe, prompt: str) -> None:
     unknown = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w + "</w>" not in vocabulary]
     if unknown:
         warnings.warn(f"prompt words {unknown} are out of this model's vocabulary, so it cannot draw them; "
-                      f"it knows: {', '.join(known_words(pipe.tokenizer))}", stacklevel=3)
+                      f"it knows: {', '.join(named_words(known_words(pipe.tokenizer)))} (and short words)",
+                      stacklevel=3)
+
+
+def named_words(words: list[str]) -> list[str]:
+    """The words worth naming in a warning: three letters or more, and not the tail of a longer one (a byte-pair
+    vocabulary also holds word pieces such as "ircle" of "circle", and every single letter)."""
+    long = [w for w in words if len(w) >= 3]
+    return [w for w in long if not any(other != w and other.endswith(w) for other in long)]
 
 
 @contextmanager
