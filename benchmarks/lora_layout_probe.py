@@ -32,7 +32,7 @@ import workbench as wb
 from report import machine, publish, save_sheet
 from workbench.lora import TARGET_MODULES
 from workbench.toy.data import make_dataset
-from workbench.toy.train import (TOY_MODEL, TrainConfig, cosine_lr, diffusion_loss, encode_latents,
+from workbench.toy.train import (TOY_MODEL, TrainConfig, cosine_lr, diffusion_loss, latent_means,
                                   sample_batch)
 
 LAYOUTS = {
@@ -49,7 +49,7 @@ def encode(pipe, data) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         ids = pipe.tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids
         context = torch.cat([pipe.text_encoder(ids[i:i + 256])[0] for i in range(0, len(ids), 256)])
-        return encode_latents(pipe.vae, data.images), context
+        return latent_means(pipe.vae, data.images), context
 
 
 def build(layout: str) -> UNet2DConditionModel:

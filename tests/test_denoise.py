@@ -134,8 +134,8 @@ def test_a_stopped_sharing_sweep_resumes_to_the_same_images(tiny_pipe, tmp_path)
 def test_trials_that_share_a_prefix_stay_in_one_cell_so_one_process_draws_them():
     """accelerate splits the work by cells: ends and seeds of one cell stay on one process."""
     from workbench.spec import expand, spec_from_dict
-    from workbench.sweep import batched_keys, order_cells
+    from workbench.sweep import batched_keys, batch_groups
     spec = spec_from_dict({"prompt": CAPTION, "seed": [0, 1], "control_guidance_end": [0.5, 1.0],
                            "conditioning_scale": [0.5, 1.0]})
-    assert len(order_cells(expand(spec, "fp"), batched_keys(spec.units, share_prefix=True))) == 1
-    assert len(order_cells(expand(spec, "fp"), batched_keys(spec.units))) == 2
+    assert len(batch_groups(expand(spec, "fp"), batched_keys(spec.units, share_prefix=True))) == 1
+    assert len(batch_groups(expand(spec, "fp"), batched_keys(spec.units))) == 2

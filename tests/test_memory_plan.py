@@ -104,8 +104,8 @@ def test_a_plan_is_applied_to_the_pipeline_and_caps_the_auto_batch(tiny_pipe, tm
     try:
         assert apply_plan(tiny_pipe, plan, torch.device("cpu")) is tiny_pipe
         assert tiny_pipe.vae.use_slicing and tiny_pipe.vae.use_tiling and tiny_pipe.workbench_plan is plan
-        sizes, real = [], run_module.generate_cell
-        monkeypatch.setattr(run_module, "generate_cell", lambda pipe, params, trials, *a, **k: (
+        sizes, real = [], run_module.call_pipeline
+        monkeypatch.setattr(run_module, "call_pipeline", lambda pipe, params, trials, *a, **k: (
             sizes.append(len(trials)), real(pipe, params, trials, *a, **k))[1])
         spec = {"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 1,
                 "seed": [0, 1, 2, 3, 4]}

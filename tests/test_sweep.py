@@ -65,7 +65,7 @@ def test_png_infotext_parses_back_to_the_row(finished_run):
 def test_rerun_skips_finished_trials(tiny_pipe, finished_run, monkeypatch):
     run_dir, table = finished_run
     calls = []
-    monkeypatch.setattr(run_module, "generate_cell", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(run_module, "call_pipeline", lambda *a, **k: calls.append(1))
     again = run_sweep(tiny_pipe, small_spec(), run_dir, log=lambda m: None)
     assert calls == [] and list(again.trial_id) == list(table.trial_id)
 
@@ -113,28 +113,28 @@ def test_run_dir_under_a_file_is_refused(tiny_pipe, tmp_path):
 
 
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_pipe, tmp_path, monkeypatch):
-    real = sweep_module.generate_cell
+    real = sweep_module.call_pipeline
 
     def flaky(pipe, params, trials, *controls_embeddings_units):
         if params["guidance"] == 3.0:
             raise RuntimeError("simulated failure")
         return real(pipe, params, trials, *controls_embeddings_units)
 
-    monkeypatch.setattr(run_module, "generate_cell", flaky)
+    monkeypatch.setattr(run_module, "call_pipeline", flaky)
     spec = small_spec(guidance=[3.0, 5.0])
     table = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     failed = table[table.state == "FAILED"]
     assert len(failed) == 4 and (failed.guidance == 3.0).all()
     assert failed.error.str.contains("simulated failure").all() and (failed.image_path == "").all()
     assert (table[table.state == "COMPLETE"].guidance == 5.0).all()
-    monkeypatch.setattr(run_module, "generate_cell", real)
+    monkeypatch.setattr(run_module, "call_pipeline", real)
     retried = run_sweep(tiny_pipe, spec, tmp_path, log=lambda m: None)
     assert (retried.state == "COMPLETE").all() and len(retried) == 8  # failed trials are redone, not duplicated
 
 
 def memory_for(images: int, batches: list):
-    """A generate_cell that records each batch size and runs out of memory above `images`."""
-    real = sweep_module.generate_cell
+    """A call_pipeline that records each batch size and runs out of memory above `images`."""
+    real = sweep_module.call_pipeline
 
     def limited(pipe, params, trials, *controls_embeddings_units):
         batches.append(len(trials))
@@ -147,7 +147,7 @@ def memory_for(images: int, batches: list):
 
 def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
     batches, messages = [], []
-    monkeypatch.setattr(run_module, "generate_cell", memory_for(1, batches))
+    monkeypatch.setattr(run_module, "call_pipeline", memory_for(1, batches))
     table = run_sweep(tiny_pipe, small_spec(conditioning_scale=[1.0], seed=[0, 1, 2, 3]), tmp_path, log=messages.append)
     assert (table.state == "COMPLETE").all() and len(table) == 4
     assert batches[0] == 4 and batches.count(1) == 4 and "out of memory" in messages[0]
@@ -155,7 +155,7 @@ def test_out_of_memory_halves_the_batch(tiny_pipe, tmp_path, monkeypatch):
 
 def test_out_of_memory_lowers_the_batch_for_later_cells(tiny_pipe, tmp_path, monkeypatch):
     batches = []
-    monkeypatch.setattr(run_module, "generate_cell", memory_for(2, batches))
+    monkeypatch.setattr(run_module, "call_pipeline", memory_for(2, batches))
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, log=lambda m: None)
     assert (table.state == "COMPLETE").all() and len(table) == 8
     assert batches == [4, 2, 2, 2, 2]  # the second cell starts at the size that fitted
@@ -168,13 +168,13 @@ def test_bad_max_batch_is_named(tiny_pipe, tmp_path, bad):
 
 
 def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypatch):
-    real, generated = sweep_module.generate_cell, []
+    real, generated = sweep_module.call_pipeline, []
 
     def recording(pipe, params, trials, *controls_embeddings_units):
         generated.extend(t.trial_id for t in trials)
         return real(pipe, params, trials, *controls_embeddings_units)
 
-    monkeypatch.setattr(run_module, "generate_cell", recording)
+    monkeypatch.setattr(run_module, "call_pipeline", recording)
     table = run_sweep(tiny_pipe, small_spec(guidance=[3.0, 5.0]), tmp_path, max_batch=1, log=lambda m: None)
     logged = [json.loads(line)["trial_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert logged == generated and len(logged) == 8  # one writer: rows land in generation order
@@ -182,7 +182,7 @@ def test_writer_thread_keeps_row_order_and_images(tiny_pipe, tmp_path, monkeypat
 
 
 def test_nan_images_are_flagged(tiny_pipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "generate_cell",
+    monkeypatch.setattr(run_module, "call_pipeline",
                         lambda pipe, params, trials, *a: np.full((len(trials), 32, 32, 3), np.nan, np.float32))
     table = run_sweep(tiny_pipe, small_spec(), tmp_path, log=lambda m: None)
     assert (table.flag == "nan").all()
@@ -243,7 +243,7 @@ def test_scales_and_seeds_share_one_batch_and_match_lone_pipeline_calls(family, 
               for i, (scale, seed) in enumerate((s, d) for s in scales for d in seeds)]
     params = {"steps": 3, "guidance": 5.0, "control_guidance_start": 0.0, "control_guidance_end": 1.0}
     embeddings = family_of(tiny_pipe).encode(tiny_pipe, CAPTION, "")
-    batched = sweep_module.generate_cell(tiny_pipe, params, trials, square_control, embeddings)
+    batched = sweep_module.call_pipeline(tiny_pipe, params, trials, square_control, embeddings)
     for trial, image in zip(trials, batched):
         alone = tiny_pipe(CAPTION, image=square_control, num_inference_steps=3, guidance_scale=5.0,
                           controlnet_conditioning_scale=trial.params["conditioning_scale"], output_type="np",

@@ -85,7 +85,7 @@ def test_units_at_several_scales_in_one_batch_equal_separate_calls(two_unit_pipe
               for i, (c, m, seed) in enumerate(pairs)]
     controls = unit_controls(spec.units, trials[0].params, 32, {})
     embeddings = family_of(two_unit_pipe).encode(two_unit_pipe, CAPTION, "")
-    batched = sweep_module.generate_cell(two_unit_pipe, trials[0].params, trials, controls, embeddings, spec.units)
+    batched = sweep_module.call_pipeline(two_unit_pipe, trials[0].params, trials, controls, embeddings, spec.units)
     for (c, m, seed), image in zip(pairs, batched):
         alone = two_unit_pipe(CAPTION, image=controls, num_inference_steps=2, guidance_scale=5.0,
                               controlnet_conditioning_scale=[c, m], output_type="np",

@@ -54,13 +54,13 @@ def test_a_changed_grid_grows_the_same_folder(tiny_pipe, tmp_path):
 def test_stop_button_stops_after_a_batch(tiny_pipe, tmp_path, monkeypatch):
     panel = make_panel(tiny_pipe, tmp_path)
     panel.scale_count.value = 10  # 20 images: a batch of 16, then 4
-    real = sweep_module.generate_cell
+    real = sweep_module.call_pipeline
 
     def clicked_while_generating(*args):
         panel.stop_button.click()  # the user presses Stop while the first batch is on its way
         return real(*args)
 
-    monkeypatch.setattr(run_module, "generate_cell", clicked_while_generating)
+    monkeypatch.setattr(run_module, "call_pipeline", clicked_while_generating)
     panel.run_button.click()
     panel.wait(120)
     assert len(panel.table) == 16 and "stopped" in panel.message.value  # one batch of 16
@@ -136,14 +136,14 @@ def test_a_cell_sweep_waits_for_the_panels_sweep_on_the_same_pipeline(tiny_pipe,
     from workbench import run_sweep
     panel = make_panel(tiny_pipe, tmp_path / "panel")
     started, release = threading.Event(), threading.Event()
-    real = sweep_module.generate_cell
+    real = sweep_module.call_pipeline
 
     def slow_first_batch(*args, **kwargs):
         started.set()
         release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "generate_cell", slow_first_batch)
+    monkeypatch.setattr(run_module, "call_pipeline", slow_first_batch)
     panel.run_button.click()
     assert started.wait(30)
     said, done = [], threading.Event()

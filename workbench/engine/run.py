@@ -1,7 +1,7 @@
 """A sweep's run stage: a batch of trials -> images, one pipeline call each (or the engine's own loop), with the
 out-of-memory backoff and one sweep at a time on a pipeline.
 
-    generate_cell          one pipeline call; a per-image scale (and schedule) hook on each ControlNet
+    call_pipeline          one pipeline call; a per-image scale (and schedule) hook on each ControlNet
     generate_batch         the engine's own loop (`denoise.py`) where trials share their first steps, else the above
     generate_with_backoff  calls of at most `BatchLimit.size` images, halving it on out-of-memory
     embeddings_for         prompt embeddings, kept per text-encoder input
@@ -53,7 +53,7 @@ def embeddings_for(pipe, params: dict, cache: dict) -> dict:
 LEGACY_UNIT = Unit("", "", "")  # the one unnamed unit of a spec without `controls`
 
 
-def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
+def call_pipeline(pipe, params: dict, trials: list[Trial], controls, embeddings,
                   units: list[Unit] = (LEGACY_UNIT,)) -> np.ndarray:
     """One pipeline call for a batch of trials: (B, H, W, 3) floats in [0, 1], NaN left visible.
 
@@ -82,9 +82,9 @@ def generate_cell(pipe, params: dict, trials: list[Trial], controls, embeddings,
 def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings, units: list[Unit],
                    share_prefix: bool) -> tuple[list, list[int]]:
     """A batch's images and each trial's `shared_steps`: by the engine's own loop where its trials share a
-    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`generate_cell`)."""
+    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`call_pipeline`)."""
     controls = controls if isinstance(controls, list) else [controls]
-    if share_prefix:  # the caller has set the batch's sampler (`set_scheduler`), as for `generate_cell`
+    if share_prefix:  # the caller has set the batch's sampler (`set_scheduler`), as for `call_pipeline`
         pipe.scheduler.set_timesteps(params["steps"], device=pipe.device)  # its own count of steps (PNDM: one more)
         steps = len(pipe.scheduler.timesteps)
         factors = np.stack([unit_factors(t.params, units, steps) for t in trials])
@@ -93,7 +93,7 @@ def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings
         if len(windows) > 1 or shares_a_prefix(seeds, factors):
             images, plan = denoise(pipe, embeddings, controls, seeds, factors, params["steps"], params["guidance"])
             return list(images), plan.shared_steps
-    return list(generate_cell(pipe, params, trials, controls, embeddings, units)), [0] * len(trials)
+    return list(call_pipeline(pipe, params, trials, controls, embeddings, units)), [0] * len(trials)
 
 
 class BatchLimit:

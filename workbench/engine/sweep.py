@@ -3,7 +3,7 @@
 `run_sweep` works in numbered stages:
   1. check the spec and the run folder; write spec.yaml before any image
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
-  3. group trials into cells (everything but the seed and each control unit's scale), order the cells so
+  3. group trials into batch groups (everything but the seed and each control unit's scale), order the groups so
      that adapter, weight and scheduler switches happen least often, cut them into batches
      (on the CPU, no larger than free memory allows: `memory.fit_batch`)
   4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from ..families import family_of, trained_buckets, trained_size, unit_controlnets
+from ..families import denoiser, family_of, trained_buckets, trained_size, unit_controlnets
 from ..lora import activate_lora, inspect_lora_file, load_lora, loaded_from, text_encoder_weight
 from ..lora.files import check_safetensors
 from ..models.conditions import check_condition_weights
@@ -45,7 +45,7 @@ from ..store.run_folder import RunFolderBusy, open_run_dir, prepare_run_dir  # n
 from .generation import warn_long_prompt, warn_unknown_words
 from .scoring import check_metrics, score_after_sweep
 from .run import (LEGACY_UNIT, BatchLimit, check_controlnets, embeddings_for, generate_batch,  # noqa: F401 (re-exported)
-                  generate_cell, generate_with_backoff, pipeline_in_use)
+                  call_pipeline, generate_with_backoff, pipeline_in_use)
 from .write import finish_writing, image_flag, record_trial, versions, write_batch  # noqa: F401 (re-exported)
 
 
@@ -92,7 +92,7 @@ def model_fingerprint(pipe, adapters: dict) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-# ---- 3. cells ---------------------------------------------------------------------------------
+# ---- 3. batch groups ------------------------------------------------------------------------
 
 def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
     """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
@@ -101,22 +101,22 @@ def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ..
     return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
 
 
-def cell_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
+def batch_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
     """The trial's parameters that one pipeline call shares: all but the `batched` ones."""
     return tuple((k, v) for k, v in trial.params.items() if k not in batched)
 
 
-def order_cells(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
+def batch_groups(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
     """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
-    cells: dict[tuple, list[Trial]] = {}
+    groups: dict[tuple, list[Trial]] = {}
     for trial in trials:
-        cells.setdefault(cell_key(trial, batched), []).append(trial)
+        groups.setdefault(batch_key(trial, batched), []).append(trial)
 
-    def switch_cost(cell):
-        p = cell[0].params
-        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], cell[0].index)
+    def switch_cost(group):
+        p = group[0].params
+        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], group[0].index)
 
-    return sorted(cells.values(), key=switch_cost)
+    return sorted(groups.values(), key=switch_cost)
 
 
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
@@ -133,10 +133,10 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         callback: called with a `Progress` after each batch is written (tqdm, widgets).
         should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
-        max_batch: the most images in one pipeline call (a cell's seeds and scales are batched);
+        max_batch: the most images in one pipeline call (a batch group's seeds and scales are batched);
             "auto" measures what fits in free GPU memory (16 on the CPU).
         columns: extra values written into each new row (the search writes its trial number).
-        keep_spec: False leaves spec.yaml and specs/ alone (the search's cells; search.yaml
+        keep_spec: False leaves spec.yaml and specs/ alone (the search's rounds; search.yaml
             holds its spec); a folder's spec.yaml still fixes its model.
         share_prefix: trials that follow one path for their first steps (the same seed and ControlNet
             strengths so far, differing later in `end` or a schedule) compute those steps once
@@ -208,27 +208,27 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         max_batch = min(max_batch, plan.max_batch) if plan is not None else max_batch
         if pipe.device.type == "cuda":
             log(f"batch size {max_batch}, from free GPU memory")
-    # Shard whole cells of the full, ordered trial list, so every process computes the same
+    # Shard whole batch groups of the full, ordered trial list, so every process computes the same
     # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
-    groups = order_cells(trials, batched_keys(units, share_prefix))
-    cells = [[t for t in cell if t.trial_id not in finished] for cell in groups[rank::world_size]]
-    if world_size > 1 and not cells:
+    ordered = batch_groups(trials, batched_keys(units, share_prefix))
+    groups = [[t for t in group if t.trial_id not in finished] for group in ordered[rank::world_size]]
+    if world_size > 1 and not groups:
         log(f"process {rank} of {world_size} has no share: the spec makes {len(groups)} group(s) of trials that one "
             "pipeline call draws together (they differ only in seed and ControlNet scale or schedule), "
             "fewer than the processes; it writes no rows")
     if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
-        cells = [sorted(cell, key=lambda t: (t.params["seed"], t.index)) for cell in cells]
+        groups = [sorted(group, key=lambda t: (t.params["seed"], t.index)) for group in groups]
     on_cpu, controls, buckets = pipe.device.type == "cpu", {}, trained_buckets(pipe)
-    if on_cpu and any(cells):  # refuse what cannot fit before the first image, instead of growing until killed
+    if on_cpu and any(groups):  # refuse what cannot fit before the first image, instead of growing until killed
         width, height = unit_controls(units, trials[0].params, size, controls, spec.metric_models, buckets)[0].size
         max_batch = fit_batch(pipe, width, height, max_batch, log)
-    batches = [cell[i:i + max_batch] for cell in cells for i in range(0, len(cell), max_batch)]
+    batches = [group[i:i + max_batch] for group in groups for i in range(0, len(group), max_batch)]
     unfinished = sum(t.trial_id not in finished for t in trials)
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
-    context = {"device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
+    context = {"device": str(pipe.device), "dtype": str(denoiser(pipe).dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
                "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
                "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
                **getattr(pipe, "workbench_file", {}),  # a single file's name and A1111 hash
@@ -278,7 +278,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             warmup = batch is batches[0]
             if warmup and is_compiled(pipe):
                 log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
-            adapter = getattr(pipe.unet, "peft_config", {}).get(params["adapter"])
+            adapter = getattr(denoiser(pipe), "peft_config", {}).get(params["adapter"])
             batch_context = {**context, "warmup": warmup, "lora_rank": adapter.r if adapter else None,
                              "lora_alpha": getattr(adapter, "lora_alpha", getattr(adapter, "alpha", None))}
             if pending:

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Protocol
 
 from . import sd15, sdxl
-from .parts import trained_size, unit_controlnets  # noqa: F401 (the parts every family's pipeline has)
+from .parts import trained_side, unit_controlnets  # noqa: F401 (the parts every family's pipeline has)
 
 # The more specific family first: an SDXL pipeline also has what SD1.5's `owns` looks for.
 FAMILIES: tuple[ModuleType, ...] = (sdxl, sd15)
@@ -43,6 +43,9 @@ class Family(Protocol):
     DEFAULT_PROFILE: str                       # the profile of any other hub id or folder of this family
     CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
     COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
+    DENOISER: str                              # the pipeline attribute of the noise predictor ("unet")
+    TEXT_ENCODERS: tuple[str, ...]             # the pipeline attributes of its text encoders
+    LORA_MODULES: tuple[str, ...]              # the parts a LoRA file's layers go into (denoiser, text encoders)
     DOWNLOAD_GB: dict[str, float]              # hub id -> what from_pretrained downloads, GB (errors say it)
     KOHYA_SGM_UNET: bool                       # kohya names UNet layers by the original model's blocks
     KOHYA_TEXT_PREFIXES: dict[str, str]        # text encoder component -> kohya's key prefix (lora_te_, lora_te1_)
@@ -66,6 +69,8 @@ class Family(Protocol):
     def text_context(self, pipe, tokens: list, image_sizes=None) -> tuple: ...  # (embeddings, extras)
     def lora_loader(self): ...                 # the class whose save_lora_weights writes our files
     def pipeline_class(self): ...              # the diffusers class itself
+    def denoiser_class(self): ...              # the denoiser's class (built from a config)
+    def controlnet_class(self): ...            # its ControlNets' class (from_pretrained, from_unet)
     def build_tiny(self, seed: int = 0): ...   # a random-weight pipeline from configs, for tests
     def build_random(self, seed: int = 0, dtype=None, device: str = "cpu"): ...  # full size, random
 
@@ -85,6 +90,22 @@ def family_of(pipe) -> ModuleType:
             return family
     raise ValueError(f"{type(pipe).__name__} is not a pipeline workbench knows; families: "
                      f"{[family.NAME for family in FAMILIES]}")
+
+
+def denoiser(pipe):
+    """The network of a loaded pipeline that predicts the noise each step (its family's DENOISER: a UNet here)."""
+    return getattr(pipe, family_of(pipe).DENOISER)
+
+
+def trained_size(pipe) -> int:
+    """The image side the pipeline was trained at, in px (diffusers' default size): sample_size x VAE factor."""
+    return trained_side(pipe, denoiser(pipe))
+
+
+def controlnet_from_denoiser(pipe, **config):
+    """A new, untrained ControlNet copied from the pipeline's denoiser (its encoder and middle block), as
+    ControlNet training starts; `config` overrides, e.g. conditioning_embedding_out_channels."""
+    return family_of(pipe).controlnet_class().from_unet(denoiser(pipe), **config)
 
 
 def condition_controlnets(kind: str) -> dict[str, tuple]:

@@ -37,6 +37,10 @@ CONDITION_CONTROLNETS = {
     "softedge": ("lllyasviel/control_v11p_sd15_softedge",),
     "scribble": ("lllyasviel/control_v11p_sd15_scribble",),
 }
+# The pipeline's parts by role: the code outside `families/` asks for them through these names only.
+DENOISER = "unet"  # the network that predicts the noise (SD3 and Flux name theirs "transformer")
+TEXT_ENCODERS = ("text_encoder",)
+LORA_MODULES = (DENOISER, *TEXT_ENCODERS)  # where a LoRA file's layers go (diffusers' _lora_loadable_modules)
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder")
 # What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SD1.5's UNet 3.44,
 # text encoder 0.49 and VAE 0.33; a ControlNet v1.0/v1.1 1.45.
@@ -179,6 +183,18 @@ def lora_loader():
 def pipeline_class():
     import diffusers
     return getattr(diffusers, PIPELINE_CLASS)
+
+
+def denoiser_class():
+    """The class of the denoiser (DENOISER), built from a config by the tests and the anatomy lesson."""
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel
+
+
+def controlnet_class():
+    """The class of this family's ControlNets: `from_pretrained`, `from_unet` and config builds use it."""
+    from diffusers import ControlNetModel
+    return ControlNetModel
 
 
 def assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, scheduler):

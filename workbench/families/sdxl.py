@@ -9,6 +9,8 @@ the code that builds or calls a model, importing torch when called.
 
 from __future__ import annotations
 
+from .parts import trained_side
+
 # ---- facts ----------------------------------------------------------------------------------------
 
 NAME = "sdxl"
@@ -35,6 +37,10 @@ CONDITION_CONTROLNETS = {
     "openpose": ("xinsir/controlnet-openpose-sdxl-1.0",),
     "lineart": ("TheMistoAI/MistoLine",),
 }
+# The pipeline's parts by role: the code outside `families/` asks for them through these names only.
+DENOISER = "unet"  # the network that predicts the noise (SD3 and Flux name theirs "transformer")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+LORA_MODULES = (DENOISER, *TEXT_ENCODERS)  # where a LoRA file's layers go (diffusers' _lora_loadable_modules)
 COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
 # What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SDXL base's UNet 10.3,
 # text encoders 0.49 and 2.78, VAE 0.33; an SDXL ControlNet 5.0.
@@ -124,8 +130,7 @@ def add_time_ids(pipe, size: int, rows: int):
 def unet_conditioning(pipe, context, rows: int) -> dict:
     """Stand-in pooled text and size ids for a bare UNet or ControlNet call on `rows` rows."""
     import torch
-    from .parts import trained_size
-    size = trained_size(pipe)
+    size = trained_side(pipe, pipe.unet)
     pooled = torch.zeros(rows, pipe.text_encoder_2.config.projection_dim, dtype=context.dtype, device=context.device)
     return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": add_time_ids(pipe, size, rows)}}
 
@@ -158,8 +163,7 @@ def text_context(pipe, tokens: list, image_sizes: list | None = None) -> tuple:
     first = pipe.text_encoder(tokens[0].to(pipe.device), output_hidden_states=True)
     second = pipe.text_encoder_2(tokens[1].to(pipe.device), output_hidden_states=True)
     context = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-    from .parts import trained_size
-    size = trained_size(pipe)
+    size = trained_side(pipe, pipe.unet)
     rows = len(tokens[0])
     time_ids = add_time_ids(pipe, size, rows) if image_sizes is None else \
         torch.tensor(image_sizes, dtype=pipe.unet.dtype, device=pipe.device)
@@ -174,6 +178,18 @@ def lora_loader():
 def pipeline_class():
     import diffusers
     return getattr(diffusers, PIPELINE_CLASS)
+
+
+def denoiser_class():
+    """The class of the denoiser (DENOISER), built from a config by the tests and the anatomy lesson."""
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel
+
+
+def controlnet_class():
+    """The class of this family's ControlNets: `from_pretrained`, `from_unet` and config builds use it."""
+    from diffusers import ControlNetModel
+    return ControlNetModel
 
 
 def build_tiny(seed: int = 0):

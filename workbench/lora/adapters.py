@@ -27,7 +27,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..spec.lora_blocks import adapter_weights, block_scales
-from ..families import family_of
+from ..families import denoiser, family_of
 from ..models.fingerprint import file_sha256, forget_fingerprint
 from .files import check_safetensors, inspect_lora_file, kohya_text_attention_without_out_proj
 from .lycoris import load_lycoris
@@ -35,7 +35,7 @@ from .lycoris import load_lycoris
 
 def loaded_adapters(pipe) -> list[str]:
     """The names of every adapter loaded on any component of the pipeline."""
-    return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(pipe.unet, "peft_config", None) else []
+    return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(denoiser(pipe), "peft_config", None) else []
 
 
 @contextmanager
@@ -123,7 +123,7 @@ def load_lora(pipe, path: str | Path, adapter_name: str, allow_pickle: bool = Fa
 
 def lycoris_adapter(pipe, adapter_name: str) -> bool:
     """Whether `adapter_name` is a LyCORIS (LoHa, LoKr) adapter on the UNet."""
-    config = getattr(pipe.unet, "peft_config", {}).get(adapter_name)
+    config = getattr(denoiser(pipe), "peft_config", {}).get(adapter_name)
     return type(config).__name__ in ("LoHaConfig", "LoKrConfig")
 
 
@@ -212,7 +212,7 @@ def describe_mismatch(path: Path, error: str, family: str) -> str | None:
 
 def lora_off(pipe) -> None:
     """Switch every adapter off (the base model); nothing to do on a pipeline without adapters."""
-    if getattr(pipe.unet, "peft_config", None):
+    if getattr(denoiser(pipe), "peft_config", None):
         pipe.disable_lora()
 
 
@@ -226,7 +226,7 @@ def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None =
     """Switch adapters without reloading: `set_adapters` with a weight (per block with `blocks`), or none."""
     if adapter is None:
         lora_off(pipe)
-    elif getattr(pipe.unet, "peft_config", None):
+    elif getattr(denoiser(pipe), "peft_config", None):
         pipe.enable_lora()
         pipe.set_adapters([adapter], adapter_weights=[weight if blocks is None else
                                                       adapter_weights(pipe, adapter, weight, blocks)])
@@ -235,10 +235,10 @@ def activate_lora(pipe, adapter: str | None, weight: float, blocks: str | None =
 def text_encoder_weight(pipe, adapter: str | None, weight: float, blocks=None) -> float | None:
     """The weight at which `adapter` acts on the text encoders (its `lora_blocks` text-encoder scale included), or
     None when it has no text-encoder layers: what, besides the prompt, changes the prompt embeddings."""
-    if adapter is None or not getattr(pipe.unet, "peft_config", None):
+    if adapter is None or not getattr(denoiser(pipe), "peft_config", None):
         return None
     carriers = [component for component, names in pipe.get_list_adapters().items() if adapter in names]
-    if carriers == ["unet"] or not carriers:
+    if carriers == [family_of(pipe).DENOISER] or not carriers:
         return None
     return float(weight) * (1.0 if blocks is None else float(block_scales(blocks)["text_encoder"]))
 
@@ -339,7 +339,7 @@ def unload_adapter(pipe, adapter_name: str) -> None:
 def lora_summary(pipe):
     """Per adapter: rank, alpha, scaling, trainable parameters and their share of the UNet."""
     import pandas as pd
-    unet = pipe.unet
+    unet = denoiser(pipe)
     factors = ("lora_", "hada_", "lokr_")  # LoRA's and LyCORIS's factor names
     base = sum(p.numel() for n, p in unet.named_parameters() if not any(f in n for f in factors))
     rows = []

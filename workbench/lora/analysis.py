@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..families import denoiser
 from ..models.fingerprint import file_sha256
 from ..spec.shorten import short
 from .adapters import loaded_adapters
@@ -183,7 +184,7 @@ def lora_delta_spectrum(pipe, adapter: str):
     much of the rank the adapter really uses.
     """
     rows = []
-    for name, module in pipe.unet.named_modules():
+    for name, module in denoiser(pipe).named_modules():
         if not (hasattr(module, "lora_A") and adapter in getattr(module, "lora_A", {})):
             continue
         a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()

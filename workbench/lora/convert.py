@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..families import family_of, family_of_index
+from ..families import denoiser, family_of, family_of_index
 from .files import check_safetensors, lora_layers, read_lora
 
 FORMATS = ("kohya", "diffusers")  # kohya's names for each family are facts of its module (KOHYA_* in families/)
@@ -68,7 +68,7 @@ def resnet_part(rest: list[str]) -> list[str]:
 
 def kohya_name(component: str, module: str, family, layers_per_block: int) -> str:
     """A layer's kohya name (no suffix) in `family`'s layout: its prefix, and its module path with `_` for `.`."""
-    if component == "unet":
+    if component == family.DENOISER:
         path = sgm_name(module, layers_per_block) if family.KOHYA_SGM_UNET else module
         return "lora_unet_" + path.replace(".", "_")
     if component not in family.KOHYA_TEXT_PREFIXES:
@@ -80,7 +80,7 @@ def kohya_name(component: str, module: str, family, layers_per_block: int) -> st
 
 def pipeline_family(pipe) -> tuple:
     """(family module, the UNet's layers per block) of a loaded pipeline, which the kohya names depend on."""
-    return family_of(pipe), pipe.unet.config.layers_per_block
+    return family_of(pipe), denoiser(pipe).config.layers_per_block
 
 
 def convert_lora(src: str | Path, dst: str | Path, format: str = "kohya", pipe=None) -> Path:
@@ -135,12 +135,12 @@ def to_kohya(state: dict, layers: list, family, layers_per_block: int) -> tuple[
 def to_diffusers(state: dict, layers: list, pipe, family, layers_per_block: int) -> dict:
     """diffusers tensors: `<component>.<module>.lora_A/B.weight`, each layer's scale folded into its up factor (B)."""
     by_kohya = {}
-    for component in ("unet", *family.KOHYA_TEXT_PREFIXES):
+    for component in family.LORA_MODULES:
         for module, _ in getattr(pipe, component).named_modules():
             if module and "lora_" not in module and "base_layer" not in module:
                 name = kohya_name(component, module, family, layers_per_block)
                 by_kohya[name] = f"{component}.{module}"
-                if component != "unet":  # files from tools that name text layers without `text_model_`
+                if component != family.DENOISER:  # files from tools that name text layers without `text_model_`
                     by_kohya[name.replace("_text_model_", "_", 1)] = f"{component}.{module}"
     out, unknown = {}, []
     for layer in layers:

@@ -224,8 +224,8 @@ def save_lora(pipe, adapter_name: str, config, path: Path, metadata: dict) -> No
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from ..families import family_of
-    state = get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name)
+    from ..families import denoiser, family_of
+    state = get_peft_model_state_dict(denoiser(pipe), adapter_name=adapter_name)
     state = {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
     config_dict = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.to_dict().items()}
     family_of(pipe).lora_loader().save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,

@@ -61,7 +61,7 @@ def module_names(pipe) -> dict[str, tuple[str, str]]:
     from .convert import kohya_name, pipeline_family
     family, layers_per_block = pipeline_family(pipe)
     names = {}
-    for component in ("unet", *family.KOHYA_TEXT_PREFIXES):
+    for component in family.LORA_MODULES:
         model = getattr(pipe, component, None)
         if model is None:
             continue

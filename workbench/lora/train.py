@@ -21,6 +21,7 @@ import torch
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
+from ..families import denoiser
 from ..models.checkpoints import load_checkpoint, save_checkpoint
 from ..models.fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
@@ -121,7 +122,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     The target is the noise, or v for a v-prediction model, as the pipeline's scheduler config says (a single file
     loaded with `prediction_type="v_prediction"` carries it). On a GPU the ControlNets wait on the CPU meanwhile.
     """
-    unet, device = pipe.unet, pipe.device
+    unet, device = denoiser(pipe), pipe.device
     check_rank(unet, rank)
     options = check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
                             mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer)
@@ -246,7 +247,7 @@ def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None 
     files = {}
     for rank in ranks:
         name = f"rank{rank}"
-        key = cache_key(pipe.unet, data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed, options)
+        key = cache_key(denoiser(pipe), data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed, options)
         path = Path(cache_dir) / key / f"{name}.safetensors"
         folder = path.parent
         if not path.exists():
@@ -302,9 +303,9 @@ def random_lora(pipe, rank: int, path: str | Path, seed: int = 0, std: float = 0
     config = LoraConfig(r=rank, lora_alpha=float(rank), init_lora_weights=False, target_modules=TARGET_MODULES)
     name = f"random-r{rank}-{seed}"
     with peft_notes_quiet():
-        pipe.unet.add_adapter(config, adapter_name=name)
+        denoiser(pipe).add_adapter(config, adapter_name=name)
     with torch.no_grad():
-        for param_name, param in pipe.unet.named_parameters():
+        for param_name, param in denoiser(pipe).named_parameters():
             if name in param_name:
                 param.normal_(0, std)
     path = Path(path)

@@ -100,7 +100,7 @@ def layers_not_fitting(pipe, downs: list[str], shapes: dict) -> list[str]:
     from ..lora.convert import kohya_name, pipeline_family
     family, layers_per_block = pipeline_family(pipe)
     modules = {}
-    for component in ("unet", *family.KOHYA_TEXT_PREFIXES):
+    for component in family.LORA_MODULES:
         for name, module in getattr(pipe, component).named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and "lora_" not in name:
                 width = module.in_features if isinstance(module, torch.nn.Linear) else module.in_channels

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..families import denoiser
+
 HEADROOM = 0.8    # use at most this share of the free memory (CPU here, GPU in `speed.auto_batch_size`)
 STEP_MAPS = 32    # maps alive per UNet level in a denoising step, UNet and ControlNet together (measured)
 DECODE_MAPS = 7   # full-resolution maps alive in the VAE decoder's last block (measured)
@@ -95,9 +97,9 @@ def decode_bytes(vae, pixels: int, value_bytes: int) -> int:
 
 def estimate_image_bytes(pipe, width: int, height: int) -> int:
     """An upper bound on the memory one more image in a batch needs, in bytes."""
-    value_bytes = torch.finfo(pipe.unet.dtype).bits // 8
+    value_bytes = torch.finfo(denoiser(pipe).dtype).bits // 8
     latent_pixels = (width // pipe.vae_scale_factor) * (height // pipe.vae_scale_factor)
-    step = denoising_bytes(pipe.unet, latent_pixels, value_bytes) + attention_bytes(pipe.unet, latent_pixels,
+    step = denoising_bytes(denoiser(pipe), latent_pixels, value_bytes) + attention_bytes(denoiser(pipe), latent_pixels,
                                                                                    value_bytes)
     return max(step, decode_bytes(pipe.vae, width * height, value_bytes))
 

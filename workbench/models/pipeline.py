@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from .devices import pick_device, pick_dtype
 from .single_file import SINGLE_FILE_SUFFIXES, is_single_file, load_checkpoint_pipeline, load_controlnet_file
 from ..errors import ModelNotAvailableError, model_not_available, models_not_available
 from ..families import (CONTROLNET_PRESETS, DEFAULT_MODEL, DOWNLOAD_GB, EMBEDDED, PRESETS, RENAMED_IDS,  # noqa: F401
-                       TINY_PRESETS, family_of_index, preset_family, trained_size)
+                       TINY_PRESETS, controlnet_from_denoiser, family_for, family_of_index, preset_family,
+                       trained_size)
 from ..families.sd15 import SD15_CANNY_ID, SD15_ID  # noqa: F401 (re-exported, as before)
 from ..spec.samplers import SCHEDULERS, canonical_sampler, has_karras_twin
 from .speed import compile_pipeline, optimize_for_gpu
@@ -271,10 +271,11 @@ def load_pipeline(base: str = DEFAULT_MODEL, controlnet: str | list[str] | None 
     else:
         kwargs = {"dtype": dtype}
         net_sources = [resolve_model(name, "controlnet") for name in controlnets if name is not None]
+        controlnet_class = family_for(base).controlnet_class()  # the base's family's ControlNets (read from disk)
         try:
             if net_sources:  # several ControlNets: one MultiControlNetModel holds them
                 loaded = [load_controlnet_file(source.location, dtype, config, allow_pickle) if source.kind == "file"
-                          else _from_pretrained(ControlNetModel, source, "controlnet", dtype=dtype)
+                          else _from_pretrained(controlnet_class, source, "controlnet", dtype=dtype)
                           for source in net_sources]
                 kwargs["controlnet"] = loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
             if base_source.kind == "file":
@@ -335,11 +336,11 @@ def model_name(pipe, given: str | None = None) -> str:
     return name
 
 
-def tiny_controlnet(pipe, seed: int) -> ControlNetModel:
-    """Another random ControlNet for a tiny test pipeline, copied from its UNet (a second control unit)."""
+def tiny_controlnet(pipe, seed: int):
+    """Another random ControlNet for a tiny test pipeline, copied from its denoiser (a second control unit)."""
     from ..families.builders import wake_zero_convs
     torch.manual_seed(seed)
-    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(
+    net = controlnet_from_denoiser(pipe, conditioning_embedding_out_channels=tuple(
         pipe.controlnet.config.conditioning_embedding_out_channels))
     wake_zero_convs(net, seed=seed)
     return net

@@ -132,7 +132,7 @@ def write_bundled_config(folder: Path, family, prediction_type: str) -> Path:
             config, name = {"_class_name": class_name, **bundled(part)}, "config.json"
         (folder / part / name).write_text(json.dumps(config))
     (folder / "controlnet").mkdir()
-    (folder / "controlnet" / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel",
+    (folder / "controlnet" / "config.json").write_text(json.dumps({"_class_name": family.controlnet_class().__name__,
                                                                    **bundled("controlnet")}))
     return folder
 
@@ -202,16 +202,18 @@ def misfit(path: Path, what: str, err: Exception) -> ValueError:
 def load_controlnet_file(path: str | Path, dtype, config: str | Path | None = None, allow_pickle: bool = False):
     """A ControlNet from one file (lllyasviel's `control_v11p_sd15_canny.safetensors`, or a diffusers-layout file):
     its family's bundled config, or `config` (a folder holding config.json, or a pipeline folder with controlnet/)."""
-    from diffusers import ControlNetModel
+    from ..families import FAMILIES
     path = Path(path).expanduser()
     shapes = read_keys(path, allow_pickle)
     check_controlnet(path, shapes)
     family = controlnet_family(path, shapes) if config is None else None
+    # with a config given, the file's family is not read: the default family's class (SD1.x's, SDXL's are one class)
+    controlnet_class = (family or FAMILIES[-1]).controlnet_class()
     with config_folder(family, config, "epsilon") as folder:
         folder = folder / "controlnet" if (folder / "controlnet" / "config.json").is_file() else folder
         try:
             with quiet_loading():
-                return ControlNetModel.from_single_file(str(path), config=str(folder), torch_dtype=dtype,
+                return controlnet_class.from_single_file(str(path), config=str(folder), torch_dtype=dtype,
                                                         local_files_only=True)
         except (ValueError, RuntimeError, KeyError, OSError, NotImplementedError) as err:
             raise misfit(path, f"the {family.NAME if family else 'given'} ControlNet config", err) from None

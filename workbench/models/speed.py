@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families import family_of, unit_controlnets
+from ..families import denoiser, family_of, unit_controlnets
 from .memory import HEADROOM
 
 CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this gains nothing
@@ -26,14 +26,14 @@ CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this 
 def use_sdpa(pipe) -> None:
     """Make every attention layer of the UNet and ControlNet use SDPA (a no-op when they do)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
-    for model in (pipe.unet, *unit_controlnets(pipe.controlnet)):
+    for model in (denoiser(pipe), *unit_controlnets(pipe.controlnet)):
         if any(not isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values()):
             model.set_attn_processor(AttnProcessor2_0())
 
 
 def use_channels_last(pipe) -> None:
     """Store the UNet's and ControlNet's conv weights in NHWC (channels_last) order."""
-    for model in (pipe.unet, pipe.controlnet):
+    for model in (denoiser(pipe), pipe.controlnet):
         model.to(memory_format=torch.channels_last)
 
 
@@ -61,20 +61,20 @@ def compile_pipeline(pipe) -> None:
     Compilation happens on the first call of each new input shape (batch size, resolution),
     and again when a LoRA weight changes the traced constants; it can take a minute.
     """
-    pipe.unet.compile()
+    denoiser(pipe).compile()
     pipe.controlnet.compile()
 
 
 def is_compiled(pipe) -> bool:
     """True if `compile_pipeline` was applied to this pipeline's UNet."""
-    return getattr(pipe.unet, "_compiled_call_impl", None) is not None
+    return getattr(denoiser(pipe), "_compiled_call_impl", None) is not None
 
 
 def optimize_for_gpu(pipe, compile: bool = False) -> None:
     """Apply the settings above to a pipeline already on a CUDA device."""
     use_sdpa(pipe)
     use_channels_last(pipe)
-    if pipe.unet.dtype == torch.float16:
+    if denoiser(pipe).dtype == torch.float16:
         upcast_vae(pipe)
     if compile:
         compile_pipeline(pipe)
@@ -86,10 +86,10 @@ def denoising_step(pipe, size: int, images: int):
     Returns (step, latents): call `step()` to run it. Its cost depends on the shapes, not the
     values, so the memory probe and the benchmarks' FLOP count share it.
     """
-    device, dtype, rows = pipe.device, pipe.unet.dtype, 2 * images
+    device, dtype, rows = pipe.device, denoiser(pipe).dtype, 2 * images
     latent = size // pipe.vae_scale_factor
-    sample = torch.randn(rows, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
-    context = torch.zeros(rows, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim,
+    sample = torch.randn(rows, denoiser(pipe).config.in_channels, latent, latent, device=device, dtype=dtype)
+    context = torch.zeros(rows, pipe.tokenizer.model_max_length, denoiser(pipe).config.cross_attention_dim,
                           device=device, dtype=dtype)
     control = torch.zeros(rows, 3, size, size, device=device, dtype=dtype)
     t = torch.full((rows,), 500, device=device)
@@ -103,7 +103,7 @@ def denoising_step(pipe, size: int, images: int):
     @torch.no_grad()
     def step():
         down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, return_dict=False, **controls, **extra)
-        pipe.unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
+        denoiser(pipe)(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
 
     return step, sample
 

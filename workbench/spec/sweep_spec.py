@@ -40,9 +40,8 @@ from .control_schedules import parse_schedule
 from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls,
                     is_unit_key, spec_units, split_unit_key)
 
-# The parameters a trial is made of, in the order rows show them, each a list in a spec, and how each numeric one is
-# checked: derived from the axis records (`axes.py`). A unit's parameters behave like the top-level key they stand
-# for (`kind_of`: canny.scale -> conditioning_scale).
+# The parameters of a trial, their row order and checks come from the axis records (`axes.py`); a unit's parameters
+# behave like the top-level key they stand for (`kind_of`: canny.scale -> conditioning_scale).
 MODES = ("product", "zip")
 TOY_SOURCES = ("toy:", "toy-mask:")  # control sources drawn by the toy world, not read from a file
 BUILT_IN_SOURCES = (*TOY_SOURCES, SAMPLE_PREFIX)  # and the shipped photos (`samples.py`): none is a path to resolve

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis.curves import plot_rank_study
-from ..families import trained_size
+from ..families import denoiser, trained_size
 from ..lora import DEFAULT_STEPS, lora_rank_ladder, train_lora, training_pairs
 from ..lora.analysis import ladder_adapters
 from ..lora.files import cache_key, dataset_hash, file_parameters
@@ -87,7 +87,7 @@ SHIPPED_ADAPTERS = SHIPPED  # notebook 02's study adapters and tables (`shipped.
 
 def adapter_key(pipe, data_hash: str, rank, alpha, use_rslora, steps, lr, seed, options: dict | None = None) -> str:
     """The cache key of one adapter of a study (`lora.files.cache_key`, options at their defaults left out)."""
-    return cache_key(pipe.unet, data_hash, rank, alpha, use_rslora, steps, lr, seed, key_options(options))
+    return cache_key(denoiser(pipe), data_hash, rank, alpha, use_rslora, steps, lr, seed, key_options(options))
 
 
 def cached_adapter(pipe, data, data_hash: str, rank, alpha, use_rslora, steps, lr, seed, cache_dir: Path, name: str,

@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import torch
 
-from ..families import family_of, trained_size, unit_controlnets
+from ..families import controlnet_from_denoiser, denoiser, family_of, trained_size, unit_controlnets
 from .explain import controlnet_residuals
 
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")  # what LoRA adapts in diffusers' UNet by default
@@ -29,14 +29,13 @@ def parameter_count(module) -> int:
 # ---- ControlNet ------------------------------------------------------------------------------------------------------
 
 def fresh_controlnet(pipe, unit: int = 0):
-    """A ControlNet copied from the pipeline's UNet (`ControlNetModel.from_unet`), untrained: its zero convolutions
+    """A ControlNet copied from the pipeline's UNet (diffusers' `from_unet`), untrained: its zero convolutions
     are zero. Its control-image encoder has the loaded ControlNet's widths, which match the VAE's downscaling."""
-    from diffusers import ControlNetModel
     loaded = unit_controlnets(pipe.controlnet)[unit]
-    fresh = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(
+    fresh = controlnet_from_denoiser(pipe, conditioning_embedding_out_channels=tuple(
         loaded.config.conditioning_embedding_out_channels))
     fresh = fresh.to(pipe.device)
-    return (fresh if fresh.dtype == pipe.unet.dtype else fresh.to(dtype=pipe.unet.dtype)).eval()
+    return (fresh if fresh.dtype == denoiser(pipe).dtype else fresh.to(dtype=denoiser(pipe).dtype)).eval()
 
 
 def controlnet_parts(controlnet, unet) -> pd.DataFrame:
@@ -57,13 +56,11 @@ def controlnet_parts(controlnet, unet) -> pd.DataFrame:
 def published_sizes() -> pd.DataFrame:
     """UNet and ControlNet parameters of SD1.5 and SDXL, built from the bundled configs on the meta device (no
     weights, no download)."""
-    from diffusers import ControlNetModel
-
     from ..families import FAMILIES
     rows = {}
     for family, unet in zip(FAMILIES, published_unets().values()):
         with torch.device("meta"):
-            controlnet = ControlNetModel(**family.load_config("controlnet"))
+            controlnet = family.controlnet_class()(**family.load_config("controlnet"))
         rows[family.NAME] = {"UNet (M)": parameter_count(unet) / 1e6, "ControlNet (M)": parameter_count(controlnet) / 1e6,
                              "ControlNet / UNet": parameter_count(controlnet) / parameter_count(unet)}
     return pd.DataFrame(rows).T.round(3).rename_axis("published model")
@@ -84,7 +81,7 @@ def residual_joins(pipe, controlnet) -> pd.DataFrame:
     and its largest absolute value for a control image of noise (exactly 0 for an untrained ControlNet)."""
     table = controlnet_residuals(pipe, controlnet=controlnet, control="noise")
     shapes = table["residual_shape (C, H, W)"]
-    return pd.DataFrame({"zero conv": table.zero_conv, "joins UNet at": skip_names(pipe.unet),
+    return pd.DataFrame({"zero conv": table.zero_conv, "joins UNet at": skip_names(denoiser(pipe)),
                          "resolution": [f"{h} x {w}" for _, h, w in shapes], "channels": [c for c, _, _ in shapes],
                          "max |residual|": table["max_abs"]})
 
@@ -157,10 +154,9 @@ def lora_weights(wrapped) -> dict:
 def adapter_parameters(unet, config) -> int:
     """The parameters peft adds to `unet`'s architecture for a LoraConfig (what training would learn), counted on a
     copy built on the meta device: no memory, whatever the model's size."""
-    from diffusers import UNet2DConditionModel
     from peft import inject_adapter_in_model
     with torch.device("meta"):
-        copied = inject_adapter_in_model(config, UNet2DConditionModel.from_config(unet.config))
+        copied = inject_adapter_in_model(config, type(unet).from_config(unet.config))
     return sum(p.numel() for name, p in copied.named_parameters() if "lora_" in name)
 
 
@@ -190,11 +186,9 @@ def rank_table(unets: dict, ranks=(1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
 
 def published_unets() -> dict:
     """SD1.5's and SDXL's UNets on the meta device: their shapes, no weights."""
-    from diffusers import UNet2DConditionModel
-
     from ..families import FAMILIES
     with torch.device("meta"):
-        return {family.NAME: UNet2DConditionModel(**family.load_config("unet")) for family in FAMILIES}
+        return {family.NAME: family.denoiser_class()(**family.load_config("unet")) for family in FAMILIES}
 
 
 # ---- ControlNet and LoRA side by side --------------------------------------------------------------------------------
@@ -205,8 +199,8 @@ def training_step_seconds(pipe, trainable: str, controlnet=None, rank: int = 16,
     `repeats` after one warm-up."""
     size = trained_size(pipe)
     latent = size // pipe.vae_scale_factor
-    device, dtype = pipe.device, pipe.unet.dtype
-    unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+    device, dtype = pipe.device, denoiser(pipe).dtype
+    unet = copy.deepcopy(denoiser(pipe)).requires_grad_(False)
     family = family_of(pipe)
     with torch.no_grad():
         context, extra = family.text_context(pipe, family.tokenize(pipe, [""]))
@@ -239,9 +233,9 @@ def training_step_seconds(pipe, trainable: str, controlnet=None, rank: int = 16,
 def comparison_table(pipe, controlnet, rank: int = 16) -> pd.DataFrame:
     """ControlNet and LoRA side by side on the loaded model: what each adds, its parameters and file size (at the
     model's dtype), the seconds of one training step, and what it controls."""
-    shapes = projection_shapes(pipe.unet)
+    shapes = projection_shapes(denoiser(pipe))
     lora = sum(lora_parameters(d_in, d_out, rank) for d_in, d_out in shapes)
-    bytes_per = BYTES.get(pipe.unet.dtype, 4)
+    bytes_per = BYTES.get(denoiser(pipe).dtype, 4)
     return pd.DataFrame({
         "ControlNet": {"adds": "a trainable copy of the UNet's encoder + zero convs", "parameters": parameter_count(
             controlnet), "file (MB)": round(parameter_count(controlnet) * bytes_per / 1e6, 2),
@@ -263,15 +257,15 @@ def controlnet_training_curve(pipe, steps: int = 300, every: int = 50, batch_siz
     ControlNet). ControlNet's paper calls the jump from ignoring the edges to following them sudden convergence."""
     from ..metrics.scorers import image_metrics
     from ..toy.data import make_dataset
-    from ..toy.train import TrainConfig, diffusion_loss, encode_latents
+    from ..toy.train import TrainConfig, diffusion_loss, latent_means
     from ..engine.generation import generate
     size = trained_size(pipe)
     controlnet = fresh_controlnet(pipe).train().requires_grad_(True)
-    unet, text_encoder = pipe.unet.requires_grad_(False), pipe.text_encoder.requires_grad_(False)
+    unet, text_encoder = denoiser(pipe).requires_grad_(False), pipe.text_encoder.requires_grad_(False)
     data = make_dataset(256, seed=seed + 1000, size=size)
     held_out = make_dataset(scenes, seed=seed + 2000, size=size)
     with torch.no_grad():
-        latents = encode_latents(pipe.vae, data.images.to(pipe.device))
+        latents = latent_means(pipe.vae, data.images.to(pipe.device))
         ids = pipe.tokenizer([s.caption for s in data.scenes], padding="max_length", truncation=True,
                              return_tensors="pt").input_ids.to(pipe.device)
         contexts = text_encoder(ids)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..families import family_of, trained_size, unit_controlnets
+from ..families import denoiser, family_of, trained_size, unit_controlnets
 
 
 @torch.no_grad()
@@ -22,8 +22,8 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0, controlnet=None,
     """
     size = trained_size(pipe)
     latent = size // pipe.vae_scale_factor
-    device, dtype = pipe.device, pipe.unet.dtype
-    sample = torch.zeros(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    device, dtype = pipe.device, denoiser(pipe).dtype
+    sample = torch.zeros(1, denoiser(pipe).config.in_channels, latent, latent, device=device, dtype=dtype)
     family = family_of(pipe)
     context, extra = family.text_context(pipe, family.tokenize(pipe, [prompt]))
     control = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if control == "noise"

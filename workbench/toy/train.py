@@ -35,7 +35,7 @@ from ..models.checkpoints import load_checkpoint, save_checkpoint
 from ..models.devices import pick_device
 from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
                                  build_unet, build_vae)
-from ..families.sd15 import assemble_pipeline
+from ..families.sd15 import assemble_pipeline, controlnet_class, pipeline_class
 from ..lora.prepare import noise_loss
 from .data import make_dataset, to_model_range
 from .world import PALETTE, SHAPES, STYLES, caption_words, sample_scenes
@@ -179,7 +179,7 @@ def train_vae(cfg: TrainConfig, vae, images: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def latent_means(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Posterior means of every image, scaled by the VAE's scaling_factor."""
     latents = [vae.encode(to_model_range(images[i:i + batch]).to(vae.device)).latent_dist.mean
                for i in range(0, len(images), batch)]
@@ -194,7 +194,7 @@ def diffusion_loss(cfg: TrainConfig, scheduler, predict, latents, generator, **i
     return noise_loss(predict(noisy, t, **inputs), noise, scheduler, t, cfg.min_snr_gamma)  # LoRA training's too
 
 
-def drop_captions(ids: torch.Tensor, empty: torch.Tensor, rate: float, generator) -> torch.Tensor:
+def drop_caption_tokens(ids: torch.Tensor, empty: torch.Tensor, rate: float, generator) -> torch.Tensor:
     """Replace a fraction `rate` of the token rows with the empty caption's tokens."""
     drop = (torch.rand(len(ids), generator=generator) < rate).to(ids.device)
     return torch.where(drop[:, None], empty[None, :], ids)
@@ -211,7 +211,7 @@ def train_unet(cfg, unet, text_encoder, scheduler, latents, ids, empty) -> tuple
 
     def step(generator):
         idx = sample_batch(len(latents), cfg.batch_size, generator)
-        tokens = drop_captions(ids[idx], empty, cfg.caption_dropout, generator)
+        tokens = drop_caption_tokens(ids[idx], empty, cfg.caption_dropout, generator)
         context = text_encoder(tokens)[0]
         loss = diffusion_loss(cfg, scheduler, lambda x, t: unet(x, t, context).sample, latents[idx], generator)
         with torch.no_grad():  # the EMA update of the previous step's weights
@@ -241,7 +241,7 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
     def step(generator):
         idx = sample_batch(len(latents), cfg.batch_size, generator)
         with torch.no_grad():
-            context = text_encoder(drop_captions(ids[idx], empty, cfg.controlnet_caption_dropout, generator))[0]
+            context = text_encoder(drop_caption_tokens(ids[idx], empty, cfg.controlnet_caption_dropout, generator))[0]
         control = controls[idx].to(latents.device).float().div(255).expand(-1, 3, -1, -1)  # (B, 3, H, W) in [0, 1]
         return diffusion_loss(cfg, scheduler, predict, latents[idx], generator, context=context, control=control)
 
@@ -293,10 +293,10 @@ def train_toy(cfg: TrainConfig) -> Path:
     vae = build_vae(model).to(device)
     train_vae(cfg, vae, data.images)                                                      # stage 3
     vae.eval()
-    with torch.no_grad():  # unscaled posterior means: encode_latents would apply the default 0.18215
+    with torch.no_grad():  # unscaled posterior means: latent_means would apply the default 0.18215
         raw = vae.encode(to_model_range(data.images[:1024]).to(device)).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / raw.std()))  # SD convention: unit-variance latents
-    latents = encode_latents(vae, data.images)
+    latents = latent_means(vae, data.images)
     ids = tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids.to(device)
     empty = tokenizer([""], padding="max_length", return_tensors="pt").input_ids[0].to(device)
     scheduler = build_scheduler()
@@ -316,13 +316,13 @@ def train_toy(cfg: TrainConfig) -> Path:
     return folder
 
 
-def export_fp16(folder: Path, target: Path) -> None:
-    """Copy a pipeline folder into the package with weights halved to fp16 (keeps it under 30 MB)."""
-    from diffusers import StableDiffusionControlNetPipeline
-    pipe = StableDiffusionControlNetPipeline.from_pretrained(folder, local_files_only=True)
+def export_fp16(folder: Path, target: Path, part: bool = False) -> None:
+    """Copy a saved folder into the package with weights halved to fp16 (keeps the toy under 30 MB): the whole
+    pipeline, or (`part`) one ControlNet, as the mask ControlNet ships."""
+    model = (controlnet_class() if part else pipeline_class()).from_pretrained(folder, local_files_only=True)
     if target.exists():
         shutil.rmtree(target)
-    pipe.to(torch.float16).save_pretrained(target, safe_serialization=True)
+    model.to(torch.float16).save_pretrained(target, safe_serialization=True)
     print(f"exported fp16 weights to {target}")
 
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from ..models.devices import pick_device
+from ..families import denoiser
 from ..families.builders import build_controlnet
 from .data import make_dataset
-from .train import TOY_MODEL, TrainConfig, encode_latents, train_controlnet
+from .train import TOY_MODEL, TrainConfig, export_fp16, latent_means, train_controlnet
 
 DEFAULT = TrainConfig(out_dir="runs/toy-mask", n_images=8000, controlnet_steps=2500)
 
@@ -47,28 +47,18 @@ def train_mask_controlnet(cfg: TrainConfig) -> Path:
     started = time.time()
     data = make_dataset(cfg.n_images, seed=cfg.seed + 100, size=TOY_MODEL.image_size)  # scenes the Canny net never saw
     with torch.no_grad():
-        latents = encode_latents(pipe.vae, data.images)
+        latents = latent_means(pipe.vae, data.images)
     ids = pipe.tokenizer(data.captions, padding="max_length", truncation=True, return_tensors="pt").input_ids.to(device)
     empty = pipe.tokenizer([""], padding="max_length", return_tensors="pt").input_ids[0].to(device)
     print(f"data ready in {time.time() - started:.0f} s")
     torch.manual_seed(cfg.seed)
-    controlnet = build_controlnet(TOY_MODEL, pipe.unet).to(device)
-    train_controlnet(cfg, controlnet, pipe.unet, pipe.text_encoder, pipe.scheduler, latents, data.masks, ids, empty,
+    controlnet = build_controlnet(TOY_MODEL, denoiser(pipe)).to(device)
+    train_controlnet(cfg, controlnet, denoiser(pipe), pipe.text_encoder, pipe.scheduler, latents, data.masks, ids, empty,
                      name="mask_controlnet")
     folder = out / "controlnet-mask"
     controlnet.to("cpu").save_pretrained(folder, safe_serialization=True)
     print(f"mask ControlNet written to {folder}")
     return folder
-
-
-def export_fp16(folder: Path, target: Path) -> None:
-    """Copy the ControlNet into the package with weights halved to fp16."""
-    from diffusers import ControlNetModel
-    if target.exists():
-        shutil.rmtree(target)
-    ControlNetModel.from_pretrained(folder, local_files_only=True).to(torch.float16).save_pretrained(
-        target, safe_serialization=True)
-    print(f"exported fp16 weights to {target}")
 
 
 def main(argv=None) -> None:
@@ -83,7 +73,7 @@ def main(argv=None) -> None:
     export = args.pop("export")
     folder = train_mask_controlnet(dataclasses.replace(DEFAULT, **args))
     if export:
-        export_fp16(folder, Path(export))
+        export_fp16(folder, Path(export), part=True)
 
 
 if __name__ == "__main__":
