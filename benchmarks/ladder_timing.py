@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from report import machine, publish
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lora_files import write_sd15_kohya_lora  # noqa: E402 (the tests' writer of third-party files)
 from workbench.lora.analysis import lora_rank_ladder, update_svd
 from workbench.lora.files import lora_layers, read_lora
-from workbench.families.sd15 import write_kohya_lora
 
 RUNGS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -45,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ladder-"))
     source = work / f"sd15_rank{args.rank}.safetensors"
-    counts = write_kohya_lora(source, rank=args.rank, alpha=args.rank / 2)
+    counts = write_sd15_kohya_lora(source, rank=args.rank, alpha=args.rank / 2)
     size_mb = source.stat().st_size / 1e6
     timings = {}
     for dtype in (torch.float64, torch.float32):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hub_cache import write_sd15_cache
-from workbench.families.sd15 import write_kohya_lora
+from lora_files import write_sd15_kohya_lora
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def sd15_cache(tmp_path_factory):
     from workbench.families.sd15 import SD15_CANNY_ID, SD15_ID
     root = tmp_path_factory.mktemp("hub")
     write_sd15_cache(root / "hf_home", SD15_ID, SD15_CANNY_ID, root / "work")
-    counts = write_kohya_lora(root / "kohya_te.safetensors")
+    counts = write_sd15_kohya_lora(root / "kohya_te.safetensors")
     return root, counts
 
 

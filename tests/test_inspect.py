@@ -7,7 +7,7 @@ from workbench import inspect_file
 from workbench.__main__ import main
 from workbench.families import sd15, sdxl
 
-from lora_files import write_kohya
+from lora_files import write_kohya, write_sd15_kohya_lora
 
 
 def test_a_kohya_lora_says_its_format_parts_rank_alpha_and_whether_it_fits(tiny_pipe, tiny_sdxl_pipe, tmp_path):
@@ -23,7 +23,7 @@ def test_the_base_family_is_read_from_the_file(tiny_sdxl_pipe, tmp_path):
     write_kohya(tiny_sdxl_pipe, tmp_path / "xl.safetensors")
     info = inspect_file(tmp_path / "xl.safetensors", tiny_sdxl_pipe)
     assert info["base"] == "sdxl" and "text_encoder_2" in info["components"] and info["not_fitting"] == []
-    sd15.write_kohya_lora(tmp_path / "sd15.safetensors", rank=4, alpha=2.0)  # SD1.5's real shapes
+    write_sd15_kohya_lora(tmp_path / "sd15.safetensors", rank=4, alpha=2.0)  # SD1.5's real shapes
     info = inspect_file(tmp_path / "sd15.safetensors")
     assert (info["base"], info["layers"], info["ranks"], info["alphas"]) == ("sd15", 200, [4], [2.0])
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from workbench import lora_rank_ladder, norm_kept_table, plot_norm_kept
 from workbench.lora.files import lora_layers, read_lora
-from workbench.families.sd15 import write_kohya_lora
+from lora_files import write_sd15_kohya_lora
 
 
 def independent_truncation(down, up, scale, k):
@@ -24,7 +24,7 @@ def independent_truncation(down, up, scale, k):
 def kohya_file(tmp_path_factory):
     """A third party's kohya SD1.5 LoRA: rank 8, alpha 4, fp16, 128 UNet and 72 text-encoder layers."""
     path = tmp_path_factory.mktemp("kohya") / "third_party.safetensors"
-    write_kohya_lora(path, rank=8, alpha=4.0)
+    write_sd15_kohya_lora(path, rank=8, alpha=4.0)
     return path
 
 

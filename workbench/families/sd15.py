@@ -258,34 +258,3 @@ def build_random(seed: int = 0, dtype=None, device: str = "cpu"):
     pipe = assemble_pipeline(unet, controlnet, vae, text_encoder, tokenizer, build_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=dtype or torch.float32)
-
-
-def write_kohya_lora(path: Path, rank: int = 4, alpha: float = 1.0, seed: int = 0) -> dict[str, int]:
-    """A random kohya/A1111 SD1.5 LoRA (fp16): UNet attention and every text-encoder layer, as a third party's.
-
-    Returns the number of layers per component (128 UNet, 72 text encoder). Names and shapes
-    come from models built on the meta device, so nothing full-size is allocated.
-    """
-    import torch
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
-    with torch.device("meta"):  # names and shapes only: nothing is allocated
-        unet = UNet2DConditionModel(**load_config("unet"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**load_config("text_encoder")))
-    generator = torch.Generator().manual_seed(seed)
-    state, counts = {}, {"unet": 0, "text_encoder": 0}
-    targets = [("unet", "lora_unet_", unet, ("to_q", "to_k", "to_v", "to_out.0")),
-               ("text_encoder", "lora_te_", text_encoder,
-                ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"))]
-    for component, prefix, model, suffixes in targets:
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and name.endswith(suffixes):
-                key = (prefix + name).replace(".", "_")
-                out_features, in_features = module.weight.shape
-                state[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator) * 0.05
-                state[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) * 0.05
-                state[f"{key}.alpha"] = torch.tensor(alpha)
-                counts[component] += 1
-    save_file({k: v.half() for k, v in state.items()}, str(path))
-    return counts
