@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from workbench.profiles import profile
-from workbench.spec import expand, spec_from_dict
+from workbench.spec import expand, resolve_spec, spec_from_dict
 
 CAPTION = "a red circle on a blue background"
 
@@ -28,7 +28,9 @@ def test_the_toy_profile_is_todays_defaults_so_toy_trial_ids_do_not_change():
                                                             ("stabilityai/stable-diffusion-xl-base-1.0", 30, 5.0, "euler"),
                                                             ("someone/an-sd15-finetune", 30, 7.5, "dpm++2m")])
 def test_a_spec_that_leaves_values_out_takes_its_models_and_saves_them(tmp_path, model, steps, guidance, scheduler):
-    spec = spec_from_dict({"model": model, "prompt": CAPTION})
+    built = spec_from_dict({"model": model, "prompt": CAPTION})
+    assert built.resolved == (model != "someone/an-sd15-finetune")  # a name no family lists waits for its files
+    spec = resolve_spec(built)
     assert (spec.steps, spec.guidance, spec.scheduler) == ([steps], [guidance], [scheduler])
     spec.save(tmp_path / "spec.yaml")
     saved = yaml.safe_load((tmp_path / "spec.yaml").read_text())
@@ -81,3 +83,55 @@ def test_a_folder_gets_its_familys_profile(tmp_path):
     assert profile(str(tmp_path), "cuda").family == "sdxl" and profile(str(tmp_path), "cuda").resolution == 1024
     with pytest.raises(ValueError, match="`model` must be"):
         profile(None)
+
+
+PURITY_SCRIPT = '''
+import json, sys
+from workbench.spec import SweepSpec, count_trials, expand, resolve_spec, spec_from_dict
+expand(spec_from_dict({"model": "toy", "prompt": "warm-up"}))  # imports done before we listen
+events, listening = [], [False]
+sys.addaudithook(lambda event, args: events.append((event, str(args[0])[-40:]))
+                 if listening[0] and event in ("open", "os.listdir", "os.scandir") else None)
+listening[0] = True
+folder = sys.argv[1]
+built = spec_from_dict({"model": folder, "prompt": "a cat", "resolution": 8192, "seed": [0, 1]})
+n = count_trials(built)
+try:
+    expand(built)
+    refused = ""
+except ValueError as err:
+    refused = str(err)
+pure = list(events)
+try:
+    resolve_spec(built)
+    too_big = ""
+except ValueError as err:
+    too_big = str(err)
+resolved = resolve_spec(spec_from_dict({"model": folder, "prompt": "a cat", "resolution": 512}))
+listening[0] = False
+print(json.dumps({"pure": pure, "n": n, "refused": refused, "too_big": too_big, "resolved": resolved.resolved,
+                  "defaults": [resolved.steps, resolved.guidance, resolved.scheduler],
+                  "read": sorted({path for _, path in events[len(pure):]}), "trials": len(expand(resolved))}))
+'''
+
+
+def test_building_checking_and_expanding_a_spec_reads_no_file_and_resolving_reads_the_model(tmp_path):
+    """A spec for an SDXL folder: built, checked and counted with no file opened (audit hooks listen); expanding it
+    is refused until `resolve_spec` reads the folder's model_index.json and configs for its defaults and size."""
+    import subprocess
+    import sys
+    folder = tmp_path / "my-sdxl"
+    for part, config in (("unet", {"sample_size": 128}), ("vae", {"block_out_channels": [128, 256, 512, 512]})):
+        (folder / part).mkdir(parents=True)
+        (folder / part / "config.json").write_text(json.dumps(config))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline",
+                                                          "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}))
+    result = subprocess.run([sys.executable, "-c", PURITY_SCRIPT, str(folder)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["pure"] == [] and facts["n"] == 2
+    assert "resolve_spec" in facts["refused"]
+    assert "8192" in facts["too_big"] and "1024 px" in facts["too_big"]  # its size, read from its configs
+    assert facts["resolved"] and facts["defaults"] == [[30], [5.0], ["euler"]]  # SDXL's, from its model_index.json
+    assert any(path.endswith("model_index.json") for path in facts["read"]) and facts["trials"] == 1

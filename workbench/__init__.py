@@ -41,7 +41,7 @@ _EXPORTS = {
     "plot_spectra": "analysis.curves", "plot_norm_kept": "analysis.curves", "plot_rank_study": "analysis.curves",
     "plot_search": "analysis.curves", "plot_losses": "analysis.curves",
     "export_results": "store.results", "load_results": "store.results", "spec_from_png": "store.png_spec",
-    "SweepSpec": "spec", "expand": "spec", "load_spec": "spec",
+    "SweepSpec": "spec", "expand": "spec", "load_spec": "spec", "resolve_spec": "spec",
     "run_sweep": "engine.sweep", "search": "studies.search", "write_report": "analysis.report",
     "export_mlflow": "analysis.export", "SweepPanel": "teaching.panel", "compare": "teaching.panel",
     "cell_stats": "analysis.statistics", "compare_cells": "analysis.statistics", "seeds_needed": "analysis.statistics",

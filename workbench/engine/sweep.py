@@ -36,6 +36,7 @@ from ..spec.axes import REGISTERED
 from ..spec.metric_registry import ALWAYS, metric_names
 from ..spec.sizes import SizeRange
 from ..spec.files import load_spec
+from ..spec.resolve import resolve_spec
 from ..spec.sweep_spec import BUILT_IN_SOURCES, SweepSpec, Trial, expand, spec_from_dict, warn_duplicates
 from ..spec.units import Unit
 from ..store.growth import check_same_fingerprint, is_known, record_spec
@@ -143,6 +144,7 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
             (`denoise.py`); each row's `shared_steps` says how many of its steps it shared.
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
+    spec = resolve_spec(spec)  # its model's defaults and size, read from its files where needed (spec.yaml keeps them)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
     if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):

@@ -190,6 +190,18 @@ def base_profile(model: str) -> tuple:
 SPEC_KEYS = ("steps", "guidance", "scheduler")  # what a spec that leaves them out takes from its model's profile
 
 
+def named_spec_defaults(model) -> dict | None:
+    """`spec_defaults` of a model its name alone places (a preset, a hub id a family lists, the default model), read
+    from no file; None for a folder, a single file or another hub id, which `spec_defaults` must look at."""
+    if not isinstance(model, str) or not model.strip():
+        model = DEFAULT_MODEL  # the spec's check refuses such a model; these defaults never run
+    family = known_family(model)
+    if family is None:
+        return None
+    values = family.PROFILES.get(model, family.PROFILES[family.DEFAULT_PROFILE])
+    return {name: [values[name]] for name in SPEC_KEYS}
+
+
 def spec_defaults(model) -> dict:
     """The steps, guidance and scheduler of a spec for `model` that leaves them out: its GPU profile's, whatever the
     machine, so one spec gives the same trial ids everywhere (the toy's: 20, 5.0, ddim, as always)."""

@@ -1,6 +1,7 @@
 """Sweep specs: what to run, in plain records (no torch).
 
-    sweep_spec.py        SweepSpec, its checks, and `expand`: a spec's trials and their ids
+    sweep_spec.py        SweepSpec, its checks, and `expand`: a spec's trials (trials.py: a trial and its id)
+    resolve.py           the one step that reads the model's files: its defaults and size
     units.py             control units: each ControlNet's image, preprocessing and axes
     control_schedules.py a unit's strength over the denoising steps (constant, linear, step@F, ...)
     samplers.py          the samplers a spec names (ddim, euler, dpm++2m, ...)
@@ -15,3 +16,4 @@
 from .sweep_spec import *  # noqa: F401,F403 (the spec's names, as `from workbench.spec import SweepSpec` expects)
 from .sweep_spec import _is_number  # noqa: F401
 from .files import load_spec, read_spec_file, read_yaml  # noqa: F401 (reading spec files)
+from .resolve import resolve_spec  # noqa: F401 (the one step that reads the model's files)

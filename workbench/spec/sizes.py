@@ -63,6 +63,16 @@ def read_trained_size(folder: Path) -> int | None:
         return None
 
 
+def named_size_range(model: str) -> SizeRange | None:
+    """The size range of a model its name alone places (a preset, a hub id a family lists), read from no file; None
+    for anything else (`size_range` reads it)."""
+    family = known_family(model) if isinstance(model, str) else None
+    if family is None:
+        return None
+    trained = family.TRAINED_SIZES.get(model, family.DEFAULT_SIZE)
+    return SizeRange(trained, f"the {short(model)} preset" if model in family.PRESETS else f"as for {family.NAME}")
+
+
 def size_range(model: str) -> SizeRange:
     """The size range of a model name as a spec gives it: a preset, a folder, or a hub id.
 
@@ -70,10 +80,9 @@ def size_range(model: str) -> SizeRange:
     or a cached hub snapshot is read from its unet and vae configs, else from its family; anything
     else is taken to be SD1.x.
     """
-    family = known_family(model)
-    if family is not None:
-        trained = family.TRAINED_SIZES.get(model, family.DEFAULT_SIZE)
-        return SizeRange(trained, f"the {short(model)} preset" if model in family.PRESETS else f"as for {family.NAME}")
+    named = named_size_range(model)
+    if named is not None:
+        return named
     folder = model_folder(model)  # a folder, or a hub id the cache holds: its configs
     trained = read_trained_size(folder) if folder is not None else None
     if trained:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import itertools
 import json
 import math
@@ -29,13 +28,14 @@ import yaml
 from .axes import (AXES, FLOAT_AXES, INTEGER_AXES, OPTIONAL_AXES, REGISTERED, UNIT_LEGACY_AXES,  # noqa: F401
                    axis_record)
 from .expansion import check_link, combos, count, pairs_of
-from .lora_blocks import block_label, block_scales
-from ..families import DEFAULT_MODEL, SPEC_KEYS, spec_defaults
+from .lora_blocks import block_scales
+from ..families import DEFAULT_MODEL, SPEC_KEYS, named_spec_defaults
 from .metric_registry import check_metric_models, metric_names
 from .samples import SAMPLE_PREFIX
 from .samplers import ALIASES, SCHEDULERS, canonical_sampler
 from .shorten import short
-from .sizes import size_range
+from .trials import Trial, coerce, trial_id  # noqa: F401 (a trial's record and id, re-exported)
+from .sizes import named_size_range
 from .control_schedules import parse_schedule
 from .units import (LEGACY_KEYS, OPTIONAL_UNIT_AXES, PREPROCESSORS, UNIT_AXES, UNIT_FIELDS, Unit, check_controls,
                     is_unit_key, spec_units, split_unit_key)
@@ -89,7 +89,8 @@ class SweepSpec:
 
     def __post_init__(self):
         """Axes become lists of plain values (a number, a tuple or a numpy array as given in Python); steps, guidance
-        and scheduler left out come from the model's profile (no torch, no weights)."""
+        and scheduler left out come from the model's profile where its name places it (a preset), else they wait for
+        `resolve_spec`, which reads the model's folder or file. No file is read here."""
         for name in AXES:
             if getattr(self, name) is not None:
                 setattr(self, name, plain_values(getattr(self, name)))
@@ -97,7 +98,7 @@ class SweepSpec:
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, {key: plain_values(values) for key, values in getattr(self, name).items()})
         if any(getattr(self, name) is None for name in SPEC_KEYS):
-            for name, value in spec_defaults(self.model).items():
+            for name, value in (named_spec_defaults(self.model) or {}).items():
                 if getattr(self, name) is None:
                     setattr(self, name, value)
 
@@ -112,7 +113,8 @@ class SweepSpec:
         An optional axis (`lora_blocks`) is a parameter only when the spec sets it, so older
         specs keep their trial ids.
         """
-        names = [name for name in AXES if name not in OPTIONAL_AXES or getattr(self, name) != [None]]
+        names = [name for name in AXES if (name not in OPTIONAL_AXES or getattr(self, name) != [None])
+                 and not (name in SPEC_KEYS and getattr(self, name) is None)]  # None until resolved
         if not self.controls:
             return {**{name: getattr(self, name) for name in names}, **self.extra_axes}
         values = {name: getattr(self, name) for name in names if name not in UNIT_LEGACY_AXES}
@@ -121,6 +123,11 @@ class SweepSpec:
                 if param not in OPTIONAL_UNIT_AXES or unit.key(param) in self.unit_axes:
                     values[unit.key(param)] = self.unit_axes.get(unit.key(param), [default])
         return {**values, **self.extra_axes}
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the values a model's profile gives are filled in (`resolve_spec` fills them from its folder)."""
+        return all(getattr(self, name) is not None for name in SPEC_KEYS)
 
     def resolve(self, path: str) -> str:
         """A file the spec names, as a path from here: relative ones are read from the spec file's folder."""
@@ -276,7 +283,7 @@ def check_spec(spec: SweepSpec) -> None:
     for value in spec.adapter:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"`adapter` values must be adapter names (strings) or null, got {short(value)}")
-    for value in spec.scheduler:
+    for value in spec.scheduler or []:  # None: the model's, once resolved
         if not isinstance(value, str) or canonical_sampler(value) not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {short(value)}; known: {list(SCHEDULERS)}, or A1111's names "
                              f"({', '.join(sorted(a for a in ALIASES if a not in SCHEDULERS))})")
@@ -297,8 +304,8 @@ def check_spec(spec: SweepSpec) -> None:
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
-    if spec.resolution is not None:
-        size_range(spec.model).check(spec.resolution, "resolution", repr(spec.model))
+    if spec.resolution is not None and named_size_range(spec.model):  # a folder's: `resolve_spec` reads its configs
+        named_size_range(spec.model).check(spec.resolution, "resolution", repr(spec.model))
     if isinstance(spec.max_trials, bool) or not isinstance(spec.max_trials, int) or spec.max_trials < 1:
         raise ValueError(f"`max_trials` must be a positive integer, got {short(spec.max_trials)}")
     count = count_trials(spec)
@@ -352,34 +359,6 @@ def kind_of(name: str) -> str:
     return LEGACY_KEYS[split_unit_key(name)[1]] if is_unit_key(name) else name
 
 
-def coerce(name: str, value):
-    """The type diffusers wants: floats for scales (a single ControlNet rejects an int), ints for counts."""
-    kind = axis_record(name).kind
-    if kind == "float":
-        return float(value)
-    if kind == "int":
-        return int(value)
-    if kind == "blocks":
-        return block_label(value)
-    if kind == "sampler":  # A1111's spelling is resolved before trial ids hash it
-        return canonical_sampler(value)
-    return value
-
-
-def trial_id(params: dict, fingerprint: str) -> str:
-    """A stable 16-hex id: the same parameters on the same model always give the same id."""
-    text = json.dumps({"params": params, "model": fingerprint}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One image to make: its parameters and its id."""
-    trial_id: str
-    index: int      # position in the expanded spec
-    params: dict
-
-
 def expand(spec: SweepSpec, fingerprint: str = "", content: dict | None = None) -> list[Trial]:
     """Expand a spec into trials (a pure function: no model, no files).
 
@@ -388,6 +367,9 @@ def expand(spec: SweepSpec, fingerprint: str = "", content: dict | None = None) 
     the name, for folders made before). A trial's params keep the name either way.
     """
     check_spec(spec)
+    if not spec.resolved:
+        raise ValueError(f"the spec leaves {[n for n in SPEC_KEYS if getattr(spec, n) is None]} to its model "
+                         f"{short(spec.model)}'s profile: resolve_spec(spec) reads them from its folder first")
     parameters = {name: [coerce(name, v) for v in values] for name, values in spec.parameters().items()}
     fixed = {"control_image": spec.control_image} if not spec.controls else {
         f"{unit.name}.{field}": getattr(unit, field) for unit in spec.units for field in UNIT_FIELDS}

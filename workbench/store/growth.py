@@ -86,12 +86,13 @@ def record_spec(run_dir: Path, spec: SweepSpec) -> int:
 
 
 def spec_of(run_dir: Path, spec) -> SweepSpec:
-    """A spec given as a SweepSpec, a dict, a file, or the number n of `specs/<n>.yaml`."""
+    """A spec given as a SweepSpec, a dict, a file, or the number n of `specs/<n>.yaml`, resolved (`resolve_spec`)."""
+    from ..spec.resolve import resolve_spec
     from ..spec.sweep_spec import spec_from_dict
     if isinstance(spec, SweepSpec):
-        return spec
+        return resolve_spec(spec)
     if isinstance(spec, dict):
-        return spec_from_dict(spec)
+        return resolve_spec(spec_from_dict(spec))
     if isinstance(spec, int) and not isinstance(spec, bool):
         path = Path(run_dir) / SPECS / f"{spec}.yaml"
         if spec == 1 and not path.exists():
@@ -99,5 +100,5 @@ def spec_of(run_dir: Path, spec) -> SweepSpec:
         if not path.exists():
             raise ValueError(f"run folder {short(str(run_dir))} has no spec {spec}; it has "
                              f"{len(spec_files(run_dir)) or 1}")
-        return load_spec(path)
-    return load_spec(spec)
+        return resolve_spec(load_spec(path))
+    return resolve_spec(load_spec(spec))

@@ -26,6 +26,7 @@ from ..spec.metric_registry import ALWAYS, AfterContext, ScoringContext, metric_
 from ..models.pipeline import model_name
 from ..models.profiles import profile
 from ..engine.scoring import check_metrics, writer_scores
+from ..spec.resolve import resolve_spec
 from ..spec.sweep_spec import expand, spec_from_dict
 
 
@@ -71,8 +72,9 @@ def blend_table(pipe, blends: list[dict], captions: list[str], control_sources: 
         else:
             lora_off(pipe)
         for i, (caption, source) in enumerate(zip(captions, control_sources)):
-            spec = spec_from_dict({"model": model, "prompt": [caption], "control_image": source, "seed": [seed],
-                                   "steps": [steps], **({"guidance": [guidance]} if guidance is not None else {})})
+            spec = resolve_spec(spec_from_dict({"model": model, "prompt": [caption], "control_image": source,
+                                                "seed": [seed], "steps": [steps],
+                                                **({"guidance": [guidance]} if guidance is not None else {})}))
             control = control_for(source, size)
             image = generate(pipe, caption, control, seeds=seed, steps=steps, **extra)[0]
             images[(label, i)] = image
