@@ -78,3 +78,26 @@ def test_a_sweep_trial_equals_generate(family, request, tmp_path):
             for (_, _, negative, schedule), image in images.items():
                 assert_images_close(image, direct("pooled", None, 0.0, negative, schedule),
                                     f"{model}, share_prefix={share_prefix}, pooled ControlNet, schedule {schedule}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_and_a_sweep_draw_through_one_engine_function_bit_for_bit(family, request, tmp_path, monkeypatch):
+    """`generate` is a one-batch plan over the sweep's engine (`run.generate_batch`): one image each way, the same
+    batch of one, so the same pixels exactly (the same process, threads and batch: no tolerance needed)."""
+    import numpy as np
+
+    from workbench.engine import run as run_module
+    from workbench.pipeline import set_scheduler
+    pipe, model = request.getfixturevalue(family), FAMILIES[family]
+    calls, real = [], run_module.generate_batch
+    monkeypatch.setattr(run_module, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    set_scheduler(pipe, "ddim")  # the sweep sets its spec's sampler; generate draws with the pipeline's
+    image = generate(pipe, PROMPT, control_for(SOURCE, 32), 0, steps=STEPS, scale=0.7, schedule="linear",
+                     negative_prompt="blurry")[0]
+    spec = {"model": model, "prompt": [PROMPT], "control_image": SOURCE, "steps": [STEPS], "seed": [0],
+            "conditioning_scale": [0.7], "control_schedule": ["linear"], "negative_prompt": ["blurry"],
+            "scheduler": ["ddim"]}
+    table = run_sweep(pipe, spec, tmp_path / "one", log=lambda *_: None)
+    assert calls == [1, 1]  # generate, then the sweep: each a batch of one through the same function
+    swept = Image.open(table.image_path[0]).convert("RGB")
+    assert np.array_equal(np.asarray(swept), np.asarray(image))

@@ -1,28 +1,23 @@
-"""Generate images with a ControlNet pipeline: one batched call, one torch.Generator per image."""
+"""Generate images with a ControlNet pipeline: one batched call, one torch.Generator per image.
+
+`generate` is the engine's front door for one prompt: it checks its arguments and draws through the
+same function as a sweep's batches (`run.generate_batch`), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import numbers
-from contextlib import ExitStack, contextmanager, nullcontext
 import re
 import warnings
 
-import torch
+import numpy as np
 from PIL import Image
 
-from ..families import family_of, repeat, spec_defaults, unit_controlnets
-from ..spec.control_schedules import parse_schedule, schedule_factor
-from ..spec.sweep_spec import DEFAULT_GUIDANCE  # one CFG default for generate() and sweeps
-
-
-def check_scale(scale, name: str = "controlnet_conditioning_scale") -> float:
-    """Return `scale` as a float, or raise if it is not a finite non-negative number."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise ValueError(f"`{name}` must be a non-negative float, got {scale!r} ({type(scale).__name__})")
-    scale = float(scale)  # a single ControlNet rejects an int scale, so always pass a float
-    if not scale >= 0 or scale == float("inf"):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {scale}")
-    return scale
+from ..families import family_of, spec_defaults
+from ..spec.control_schedules import parse_schedule
+from ..spec.sweep_spec import DEFAULT_GUIDANCE, Trial  # one CFG default for generate() and sweeps
+from . import run
+from .scales import check_scale, per_sample_scales, per_unit_scales  # noqa: F401 (their old home, re-exported)
 
 
 def check_seeds(seeds) -> list[int]:
@@ -76,56 +71,6 @@ def named_words(words: list[str]) -> list[str]:
     return [w for w in long if not any(other != w and other.endswith(w) for other in long)]
 
 
-@contextmanager
-def per_sample_scales(controlnet, scales: list[float], schedules: list | None = None, total_steps=None):
-    """Inside this block, the ControlNet's residuals for image i are multiplied by scales[i] (x its schedule).
-
-    diffusers accepts one float scale per ControlNet. A forward hook scales each image's
-    residuals instead, so images at different scales share one batched call. With
-    classifier-free guidance the batch is [unconditional..., conditional...], so the
-    scales repeat once per half: a (2B, 1, 1, 1) tensor. With `schedules` (one per image,
-    `schedules.py`), the hook counts its calls, one a denoising step, and multiplies image i's
-    scale by its schedule's factor at that step of `total_steps()` (the scheduler's own count).
-    """
-    factors = torch.tensor([check_scale(s) for s in scales])
-    scheduled = schedules is not None and any(s not in (None, "constant") for s in schedules)
-    calls = [0]
-
-    def scale_residuals(module, inputs, output):
-        down, mid = output
-        step_factors = factors
-        if scheduled:
-            steps = total_steps()
-            step_factors = factors * torch.tensor([schedule_factor(s, calls[0], steps) for s in schedules])
-            calls[0] += 1
-        per_image = step_factors.to(mid.device, mid.dtype).repeat(mid.shape[0] // len(factors)).view(-1, 1, 1, 1)
-        return [residual * per_image for residual in down], mid * per_image
-
-    handle = controlnet.register_forward_hook(scale_residuals)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def per_unit_scales(controlnet, scales_by_unit: list[list[float]], schedules_by_unit: list | None = None,
-                    total_steps=None):
-    """`per_sample_scales` on each ControlNet of a pipeline: scales_by_unit[u][i] for unit u, image i.
-
-    With several units the pipeline holds a MultiControlNetModel, which calls each of its
-    `nets` and sums their residuals; a hook on each net scales its own share, per image.
-    """
-    nets = unit_controlnets(controlnet)
-    if len(nets) != len(scales_by_unit):
-        raise ValueError(f"{len(scales_by_unit)} units' scales for {len(nets)} ControlNets")
-    with ExitStack() as stack:
-        for u, (net, scales) in enumerate(zip(nets, scales_by_unit)):
-            schedules = schedules_by_unit[u] if schedules_by_unit is not None else None
-            stack.enter_context(per_sample_scales(net, scales, schedules, total_steps))
-        yield
-
-
 def sampling_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[int, float]:
     """`steps` and `guidance`, or where None a spec's defaults for the model `pipe` was loaded as (its GPU
     profile's, whatever the machine, as a sweep takes them), else 20 and 5."""
@@ -138,7 +83,7 @@ def sampling_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[
 def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1.0, steps: int | None = None,
              guidance: float | None = None, negative_prompt: str = "", width: int | None = None,
              height: int | None = None, schedule: str | None = None, clip_skip: int | None = None,
-             **pipe_kwargs) -> list[Image.Image]:
+             output_type: str = "pil", **pipe_kwargs) -> list[Image.Image]:
     """Generate one image per seed in one pipeline call; image i equals a lone call with seeds[i].
 
     Args:
@@ -153,36 +98,31 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
         schedule: the ControlNet's strength over the steps (`schedules.py`: "linear", "step@0.5", ...), as a
             sweep's `control_schedule`; None or "constant" keeps `scale` at every step.
         clip_skip: A1111's Clip skip: 1 (or None) reads the text encoder's last layer, 2 the one before, ...
+        output_type: "pil" (a list of PIL images) or "np" (a (B, H, W, 3) array of floats in [0, 1]).
+        pipe_kwargs: more keywords of the diffusers pipeline call (control_guidance_start/end, guess_mode, ...).
     """
     scale = check_scale(scale)
     seeds = check_seeds(seeds)
     steps, guidance = sampling_defaults(pipe, steps, guidance)
     if not isinstance(prompt, str):
         raise ValueError(f"`prompt` must be a string, got {prompt!r} ({type(prompt).__name__})")
+    if output_type not in ("pil", "np"):
+        raise ValueError(f"`output_type` is 'pil' (PIL images) or 'np' (floats in [0, 1]), got {output_type!r}")
+    if schedule not in (None, "constant"):
+        parse_schedule(schedule)  # an unknown name is refused before the first step
     warn_long_prompt(pipe, prompt)
     warn_unknown_words(pipe, prompt)
-    width = width or control.width
-    height = height or control.height
-    # The pipeline draws each image's starting noise from its own generator, so a batch of
-    # seeds gives the same images as one call per seed. Generators live on the CPU:
-    # the same seed then gives the same noise on every device.
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    # An empty negative prompt is None on every path (a sweep's too): SDXL then uses zeros for it, as diffusers
-    # intends (`force_zeros_for_empty_prompt`); "" would be encoded as text and give another image.
-    negative = [negative_prompt] * len(seeds) if negative_prompt else None
-    if schedule not in (None, "constant"):  # a hook scales the residuals per step, as in a sweep
-        parse_schedule(schedule)  # an unknown name is refused before the first step
-        hooks = per_sample_scales(pipe.controlnet, [scale] * len(seeds), [schedule] * len(seeds),
-                                  lambda: len(pipe.scheduler.timesteps))
-        scale = 1.0
-    else:
-        hooks = nullcontext()
-    # With Clip skip, the prompt embeddings come from the family's `encode`, as a sweep's do (diffusers' own SD1.5
-    # clip-skip path fails with transformers 5).
-    prompts = ({"prompt": [prompt] * len(seeds), "negative_prompt": negative} if not clip_skip else
-               repeat(family_of(pipe).encode(pipe, prompt, negative_prompt, clip_skip), len(seeds)))
-    with hooks:
-        result = pipe(**prompts, image=control, num_inference_steps=steps, guidance_scale=guidance,
-                      controlnet_conditioning_scale=scale, generator=generators,
-                      width=width, height=height, **pipe_kwargs)
-    return result.images
+    # A sweep's batch of one prompt: each image its own seed (its own CPU generator, so a batch equals one call per
+    # seed) and the unit's scale and schedule; the start and end of a ControlNet's action as diffusers' keywords.
+    params = {"steps": steps, "guidance": guidance,
+              run.LEGACY_UNIT.key("start"): pipe_kwargs.pop("control_guidance_start", 0.0),
+              run.LEGACY_UNIT.key("end"): pipe_kwargs.pop("control_guidance_end", 1.0)}
+    trials = [Trial("", i, {"seed": seed, run.LEGACY_UNIT.key("scale"): scale, run.LEGACY_UNIT.key("schedule"): schedule})
+              for i, seed in enumerate(seeds)]
+    # The family's prompt embeddings, as a sweep's: an empty negative prompt is None on every path (SDXL then uses
+    # zeros for it, as diffusers intends with `force_zeros_for_empty_prompt`).
+    embeddings = family_of(pipe).encode(pipe, prompt, negative_prompt, clip_skip)
+    size = {"width": width or control.width, "height": height or control.height}
+    images, _ = run.generate_batch(pipe, params, trials, [control], embeddings, [run.LEGACY_UNIT],
+                                   share_prefix=False, pipe_kwargs={**size, **pipe_kwargs})
+    return np.stack(images) if output_type == "np" else pipe.image_processor.numpy_to_pil(np.stack(images))

@@ -21,7 +21,7 @@ from ..lora import text_encoder_weight
 from ..spec.sweep_spec import Trial
 from ..spec.units import Unit
 from .denoise import denoise, shares_a_prefix, unit_factors
-from .generation import per_unit_scales
+from .scales import per_unit_scales
 
 
 def check_controlnets(pipe, units: list[Unit]) -> None:
@@ -54,11 +54,12 @@ LEGACY_UNIT = Unit("", "", "")  # the one unnamed unit of a spec without `contro
 
 
 def call_pipeline(pipe, params: dict, trials: list[Trial], controls, embeddings,
-                  units: list[Unit] = (LEGACY_UNIT,)) -> np.ndarray:
+                  units: list[Unit] = (LEGACY_UNIT,), pipe_kwargs: dict | None = None) -> np.ndarray:
     """One pipeline call for a batch of trials: (B, H, W, 3) floats in [0, 1], NaN left visible.
 
     Each image has its own generator (its seed) and its own conditioning scale per unit;
-    `controls` is one image per unit (or a single image for a single unit).
+    `controls` is one image per unit (or a single image for a single unit). `pipe_kwargs` adds
+    keywords of the diffusers call (`generate`'s width, height, guess_mode, ...).
     """
     controls = controls if isinstance(controls, list) else [controls]
     one = len(units) == 1
@@ -75,14 +76,16 @@ def call_pipeline(pipe, params: dict, trials: list[Trial], controls, embeddings,
                     num_inference_steps=params["steps"], guidance_scale=params["guidance"],
                     controlnet_conditioning_scale=1.0 if one else [1.0] * len(units),  # the hooks scale each image
                     control_guidance_start=per_unit("start"), control_guidance_end=per_unit("end"),
-                    generator=generators, width=controls[0].width, height=controls[0].height,
-                    output_type="np").images
+                    **{"width": controls[0].width, "height": controls[0].height, **(pipe_kwargs or {})},
+                    generator=generators, output_type="np").images
 
 
 def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings, units: list[Unit],
-                   share_prefix: bool) -> tuple[list, list[int]]:
+                   share_prefix: bool, pipe_kwargs: dict | None = None) -> tuple[list, list[int]]:
     """A batch's images and each trial's `shared_steps`: by the engine's own loop where its trials share a
-    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`call_pipeline`)."""
+    prefix or differ in start and end (`denoise.py`), else by one pipeline call (`call_pipeline`).
+
+    The one function that makes images: a sweep's batches, `generate` and the blends (through it) all call it."""
     controls = controls if isinstance(controls, list) else [controls]
     if share_prefix:  # the caller has set the batch's sampler (`set_scheduler`), as for `call_pipeline`
         pipe.scheduler.set_timesteps(params["steps"], device=pipe.device)  # its own count of steps (PNDM: one more)
@@ -93,7 +96,7 @@ def generate_batch(pipe, params: dict, trials: list[Trial], controls, embeddings
         if len(windows) > 1 or shares_a_prefix(seeds, factors):
             images, plan = denoise(pipe, embeddings, controls, seeds, factors, params["steps"], params["guidance"])
             return list(images), plan.shared_steps
-    return list(call_pipeline(pipe, params, trials, controls, embeddings, units)), [0] * len(trials)
+    return list(call_pipeline(pipe, params, trials, controls, embeddings, units, pipe_kwargs)), [0] * len(trials)
 
 
 class BatchLimit:
