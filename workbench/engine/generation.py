@@ -17,7 +17,7 @@ from ..families import family_of, spec_defaults
 from ..spec.control_schedules import parse_schedule
 from ..spec.sweep_spec import DEFAULT_GUIDANCE, Trial  # one CFG default for generate() and sweeps
 from . import run
-from .scales import check_scale, per_sample_scales, per_unit_scales  # noqa: F401 (their old home, re-exported)
+from ..models.scales import check_scale, per_sample_scales, per_unit_scales  # noqa: F401 (their old home, re-exported)
 
 
 def check_seeds(seeds) -> list[int]:

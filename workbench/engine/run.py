@@ -21,7 +21,7 @@ from ..lora import text_encoder_weight
 from ..spec.sweep_spec import Trial
 from ..spec.units import Unit
 from .denoise import denoise, shares_a_prefix, unit_factors
-from .scales import per_unit_scales
+from ..models.scales import per_unit_scales
 
 
 def check_controlnets(pipe, units: list[Unit]) -> None:

@@ -26,6 +26,7 @@ from typing import Callable
 from ..families import denoiser, family_of, trained_buckets, trained_size, unit_controlnets
 from ..lora import activate_lora, inspect_lora_file, load_lora, loaded_from, text_encoder_weight
 from ..lora.files import check_safetensors
+from ..lora.hotswap import hotswap_plan, open_slot, swap_in
 from ..models.conditions import check_condition_weights
 from ..models.control import check_control_image, unit_controls
 from ..models.fingerprint import file_sha256, module_fingerprint
@@ -199,7 +200,13 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                                fingerprint)
         n = record_spec(run_dir, spec)
         log(f"growing the sweep in {run_dir}: spec {n}; finished trials are reused")
-    load_adapters(pipe, adapters)
+    slot_files, why = hotswap_plan(pipe, adapters, spec.lora_blocks != [None])  # compiled: adapters take turns
+    if why:
+        log(f"the pipeline is compiled, but its adapters load by name ({why}): each adapter and weight compiles again")
+    if slot_files is None:
+        load_adapters(pipe, adapters)
+    else:
+        open_slot(pipe, slot_files)  # before the first image, so every batch runs one traced UNet
     content = control_content(spec) if scheme >= 2 else None  # scheme 1: a folder from before hashes names
     trials = expand(spec, fingerprint, content)
     finished = finished_trial_ids(run_dir, log) - drawn_differently_now(pipe, run_dir, log)
@@ -263,7 +270,10 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
                 batch_controls = unit_controls(units, params, size, controls, spec.metric_models, buckets)
                 if on_cpu:  # other programs may have taken memory since the last batch
                     limit.size = fit_batch(pipe, *batch_controls[0].size, limit.size, log)
-                activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
+                if slot_files is not None:  # in place, in the compiled UNet's one slot (`lora/hotswap.py`)
+                    swap_in(pipe, slot_files, params["adapter"], params["lora_weight"])
+                else:
+                    activate_lora(pipe, params["adapter"], params["lora_weight"], params.get("lora_blocks"))
                 set_scheduler(pipe, params["scheduler"])
                 for name, axis in REGISTERED.items():  # registered axes (`axes.register_axis`): one value a call
                     if name in params:
@@ -281,8 +291,13 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
             if warmup and is_compiled(pipe):
                 log(f"first batch took {seconds * len(batch):.1f} s, torch.compile's warm-up included")
             adapter = getattr(denoiser(pipe), "peft_config", {}).get(params["adapter"])
-            batch_context = {**context, "warmup": warmup, "lora_rank": adapter.r if adapter else None,
-                             "lora_alpha": getattr(adapter, "lora_alpha", getattr(adapter, "alpha", None))}
+            if slot_files is not None and params["adapter"] is not None:  # the file's, not the padded slot's
+                file = slot_files[params["adapter"]]
+                lora = {"lora_rank": file.rank, "lora_alpha": file.alpha}
+            else:
+                lora = {"lora_rank": adapter.r if adapter else None,
+                        "lora_alpha": getattr(adapter, "lora_alpha", getattr(adapter, "alpha", None))}
+            batch_context = {**context, "warmup": warmup, **lora}
             if pending:
                 report(finish_writing(pending, progress.done))
             pending = writer.submit(write_batch, results, run_dir, spec, batch, images, batch_controls, error,

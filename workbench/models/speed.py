@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..families import denoiser, family_of, unit_controlnets
+from .scales import keep_scale_hooks
 from .memory import HEADROOM
 
 CPU_BATCH = 16          # on the CPU memory is plentiful and batching past this gains nothing
@@ -55,14 +56,17 @@ def upcast_vae(pipe) -> None:
     first.register_forward_pre_hook(to_fp32)
 
 
-def compile_pipeline(pipe) -> None:
+def compile_pipeline(pipe, backend: str = "inductor") -> None:
     """torch.compile the UNet and ControlNet in place (`Module.compile`, so LoRA and configs keep working).
 
-    Compilation happens on the first call of each new input shape (batch size, resolution),
-    and again when a LoRA weight changes the traced constants; it can take a minute.
+    Compilation happens on the first call, and again on a new input shape (batch size, resolution). The per-image
+    ControlNet scales keep one hook (`scales.keep_scale_hooks`), and a sweep's adapters and weights take turns in
+    one LoRA slot (`lora/hotswap.py`), so neither compiles again. `backend="eager"` traces without generating code
+    (tests count its compiles).
     """
-    denoiser(pipe).compile()
-    pipe.controlnet.compile()
+    keep_scale_hooks(pipe.controlnet)
+    denoiser(pipe).compile(backend=backend)
+    pipe.controlnet.compile(backend=backend)
 
 
 def is_compiled(pipe) -> bool:

@@ -9,7 +9,7 @@ At step i of n the unit's residuals are multiplied by  scale x factor(i, n):
   step@F     1 while (i + 1) / n <= F, then 0: the same steps as `control_guidance_end: F`
   ramp@F     0 while i / n < F, then 1: the same steps as `control_guidance_start: F`
 diffusers has only start and end (its `controlnet_keep`); a schedule is applied per image by the
-sweep's scale hook (`engine/scales.per_sample_scales`), so one batch can hold several schedules.
+sweep's scale hook (`models/scales.per_sample_scales`), so one batch can hold several schedules.
 """
 
 from __future__ import annotations
