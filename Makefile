@@ -17,7 +17,7 @@ CONTROLNET_AUX ?= controlnet_aux==0.0.10
 OPEN_CLIP ?= open-clip-torch==3.3.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow gpu-check wheel wheelhouse student readme-images docs clean-venv
+.PHONY: setup demo test test-integration test-slow gpu-check wheel wheelhouse student readme-images docs clean-venv
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,11 @@ demo: setup
 	$(BIN)/python -m workbench demo
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu and not integration" $(PYTEST_ARGS)
+
+# The notebooks end to end, a benchmark's every path and JupyterLab by clicks: CI runs them after `make test`.
+test-integration: setup
+	$(BIN)/python -m pytest -m "integration and not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
     return done.stdout.decode()
 
 
+@pytest.mark.integration  # 35 s: every path of the GPU-day sweep benchmark, on the CPU
 def test_gpu_sweep_smoke_runs_every_path():
     report = json.loads(run_benchmark("gpu_sweep.py", "--smoke").split("\n### ")[0])
     for key in ("naive_images_per_s", "naive_resident_images_per_s", "engine_images_per_s", "ceiling_images_per_s",

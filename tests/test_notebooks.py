@@ -148,10 +148,15 @@ def check_quiet(notebook, path: Path) -> None:
                 f"{text[:200]!r}")
 
 
-# 00c trains a ControlNet on the toy for 2 minutes: it runs on the toy under `slow` (and `make docs`), on tiny-sdxl by
-# default.
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name.startswith("00c_") else p
-                                  for p in NOTEBOOKS], ids=lambda p: p.name)
+def toy_lane(path: Path):
+    """00 runs in the default suite; 00c trains a ControlNet on the toy for 2 minutes, so it runs under `slow` (and
+    `make docs`); the others (4.5 minutes together) run in the integration lane that CI runs after the suite."""
+    if path.name.startswith("00_"):
+        return path
+    return pytest.param(path, marks=pytest.mark.slow if path.name.startswith("00c_") else pytest.mark.integration)
+
+
+@pytest.mark.parametrize("path", [toy_lane(p) for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs_on_the_toy_model(path, workdir):
     notebook, seconds = execute(path, workdir, parameters=QUICK.get(path.name))
     check_executed(notebook, path, seconds)
@@ -190,8 +195,9 @@ def run_with_only_model_changed(path: Path, model: str, folder: Path) -> None:
     assert f"profile of {model!r}" in printed, "the parameters cell prints the model's profile"
 
 
-# The default suite runs the two short notebooks on tiny-sdxl; the four long ones (150 s together on a 2-core CI
-# machine, which held the suite over its 10-minute budget) run with `make test-slow`, as the tiny SD1.5 runs do.
+# The integration lane runs the three short notebooks on tiny-sdxl; the four long ones (150 s together on a 2-core CI
+# machine) run with `make test-slow`, as the tiny SD1.5 runs do.
+@pytest.mark.integration
 @pytest.mark.parametrize("path", [p if p.name.startswith(("00_", "00b_", "00c_")) else pytest.param(p, marks=pytest.mark.slow)
                                   for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs_on_tiny_sdxl_with_only_model_changed(path, family_workdir):

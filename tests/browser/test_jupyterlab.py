@@ -19,7 +19,7 @@ from chromium import CHROMIUM, CHROMIUM_FLAGS, NEEDS_CHROMIUM
 
 SCREENSHOT_DIR = Path(os.environ.get("WORKBENCH_SCREENSHOTS", Path(__file__).resolve().parents[2] / "outputs" / "browser"))
 
-pytestmark = NEEDS_CHROMIUM
+pytestmark = [*NEEDS_CHROMIUM, pytest.mark.integration]  # 35 s: a JupyterLab server and a browser
 
 
 def free_port() -> int:
