@@ -135,3 +135,11 @@ def test_building_checking_and_expanding_a_spec_reads_no_file_and_resolving_read
     assert "8192" in facts["too_big"] and "1024 px" in facts["too_big"]  # its size, read from its configs
     assert facts["resolved"] and facts["defaults"] == [[30], [5.0], ["euler"]]  # SDXL's, from its model_index.json
     assert any(path.endswith("model_index.json") for path in facts["read"]) and facts["trials"] == 1
+
+
+def test_real_models_clip_lora_gradients_as_the_reference_scripts_and_the_toy_trains_as_its_adapters_were():
+    for model in ("sd15", "sdxl"):
+        assert profile(model, "cuda").lora_options["max_grad_norm"] == 1.0  # train_text_to_image_lora*.py's default
+        assert profile(model, "cpu").lora_options["max_grad_norm"] == 1.0
+    for model in ("toy", "tiny", "tiny-sdxl"):  # their shipped adapters and cache keys were trained without it
+        assert "max_grad_norm" not in profile(model, "cpu").lora_options

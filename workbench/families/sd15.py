@@ -98,7 +98,7 @@ PROFILES = {
     # LoRA example. Lesson 04's second ControlNet reads ADE20K segmentation, drawn from a photo. Rank studies span 2-32 around
 # the scripts' default rank 4; content is CLIP prompt adherence, the style's reach DINO distance from weight 0.
     "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", seeds=[0, 1, 2, 3], lora_steps=500,
-                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
+                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
                  metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
                  controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"], ranks=[2, 4, 8, 16, 32],
                  train_seeds=[0, 1, 2], scenes=8, second_condition="seg"),

@@ -51,7 +51,7 @@ DOWNLOAD_GB = {SDXL_ID: 13.9, SDXL_CANNY_ID: 5.0, "diffusers/controlnet-depth-sd
 # batch 1 with 4 accumulation steps). Lesson 04's second ControlNet reads depth maps. Rank studies as SD1.5's.
 PROFILES = {
     "sdxl": dict(resolution=1024, steps=30, guidance=5.0, scheduler="euler", seeds=[0, 1, 2, 3], lora_steps=500,
-                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True,
+                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
                  metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
                  controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"], ranks=[2, 4, 8, 16, 32],
                  train_seeds=[0, 1, 2], scenes=8, second_condition="depth"),

@@ -64,6 +64,9 @@ class Profile:
     vae_slicing: bool = False     # decode a batch one image at a time (the same images)
     vae_tiling: bool = False      # decode one image in tiles (close, not exact)
     max_batch: int | str = "auto"  # run_sweep's max_batch: at most this many images a batch
+    # LoRA training's gradient clipping: 1.0 on the real models, as diffusers' scripts; None on the toy and the test
+    # models, whose shipped adapters and cache keys were trained without it
+    max_grad_norm: float | None = None
 
     @property
     def spec_resolution(self) -> int | None:
@@ -72,9 +75,11 @@ class Profile:
 
     @property
     def lora_options(self) -> dict:
-        """`train_lora`'s memory and speed keywords from this profile: batch size, mixed precision, checkpointing."""
+        """`train_lora`'s keywords from this profile: batch size, mixed precision, checkpointing, and gradient clipping
+        where the profile sets it (a real model's; the toy's cache keys stay as they were)."""
+        clipping = {} if self.max_grad_norm is None else {"max_grad_norm": self.max_grad_norm}
         return {"batch_size": self.lora_batch, "mixed_precision": self.mixed_precision,
-                "gradient_checkpointing": self.gradient_checkpointing}
+                "gradient_checkpointing": self.gradient_checkpointing, **clipping}
 
     def short(self) -> str:
         """The profile in one line: model, family, device, and what a lesson's images are drawn with."""
@@ -87,7 +92,7 @@ class Profile:
                  + (": SHORTENED for a CPU, so a lesson runs in minutes; use a GPU for real results" if self.shortened
                     else "")]
         lines += [f"  {name} = {getattr(self, name)!r}" for name in (
-            "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
+            "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr", "max_grad_norm",
             "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
             "ranks", "train_seeds", "scenes", "dtype", "offload", "vae_slicing", "vae_tiling", "max_batch")]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
