@@ -3,9 +3,9 @@
 `run_sweep` works in numbered stages:
   1. check the spec and the run folder; write spec.yaml before any image
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
-  3. group trials into batch groups (everything but the seed and each control unit's scale), order the groups so
-     that adapter, weight and scheduler switches happen least often, cut them into batches
-     (on the CPU, no larger than free memory allows: `memory.fit_batch`)
+  3. plan: group trials into batch groups (everything but the seed and each control unit's scale), order the
+     groups so that adapter, weight and scheduler switches happen least often, cut them into batches
+     (on the CPU, no larger than free memory allows: `memory.fit_batch`) (`plan.py`)
   4. per batch: one pipeline call, one torch.Generator per seed and a per-image conditioning
      scale per control unit (a hook on each ControlNet), halving the batch on out-of-memory (`run.py`)
   5. per image, on a writer thread while the next batch generates: flag NaN/black, write the
@@ -46,6 +46,7 @@ from ..store.results import (FAILED, IMAGE_SCHEME, ResultsLog, drawn_before_fixe
 from ..store.run_folder import RunFolderBusy, open_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
 from .generation import warn_long_prompt, warn_unknown_words
 from .scoring import check_metrics, score_after_sweep
+from .plan import batch_groups, batch_key, batched_keys, cut_batches, my_groups  # noqa: F401 (re-exported)
 from .run import (LEGACY_UNIT, BatchLimit, check_controlnets, embeddings_for, generate_batch,  # noqa: F401 (re-exported)
                   call_pipeline, generate_with_backoff, pipeline_in_use)
 from .write import finish_writing, image_flag, record_trial, versions, write_batch  # noqa: F401 (re-exported)
@@ -92,33 +93,6 @@ def model_fingerprint(pipe, adapters: dict) -> str:
     for name, path in sorted(adapters.items()):
         parts.append(f"{name}={file_sha256(Path(path))[:16]}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-# ---- 3. batch groups ------------------------------------------------------------------------
-
-def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
-    """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
-    `share_prefix` its start and end too (the engine's own loop, `denoise.py`, gives each trial its own)."""
-    keys = ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
-    return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
-
-
-def batch_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
-    """The trial's parameters that one pipeline call shares: all but the `batched` ones."""
-    return tuple((k, v) for k, v in trial.params.items() if k not in batched)
-
-
-def batch_groups(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
-    """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
-    groups: dict[tuple, list[Trial]] = {}
-    for trial in trials:
-        groups.setdefault(batch_key(trial, batched), []).append(trial)
-
-    def switch_cost(group):
-        p = group[0].params
-        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], group[0].index)
-
-    return sorted(groups.values(), key=switch_cost)
 
 
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
@@ -217,22 +191,17 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         max_batch = min(max_batch, plan.max_batch) if plan is not None else max_batch
         if pipe.device.type == "cuda":
             log(f"batch size {max_batch}, from free GPU memory")
-    # Shard whole batch groups of the full, ordered trial list, so every process computes the same
-    # split whatever it finds finished, and seeds stay batched; then drop finished trials.
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
-    ordered = batch_groups(trials, batched_keys(units, share_prefix))
-    groups = [[t for t in group if t.trial_id not in finished] for group in ordered[rank::world_size]]
+    groups = my_groups(batch_groups(trials, batched_keys(units, share_prefix)), finished, rank, world_size, share_prefix)
     if world_size > 1 and not groups:
         log(f"process {rank} of {world_size} has no share: the spec makes {len(groups)} group(s) of trials that one "
             "pipeline call draws together (they differ only in seed and ControlNet scale or schedule), "
             "fewer than the processes; it writes no rows")
-    if share_prefix:  # a seed's trials side by side, so a batch cut at max_batch keeps what they share together
-        groups = [sorted(group, key=lambda t: (t.params["seed"], t.index)) for group in groups]
     on_cpu, controls, buckets = pipe.device.type == "cpu", {}, trained_buckets(pipe)
     if on_cpu and any(groups):  # refuse what cannot fit before the first image, instead of growing until killed
         width, height = unit_controls(units, trials[0].params, size, controls, spec.metric_models, buckets)[0].size
         max_batch = fit_batch(pipe, width, height, max_batch, log)
-    batches = [group[i:i + max_batch] for group in groups for i in range(0, len(group), max_batch)]
+    batches = cut_batches(groups, max_batch)
     unfinished = sum(t.trial_id not in finished for t in trials)
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)

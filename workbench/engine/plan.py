@@ -1,0 +1,53 @@
+"""A sweep's plan stage: trials -> batches, each one pipeline call (pure functions: no model, no files).
+
+Trials that differ only in what a batch can vary per image (the seed, each control unit's scale and
+schedule; with shared prefixes their start and end too) form a batch group. Groups are ordered so
+that adapter, weight and sampler switches happen least often, shared among processes whole, and cut
+into batches of at most `max_batch` images.
+"""
+
+from __future__ import annotations
+
+from ..spec.sweep_spec import Trial
+from ..spec.units import Unit
+
+
+def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
+    """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
+    `share_prefix` its start and end too (the engine's own loop, `denoise.py`, gives each trial its own)."""
+    keys = ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
+    return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
+
+
+def batch_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
+    """The trial's parameters that one pipeline call shares: all but the `batched` ones."""
+    return tuple((k, v) for k, v in trial.params.items() if k not in batched)
+
+
+def batch_groups(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
+    """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
+    groups: dict[tuple, list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault(batch_key(trial, batched), []).append(trial)
+
+    def switch_cost(group):
+        p = group[0].params
+        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], group[0].index)
+
+    return sorted(groups.values(), key=switch_cost)
+
+
+def my_groups(ordered: list[list[Trial]], finished: set, rank: int, world_size: int,
+              share_prefix: bool = False) -> list[list[Trial]]:
+    """This process's share of the ordered groups (every world_size-th, from `rank`: each process computes the same
+    split whatever it finds finished, and seeds stay batched), without the finished trials; with `share_prefix`, a
+    seed's trials side by side, so a batch cut at max_batch keeps what they share together."""
+    groups = [[t for t in group if t.trial_id not in finished] for group in ordered[rank::world_size]]
+    if share_prefix:
+        groups = [sorted(group, key=lambda t: (t.params["seed"], t.index)) for group in groups]
+    return groups
+
+
+def cut_batches(groups: list[list[Trial]], max_batch: int) -> list[list[Trial]]:
+    """The groups cut into batches of at most `max_batch` trials, in order."""
+    return [group[i:i + max_batch] for group in groups for i in range(0, len(group), max_batch)]
