@@ -40,7 +40,7 @@ _EXPORTS = {
     "plot_grid": "analysis.plots", "plot_images": "analysis.plots", "plot_metric": "analysis.curves",
     "plot_spectra": "analysis.curves", "plot_norm_kept": "analysis.curves", "plot_rank_study": "analysis.curves",
     "plot_search": "analysis.curves", "plot_losses": "analysis.curves",
-    "export_results": "store.results", "load_results": "store.results", "spec_from_png": "store.png_spec",
+    "export_results": "store.results", "load_results": "store.growth", "spec_from_png": "store.png_spec",
     "SweepSpec": "spec", "expand": "spec", "load_spec": "spec", "resolve_spec": "spec",
     "run_sweep": "engine.sweep", "search": "studies.search", "write_report": "analysis.report",
     "export_mlflow": "analysis.export", "SweepPanel": "teaching.panel", "compare": "teaching.panel",

@@ -15,13 +15,15 @@ and would mix two models in one table.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 from ..spec.shorten import short
 from ..spec.files import load_spec, spec_from_text
-from ..spec.sweep_spec import SweepSpec
+from ..spec.sweep_spec import SweepSpec, expand
+from . import results
 from .run_store import RunStore
 
 SPECS = "specs"
@@ -102,3 +104,28 @@ def spec_of(run_dir: Path, spec) -> SweepSpec:
                              f"{len(spec_files(run_dir)) or 1}")
         return resolve_spec(load_spec(path))
     return resolve_spec(load_spec(spec))
+
+
+def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None):
+    """The sweep's table (`results.load_results`); with `spec`, only that spec's rows: a SweepSpec, a dict, a spec
+    file, or n for the folder's `specs/<n>.yaml`. A folder that grew holds every spec's rows; one spec's grid then
+    shows exactly its cells, the ones an earlier spec made included."""
+    table = results.load_results(run_dir, lora_effect)
+    if spec is None or table.empty:
+        return table
+    return rows_of_spec(table, Path(run_dir), spec).reset_index(drop=True)
+
+
+def rows_of_spec(table: pd.DataFrame, run_dir: Path, spec) -> pd.DataFrame:
+    """The rows whose trial ids one spec expands to, under each model fingerprint the folder holds.
+
+    Where ids hash control images' content (the `<image>_sha256` columns rows carry), the
+    content each image name had is read from the rows themselves.
+    """
+    spec = spec_of(run_dir, spec)
+    keys = [unit.key("image") for unit in spec.units]
+    content = {name: sha for key in keys if f"{key}_sha256" in table
+               for name, sha in zip(table[key], table[f"{key}_sha256"]) if isinstance(sha, str)} or None
+    ids = {t.trial_id for fingerprint in table.model_fingerprint.dropna().unique()
+           for t in expand(spec, fingerprint, content)}
+    return table[table.trial_id.isin(ids)]

@@ -250,15 +250,14 @@ def finished_trial_ids(run_dir: str | Path, log=None) -> set[str]:
     return finished
 
 
-def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd.DataFrame:
+def load_results(run_dir: str | Path, lora_effect: bool = True) -> pd.DataFrame:
     """The sweep's table: one row per trial, newest attempt, sorted by trial index.
 
     Damaged log lines are reported with a warning and left out; intact rows are kept. The scores
     computed after the sweep (metrics.jsonl: CLIP, DINO, `lora_effect`) are merged in as columns;
     nothing is scored here. `lora_effect=False` leaves that column out.
-    A folder that grew (several specs, `growth.py`) holds every spec's rows; `spec` keeps one
-    spec's: a SweepSpec, a dict, a spec file, or n for the folder's `specs/<n>.yaml`. Its
-    grid then shows exactly its cells, the ones an earlier spec made included.
+    A folder that grew (several specs) holds every spec's rows: `growth.load_results(run_dir, spec=...)`
+    (`wb.load_results`) keeps one spec's, and is the one part of the store that expands a spec.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -271,8 +270,6 @@ def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None) -> pd
         table = merge_scores(table, run_dir)
         table["image_path"] = [str(path) if (path := image_file(run_dir, stored)) else ""
                                for stored in table.get("image_path", pd.Series("", index=table.index))]
-    if spec is not None and not table.empty:
-        table = rows_of_spec(table, run_dir, spec)
     if table.empty:
         return table
     table = table.sort_values("index", kind="stable").reset_index(drop=True)
@@ -318,23 +315,6 @@ def merge_scores(table: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
     scores = pd.DataFrame.from_dict(latest, orient="index")
     table = table.drop(columns=[c for c in scores if c in table])
     return table.merge(scores, left_on="trial_id", right_index=True, how="left")
-
-
-def rows_of_spec(table: pd.DataFrame, run_dir: Path, spec) -> pd.DataFrame:
-    """The rows whose trial ids one spec expands to, under each model fingerprint the folder holds.
-
-    Where ids hash control images' content (the `<image>_sha256` columns rows carry), the
-    content each image name had is read from the rows themselves.
-    """
-    from .growth import spec_of
-    from ..spec.sweep_spec import expand
-    spec = spec_of(run_dir, spec)
-    keys = [unit.key("image") for unit in spec.units]
-    content = {name: sha for key in keys if f"{key}_sha256" in table
-               for name, sha in zip(table[key], table[f"{key}_sha256"]) if isinstance(sha, str)} or None
-    ids = {t.trial_id for fingerprint in table.model_fingerprint.dropna().unique()
-           for t in expand(spec, fingerprint, content)}
-    return table[table.trial_id.isin(ids)]
 
 
 def export_results(table: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path]:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..analysis.plots import new_figure, plot_grid, row_image
 from ..models.profiles import profile
-from ..store.results import load_results
+from ..store.growth import load_results
 from ..spec.sweep_spec import AXES, spec_from_dict
 from ..engine.sweep import run_sweep
 
