@@ -120,3 +120,41 @@ def test_options_are_checked():
                        mixed_precision="no") | bad
         with pytest.raises(ValueError, match=match):
             check_options("cpu", **options)
+
+
+def test_a_random_crop_is_drawn_once_per_image_and_seed_and_recorded(huggingface):
+    """48x40 photos resize to 38x32: a square's left edge falls anywhere in 0-6, the same for a seed every time."""
+    center, crops = image_folder(huggingface, 32), image_folder(huggingface, 32, crop="random", seed=1)
+    places = [crops[i]["crop_top_left"] for i in range(4)]
+    assert all(top == 0 and 0 <= left <= 6 for top, left in places) and len(set(places)) > 1
+    assert places == [image_folder(huggingface, 32, crop="random", seed=1)[i]["crop_top_left"] for i in range(4)]
+    assert places != [image_folder(huggingface, 32, crop="random", seed=2)[i]["crop_top_left"] for i in range(4)]
+    resized = np.asarray(Image.open(huggingface / "photo0.png").convert("RGB").resize((38, 32), Image.LANCZOS))
+    left = places[0][1]
+    assert np.array_equal(crops[0]["pixels"].permute(1, 2, 0).numpy(), resized[:, left:left + 32])
+    assert crops.fingerprint() != center.fingerprint()  # another crop is other training data (the cache key)
+    with pytest.raises(ValueError, match="'center' or 'random'"):
+        image_folder(huggingface, 32, crop="left")
+
+
+@pytest.mark.parametrize("pipe_name", ["tiny_pipe", "tiny_sdxl_pipe"])
+def test_random_flip_trains_on_each_image_mirrored_too(pipe_name, request, huggingface, tmp_path):
+    from workbench.lora import read_lora_metadata
+    from workbench.lora.prepare import encode_latents, training_data
+    from workbench.toy.data import make_dataset
+    pipe = request.getfixturevalue(pipe_name)
+    data = image_folder(huggingface, 32, crop="random", seed=1)
+    flipped, plain = training_data(pipe, data, True, tmp_path / "a", flip=True), training_data(pipe, data, False, tmp_path / "b")
+    assert (flipped.flipped, len(flipped.latents), len(flipped.rows)) == (4, 8, 4)
+    assert torch.allclose(flipped.latents[:4], plain.latents, atol=1e-5)
+    mirrored, _ = encode_latents(pipe, iter([data[0]["pixels"].flip(-1)]), 1, 32, tmp_path / "c")
+    assert torch.allclose(flipped.latents[4], mirrored[0], atol=1e-4)  # row N + i: image i mirrored
+    assert len(flipped.empty[0]) == 8  # caption dropout reads the mirrored rows' empty captions too
+    if "time_ids" in str(flipped.extra):  # SDXL: the mirrored crop's left edge, in the mirrored image
+        ids = flipped.extra["added_cond_kwargs"]["time_ids"]
+        assert [ids[i + 4][3].item() for i in range(4)] == [6 - ids[i][3].item() for i in range(4)]
+    pairs = training_data(pipe, make_dataset(2, size=32), False, tmp_path / "d", flip=True)  # (images, captions) too
+    assert (pairs.flipped, len(pairs.latents), len(pairs.rows)) == (2, 4, 2)
+    path = train_lora(pipe, data, rank=1, steps=2, batch_size=2, out_dir=tmp_path, load=False, random_flip=True,
+                      caption_dropout=0.5)
+    assert read_lora_metadata(path)["random_flip"] is True

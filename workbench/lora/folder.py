@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,14 @@ def read_training_image(path: Path) -> Image.Image:
         raise ValueError(f"training image {short(str(path))} cannot be read ({short(str(err))})") from None
 
 
-def square_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, tuple[int, int]]:
-    """Resize so the short side is `resolution`, centre-crop a square; return it and the crop's (top, left)."""
+def square_crop(image: Image.Image, resolution: int, where: tuple[float, float] = (0.5, 0.5)
+                ) -> tuple[Image.Image, tuple[int, int]]:
+    """Resize so the short side is `resolution`, crop a square; return it and the crop's (top, left). `where` places
+    the square along the long side, as (down, across) fractions of the room there: (0.5, 0.5) is the centre."""
     scale = resolution / min(image.size)
     width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
     resized = image.resize((width, height), Image.LANCZOS)
-    top, left = (height - resolution) // 2, (width - resolution) // 2
+    top, left = round((height - resolution) * where[0]), round((width - resolution) * where[1])
     return resized.crop((left, top, left + resolution, top + resolution)), (top, left)
 
 
@@ -98,16 +101,20 @@ class ImageFolder(torch.utils.data.Dataset):
     """A folder of images and captions, read lazily (see the module docstring); `train_lora` takes it.
 
     Item i is a dict: `pixels` (3, R, R) uint8, `caption`, `original_size` (height, width) and
-    `crop_top_left` (top, left), and `file`.
+    `crop_top_left` (top, left), and `file`. `crop="random"` places each image's square at random along its long
+    side (drawn once per image from `seed`: training encodes each image once), where diffusers' scripts offer
+    `--random_crop`; SDXL's size ids record where it fell.
     """
 
-    def __init__(self, folder: str | Path, resolution: int):
+    def __init__(self, folder: str | Path, resolution: int, crop: str = "center", seed: int = 0):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {short(str(folder))} does not exist")
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 4096:
             raise ValueError(f"`resolution` must be a whole number of pixels from 8 to 4096, got {short(resolution)}")
-        self.resolution = resolution
+        if crop not in ("center", "random"):
+            raise ValueError(f"`crop` is 'center' or 'random', got {short(crop)}")
+        self.resolution, self.crop, self.seed = resolution, crop, seed
         self.layout = "huggingface" if (self.folder / "metadata.jsonl").is_file() else "kohya"
         self.entries = huggingface_entries(self.folder) if self.layout == "huggingface" else kohya_entries(self.folder)
         if not self.entries:
@@ -120,7 +127,11 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[self.order[index]]
         image = read_training_image(entry.path)
-        square, (top, left) = square_crop(image, self.resolution)
+        where = (0.5, 0.5)
+        if self.crop == "random":  # one place per image and seed, whichever of its repeats is read
+            draw = random.Random(f"{self.seed}:{self.order[index]}")
+            where = (draw.random(), draw.random())
+        square, (top, left) = square_crop(image, self.resolution, where)
         pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1)
         return {"pixels": pixels, "caption": entry.caption, "original_size": (image.height, image.width),
                 "crop_top_left": (top, left), "file": str(entry.path)}
@@ -131,12 +142,14 @@ class ImageFolder(torch.utils.data.Dataset):
 
     def fingerprint(self) -> str:
         """A hash of the data as trained on: every file's bytes, its caption and repeats, and the resolution."""
-        digest = hashlib.sha256(f"{self.resolution}".encode())
+        digest = hashlib.sha256(f"{self.resolution}".encode() + (b"" if self.crop == "center" else
+                                                                  f"|random crop {self.seed}".encode()))
         for entry in self.entries:
             digest.update(f"{file_sha256(entry.path)}|{entry.repeats}|{entry.caption}\n".encode())
         return digest.hexdigest()[:16]
 
 
-def image_folder(folder: str | Path, resolution: int) -> ImageFolder:
-    """A folder of captioned images (Hugging Face `imagefolder` or kohya-ss layout) as a LoRA training dataset."""
-    return ImageFolder(folder, resolution)
+def image_folder(folder: str | Path, resolution: int, crop: str = "center", seed: int = 0) -> ImageFolder:
+    """A folder of captioned images (Hugging Face `imagefolder` or kohya-ss layout) as a LoRA training dataset; `crop`
+    "center" or "random" (each image's square placed at random along its long side, drawn once from `seed`)."""
+    return ImageFolder(folder, resolution, crop, seed)

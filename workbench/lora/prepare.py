@@ -56,7 +56,8 @@ def data_fingerprint(dataset) -> str:
 
 
 def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
-                  mixed_precision, max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw") -> dict:
+                  mixed_precision, max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw",
+                  random_flip=False) -> dict:
     """Refuse an impossible training option, naming it; return the ones not at their default (for the record)."""
     if not (isinstance(caption_dropout, (int, float)) and 0 <= caption_dropout < 1):
         raise ValueError(f"`caption_dropout` is a share of samples in [0, 1), got {caption_dropout!r}")
@@ -74,14 +75,17 @@ def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gra
         raise ValueError(f"`noise_offset` is in [0, 1) (0.05-0.1 is usual), got {noise_offset!r}")
     if isinstance(lr_warmup_steps, bool) or not isinstance(lr_warmup_steps, int) or lr_warmup_steps < 0:
         raise ValueError(f"`lr_warmup_steps` is a whole number >= 0, got {lr_warmup_steps!r}")
+    if not isinstance(random_flip, bool):
+        raise ValueError(f"`random_flip` is True or False, got {random_flip!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"`optimizer` is one of {list(OPTIMIZERS)}, got {optimizer!r}")
     given = dict(caption_dropout=caption_dropout, snr_gamma=snr_gamma, gradient_accumulation=gradient_accumulation,
                  gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
                  max_grad_norm=max_grad_norm, noise_offset=noise_offset, lr_warmup_steps=lr_warmup_steps,
-                 optimizer=optimizer)
+                 optimizer=optimizer, random_flip=random_flip)
     defaults = dict(caption_dropout=0.0, snr_gamma=None, gradient_accumulation=1, gradient_checkpointing=False,
-                    mixed_precision="no", max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw")
+                    mixed_precision="no", max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw",
+                    random_flip=False)
     return {name: value for name, value in given.items() if value != defaults[name]}
 
 
@@ -95,6 +99,7 @@ class TrainingData:
     data_hash: str
     empty: tuple | None = None      # (context, extra) of the empty caption per row, for caption dropout
     files: list = field(default_factory=list)
+    flipped: int = 0                # with random flip: the row where the mirrored images' copies start (else 0)
 
     def close(self) -> None:
         """Remove the latents' file on disk, if there is one."""
@@ -102,8 +107,12 @@ class TrainingData:
             Path(path).unlink(missing_ok=True)
 
 
-def training_data(pipe, dataset, with_empty: bool, spill: Path) -> TrainingData:
-    """Encode the dataset once: latents (chunked), text embeddings, and the empty caption's where dropout needs it."""
+def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = False) -> TrainingData:
+    """Encode the dataset once: latents (chunked), text embeddings, and the empty caption's where dropout needs it.
+
+    With `flip`, each image is encoded mirrored too (rows N..2N-1, `flipped` = N), as kohya caches both for its
+    flip augmentation: latents are encoded once, so a flip drawn per step reads the mirrored copy. SDXL's size ids
+    of a mirrored row put the crop's left edge where it falls in the mirrored image."""
     with torch.no_grad():
         if isinstance(dataset, ImageFolder):
             first = {}  # each image once: the first sample that reads it
@@ -112,28 +121,41 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path) -> TrainingData:
             captions, sizes = [], []
 
             def pixels():  # read one image at a time; its caption and sizes are noted as it passes
-                for i in range(len(dataset.entries)):
-                    item = dataset[first[i]]
-                    captions.append(item["caption"])
-                    sizes.append((*item["original_size"], *item["crop_top_left"], dataset.resolution,
-                                  dataset.resolution))
-                    yield item["pixels"]
+                for mirrored in (False, True) if flip else (False,):
+                    for i in range(len(dataset.entries)):
+                        item = dataset[first[i]]
+                        top, left = item["crop_top_left"]
+                        left = mirrored_left(item["original_size"], left, dataset.resolution) if mirrored else left
+                        captions.append(item["caption"])
+                        sizes.append((*item["original_size"], top, left, dataset.resolution, dataset.resolution))
+                        yield item["pixels"].flip(-1) if mirrored else item["pixels"]
 
-            latents, files = encode_latents(pipe, pixels(), len(dataset.entries), dataset.resolution, spill)
+            count = len(dataset.entries) * (2 if flip else 1)
+            latents, files = encode_latents(pipe, pixels(), count, dataset.resolution, spill)
             rows, data_hash = torch.tensor(dataset.order), dataset.fingerprint()
         else:
             images, captions = training_pairs(dataset)
             sizes, files = None, []
+            data_hash = dataset_hash(images, captions)
+            if flip:
+                images, captions = torch.cat([images, images.flip(-1)]), captions + captions
             # The posterior's mean, not a sample (diffusers' scripts sample each step): latents are encoded once
             # and reused every step, so a sample would fix one draw of the posterior's noise for the whole run;
             # the mean keeps a cached run exact. A trained VAE's posterior is narrow (SD's was trained with a KL
             # weight of 1e-6), so the two differ little; not measured here (no trained SD VAE offline).
             latents = torch.cat([pipe.vae.encode(images[i:i + 64].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
                                  for i in range(0, len(images), 64)]) * pipe.vae.config.scaling_factor
-            rows, data_hash = torch.arange(len(latents)), dataset_hash(images, captions)
+            rows = torch.arange(len(latents) // (2 if flip else 1))
         context, extra = text_conditioning(pipe, captions, image_sizes=sizes)
         empty = text_conditioning(pipe, [""] * len(captions), image_sizes=sizes) if with_empty else None
-    return TrainingData(latents, rows, context, extra, data_hash, empty, files)
+    return TrainingData(latents, rows, context, extra, data_hash, empty, files, len(latents) // 2 if flip else 0)
+
+
+def mirrored_left(original_size: tuple[int, int], left: int, resolution: int) -> int:
+    """Where a square crop's left edge falls once the resized image is mirrored (`folder.square_crop`'s sizes)."""
+    height, width = original_size
+    resized_width = max(resolution, round(width * resolution / min(height, width)))
+    return resized_width - resolution - left
 
 
 def encode_latents(pipe, pixels, count: int, resolution: int, spill: Path) -> tuple[torch.Tensor, list]:

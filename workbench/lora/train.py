@@ -89,7 +89,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                load: bool = True, checkpoint_every: int = 50, caption_dropout: float = 0.0,
                snr_gamma: float | None = None, gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
                mixed_precision: str = "no", format: str = "diffusers", max_grad_norm: float | None = None,
-               noise_offset: float = 0.0, lr_warmup_steps: int = 0, optimizer: str = "adamw") -> Path:
+               noise_offset: float = 0.0, lr_warmup_steps: int = 0, optimizer: str = "adamw",
+               random_flip: bool = False) -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
@@ -118,6 +119,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             learn darker and brighter images than the noise schedule lets it.
         lr_warmup_steps: raise the learning rate linearly over this many steps first.
         optimizer: "adamw", or "adamw8bit" (bitsandbytes, CUDA; see prepare.OPTIMIZERS for when it pays).
+        random_flip: train half the samples, drawn each step, on the mirrored image (diffusers' `--random_flip`;
+            both orientations are encoded once). A random crop is the dataset's: `image_folder(..., crop="random")`.
 
     The target is the noise, or v for a v-prediction model, as the pipeline's scheduler config says (a single file
     loaded with `prediction_type="v_prediction"` carries it). On a GPU the ControlNets wait on the CPU meanwhile.
@@ -125,13 +128,13 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     unet, device = denoiser(pipe), pipe.device
     check_rank(unet, rank)
     options = check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
-                            mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer)
+                            mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer, random_flip)
     alpha = float(rank if alpha is None else alpha)
     adapter_name = adapter_name or f"rank{rank}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    data = training_data(pipe, dataset, caption_dropout > 0, out / f"{adapter_name}.latents")
+    data = training_data(pipe, dataset, caption_dropout > 0, out / f"{adapter_name}.latents", flip=random_flip)
     latents, rows, context, extra = data.latents, data.rows, data.context, data.extra
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
                         use_rslora=use_rslora)
@@ -174,6 +177,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             loss_sum = 0.0
             for _ in range(gradient_accumulation):
                 idx = rows[torch.randint(0, len(rows), (batch_size,), generator=generator)]
+                if data.flipped:  # half the samples, drawn afresh each step, read the mirrored image's row
+                    idx = idx + data.flipped * (torch.rand(batch_size, generator=generator) < 0.5).long()
                 sample = latents[idx].to(device, unet.dtype)
                 noise = torch.randn(sample.shape, generator=generator).to(device, sample.dtype)
                 if noise_offset:  # a per-channel constant: lets the model shift an image's overall brightness
