@@ -3,7 +3,8 @@
 Run it first whenever a GPU is lent. In order, each with its own time limit:
   1. the tests marked `gpu` (fp16 VAE decode in fp32, bf16 default, compiled = eager,
      max_batch="auto", batched = lone images; the memory plan the profile picks for this card,
-     VAE slicing, a v-prediction LoRA step in mixed precision, a kohya export loaded by diffusers)
+     VAE slicing, a v-prediction LoRA step in mixed precision, a kohya export loaded by diffusers, a compiled
+     sweep whose adapters and weights take turns in one LoRA slot without a recompile)
   2. gpu_sweep.py: the SD1.5 architecture (random weights unless sd15 is cached), 512 px, the
      96-image sweep: naive loops, the engine, the ceiling, peak memory, the auto batch size
   3. gpu_profile.py: where a batch's time goes (text encoder, ControlNet, UNet, VAE, writer)

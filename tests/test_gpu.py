@@ -139,3 +139,25 @@ def test_a_kohya_export_trained_on_cuda_loads_through_diffusers(tmp_path):
     activate_lora(pipe, "theirs", 1.0)
     theirs = np.asarray(generate(pipe, CAPTION, control, [0], steps=2)[0], np.int16)
     assert np.abs(ours - theirs).mean() <= 1.0
+
+
+def test_a_compiled_sweep_on_cuda_swaps_adapters_and_weights_without_a_recompile(tmp_path):
+    """#40 item 4 on a GPU, with inductor: 2 adapters x 2 weights x 2 scales compile the UNet and ControlNet once."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from lora_files import write_kohya
+    from workbench import load_pipeline, run_sweep
+    from workbench.speed import compile_pipeline
+    pipe = load_pipeline("tiny", device="cuda", dtype="fp32")
+    for name, rank in (("a", 2), ("b", 4)):
+        write_kohya(pipe, tmp_path / f"{name}.safetensors", rank=rank, alpha=2.0, text=False, seed=rank)
+    torch._dynamo.reset()
+    counters.clear()
+    compile_pipeline(pipe)
+    table = run_sweep(pipe, {"model": "tiny", "prompt": CAPTION, "control_image": f"toy:{CAPTION}", "steps": 4,
+                             "adapters": {n: str(tmp_path / f"{n}.safetensors") for n in ("a", "b")},
+                             "adapter": ["a", "b"], "lora_weight": [0.5, 1.0], "conditioning_scale": [0.5, 1.0],
+                             "metrics": False}, tmp_path / "run", log=print)
+    assert len(table) == 8 and (table.state == "COMPLETE").all()
+    assert counters["frames"]["ok"] == 2, dict(counters["frames"])

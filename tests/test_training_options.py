@@ -73,3 +73,33 @@ def test_bad_options_are_one_line(tmp_path):
     except ImportError:
         with pytest.raises(ValueError, match="needs bitsandbytes"):
             train_lora(pipe, data, rank=1, steps=1, out_dir=tmp_path, load=False, optimizer="adamw8bit")
+
+
+def test_a_text_encoder_lora_trains_beside_the_unets_and_loads_back(pipe, tmp_path):
+    """`train_text_encoder=True` adapts every text encoder (SD1.5's one, SDXL's two) at the adapter's rank, encodes
+    the captions afresh each step (caption dropout included), saves their layers, and leaves the pipeline as found."""
+    from safetensors import safe_open
+
+    from workbench.families import family_of
+    from workbench.lora import load_lora, unload_adapter
+    encoders = family_of(pipe).TEXT_ENCODERS
+    path = train_lora(pipe, make_dataset(2, size=32), rank=2, steps=3, batch_size=2, lr=1e-2, out_dir=tmp_path,
+                      load=False, train_text_encoder=True, caption_dropout=0.5)
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    for component in ("unet", *encoders):
+        ups = [t for k, t in tensors.items() if k.startswith(component + ".") and (".up." in k or "lora_B" in k)]
+        assert ups and any(t.abs().sum() > 0 for t in ups), component  # B starts at zero: it learned
+    assert read_lora_metadata(path)["train_text_encoder"] is True
+    assert not any(getattr(getattr(pipe, c), "peft_config", None) for c in ("unet", *encoders))
+    load_lora(pipe, path, "with-text")
+    try:
+        carriers = pipe.get_list_adapters()
+        assert all("with-text" in carriers.get(c, []) for c in ("unet", *encoders)), carriers
+    finally:
+        unload_adapter(pipe, "with-text")
+    kohya = train_lora(pipe, make_dataset(2, size=32), rank=2, steps=1, batch_size=2, out_dir=tmp_path / "kohya",
+                       load=False, train_text_encoder=True, format="kohya")  # A1111's layout: lora_te_ or te1/te2
+    with safe_open(str(kohya), framework="pt") as f:
+        prefixes = {key.split("_")[1] if key.startswith("lora_te") else "unet" for key in f.keys()}
+    assert prefixes == ({"unet", "te"} if len(encoders) == 1 else {"unet", "te1", "te2"})

@@ -40,8 +40,10 @@ def lycoris_kind(keys) -> str | None:
 MAX_HEADER = 100 * 2**20  # bytes of a safetensors header (its JSON table of tensors) we are willing to read
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, then the text encoders
 # (down suffix, up suffix) of each format
+# (down, up) key suffixes: kohya's, diffusers' UNet and text-encoder layers (`convert_state_dict_to_diffusers` names a
+# text encoder's `lora_linear_layer`, as diffusers' training scripts save them), and peft's
 PAIR_SUFFIXES = ((".lora_down.weight", ".lora_up.weight"), (".lora.down.weight", ".lora.up.weight"),
-                 (".lora_A.weight", ".lora_B.weight"))
+                 (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"), (".lora_A.weight", ".lora_B.weight"))
 
 
 @dataclass(frozen=True)
@@ -214,8 +216,9 @@ def file_parameters(path: Path) -> int:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(".alpha"))
 
 
-def save_lora(pipe, adapter_name: str, config, path: Path, metadata: dict) -> None:
-    """Write an adapter of the UNet in diffusers' LoRA format, with peft's config and our training record.
+def save_lora(pipe, adapter_name: str, config, path: Path, metadata: dict, text_config=None) -> None:
+    """Write an adapter of the UNet (and, with `text_config`, of the text encoders that carry it) in diffusers' LoRA
+    format, with peft's configs and our training record.
 
     Without the config, diffusers reloads alpha as r: an r16/alpha8 adapter would come back
     twice as strong. The training record goes into the same safetensors header.
@@ -225,11 +228,20 @@ def save_lora(pipe, adapter_name: str, config, path: Path, metadata: dict) -> No
     from safetensors.torch import load_file, save_file
 
     from ..families import denoiser, family_of
-    state = get_peft_model_state_dict(denoiser(pipe), adapter_name=adapter_name)
-    state = {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
-    config_dict = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.to_dict().items()}
-    family_of(pipe).lora_loader().save_lora_weights(path.parent, unet_lora_layers=state, weight_name=path.name,
-                                                    unet_lora_adapter_metadata=config_dict)
+    def layers(module) -> dict:
+        state = get_peft_model_state_dict(module, adapter_name=adapter_name)
+        return {k: v.detach().float().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
+
+    def plain(lora_config) -> dict:
+        return {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()}
+
+    family = family_of(pipe)
+    parts = {"unet_lora_layers": layers(denoiser(pipe)), "unet_lora_adapter_metadata": plain(config)}
+    for component in family.TEXT_ENCODERS if text_config is not None else ():  # save_lora_weights' keyword names
+        if adapter_name in (getattr(getattr(pipe, component), "peft_config", None) or {}):
+            parts[f"{component}_lora_layers"] = layers(getattr(pipe, component))
+            parts[f"{component}_lora_adapter_metadata"] = plain(text_config)
+    family.lora_loader().save_lora_weights(path.parent, weight_name=path.name, **parts)
     header = read_header(path)
     header["workbench_training"] = json.dumps(metadata)
     save_file(load_file(str(path)), str(path), metadata=header)

@@ -57,7 +57,7 @@ def data_fingerprint(dataset) -> str:
 
 def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
                   mixed_precision, max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw",
-                  random_flip=False) -> dict:
+                  random_flip=False, train_text_encoder=False) -> dict:
     """Refuse an impossible training option, naming it; return the ones not at their default (for the record)."""
     if not (isinstance(caption_dropout, (int, float)) and 0 <= caption_dropout < 1):
         raise ValueError(f"`caption_dropout` is a share of samples in [0, 1), got {caption_dropout!r}")
@@ -75,17 +75,18 @@ def check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gra
         raise ValueError(f"`noise_offset` is in [0, 1) (0.05-0.1 is usual), got {noise_offset!r}")
     if isinstance(lr_warmup_steps, bool) or not isinstance(lr_warmup_steps, int) or lr_warmup_steps < 0:
         raise ValueError(f"`lr_warmup_steps` is a whole number >= 0, got {lr_warmup_steps!r}")
-    if not isinstance(random_flip, bool):
-        raise ValueError(f"`random_flip` is True or False, got {random_flip!r}")
+    for name, value in (("random_flip", random_flip), ("train_text_encoder", train_text_encoder)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` is True or False, got {value!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"`optimizer` is one of {list(OPTIMIZERS)}, got {optimizer!r}")
     given = dict(caption_dropout=caption_dropout, snr_gamma=snr_gamma, gradient_accumulation=gradient_accumulation,
                  gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
                  max_grad_norm=max_grad_norm, noise_offset=noise_offset, lr_warmup_steps=lr_warmup_steps,
-                 optimizer=optimizer, random_flip=random_flip)
+                 optimizer=optimizer, random_flip=random_flip, train_text_encoder=train_text_encoder)
     defaults = dict(caption_dropout=0.0, snr_gamma=None, gradient_accumulation=1, gradient_checkpointing=False,
                     mixed_precision="no", max_grad_norm=None, noise_offset=0.0, lr_warmup_steps=0, optimizer="adamw",
-                    random_flip=False)
+                    random_flip=False, train_text_encoder=False)
     return {name: value for name, value in given.items() if value != defaults[name]}
 
 
@@ -100,6 +101,8 @@ class TrainingData:
     empty: tuple | None = None      # (context, extra) of the empty caption per row, for caption dropout
     files: list = field(default_factory=list)
     flipped: int = 0                # with random flip: the row where the mirrored images' copies start (else 0)
+    captions: list = field(default_factory=list)  # per row: what a text encoder being trained reads each step
+    sizes: list | None = None       # per row, SDXL's size ids (original, crop, target); None: the trained size
 
     def close(self) -> None:
         """Remove the latents' file on disk, if there is one."""
@@ -148,7 +151,8 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = Fal
             rows = torch.arange(len(latents) // (2 if flip else 1))
         context, extra = text_conditioning(pipe, captions, image_sizes=sizes)
         empty = text_conditioning(pipe, [""] * len(captions), image_sizes=sizes) if with_empty else None
-    return TrainingData(latents, rows, context, extra, data_hash, empty, files, len(latents) // 2 if flip else 0)
+    return TrainingData(latents, rows, context, extra, data_hash, empty, files, len(latents) // 2 if flip else 0,
+                        captions, sizes)
 
 
 def mirrored_left(original_size: tuple[int, int], left: int, resolution: int) -> int:
@@ -198,6 +202,17 @@ def swap_rows(keywords: dict, other: dict, drop: torch.Tensor) -> dict:
         else:
             swapped[key] = torch.where(drop.view(-1, *([1] * (value.dim() - 1))).to(value.device), other[key], value)
     return swapped
+
+
+def text_for_step(pipe, tokens: list, empty: list, data, idx, rate: float, generator) -> tuple:
+    """The batch's text conditioning computed afresh (a text encoder is being trained, so it cannot be cached): each
+    encoder's token ids of rows `idx`, a share `rate` swapped for the empty caption's, through the family's encoders."""
+    batch = [ids[idx] for ids in tokens]
+    if rate:
+        drop = (torch.rand(len(idx), generator=generator) < rate)[:, None]
+        batch = [torch.where(drop, blank.expand_as(ids), ids) for ids, blank in zip(batch, empty)]
+    sizes = None if data.sizes is None else [data.sizes[i] for i in idx.tolist()]
+    return family_of(pipe).text_context(pipe, batch, image_sizes=sizes)
 
 
 def training_target(scheduler, sample, noise, t):

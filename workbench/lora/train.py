@@ -21,16 +21,17 @@ import torch
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
-from ..families import denoiser
+from ..families import denoiser, family_of
 from ..models.checkpoints import load_checkpoint, save_checkpoint
 from ..models.fingerprint import file_sha256, module_fingerprint
 from .adapters import adapter_sources, load_lora, loading_quietly, lora_disabled, peft_notes_quiet, unload_adapter
 from .convert import convert_lora
 from .files import cache_key, save_lora
-from .prepare import (check_options, data_fingerprint, drop_captions, noise_loss, select_rows, training_data,
-                      training_target, warmup_factor)
+from .prepare import (check_options, data_fingerprint, drop_captions, noise_loss, select_rows, text_for_step,
+                      training_data, training_target, warmup_factor)
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]  # a text encoder's attention, as diffusers' scripts
 # Enough for the toy model's outlined style to show at weight 1 (about 30 s a rank on 2 CPU
 # cores); 600 steps look no better (benchmarks/RESULTS.md, lora_bench).
 DEFAULT_STEPS = 300
@@ -90,7 +91,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                snr_gamma: float | None = None, gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
                mixed_precision: str = "no", format: str = "diffusers", max_grad_norm: float | None = None,
                noise_offset: float = 0.0, lr_warmup_steps: int = 0, optimizer: str = "adamw",
-               random_flip: bool = False) -> Path:
+               random_flip: bool = False, train_text_encoder: bool = False) -> Path:
     """Train a LoRA adapter on the UNet with the noise-prediction loss; save it; return the file.
 
     Args:
@@ -121,6 +122,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
         optimizer: "adamw", or "adamw8bit" (bitsandbytes, CUDA; see prepare.OPTIMIZERS for when it pays).
         random_flip: train half the samples, drawn each step, on the mirrored image (diffusers' `--random_flip`;
             both orientations are encoded once). A random crop is the dataset's: `image_folder(..., crop="random")`.
+        train_text_encoder: also adapt every text encoder's attention (SD1.5's one, SDXL's two) at the same rank, as
+            `--train_text_encoder` does; the captions are encoded afresh each step, and the file holds their layers.
 
     The target is the noise, or v for a v-prediction model, as the pipeline's scheduler config says (a single file
     loaded with `prediction_type="v_prediction"` carries it). On a GPU the ControlNets wait on the CPU meanwhile.
@@ -128,7 +131,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     unet, device = denoiser(pipe), pipe.device
     check_rank(unet, rank)
     options = check_options(device, caption_dropout, snr_gamma, gradient_accumulation, gradient_checkpointing,
-                            mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer, random_flip)
+                            mixed_precision, max_grad_norm, noise_offset, lr_warmup_steps, optimizer, random_flip,
+                            train_text_encoder)
     alpha = float(rank if alpha is None else alpha)
     adapter_name = adapter_name or f"rank{rank}"
     out = Path(out_dir)
@@ -146,7 +150,14 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     if disabled:  # a sweep's disable_lora() (an adapter-free row) would keep the new adapter out of the forward
         unet.enable_adapters()
     unet.requires_grad_(False)
-    trainable = [p for n, p in unet.named_parameters() if training_name in n]
+    encoders = [getattr(pipe, name) for name in family_of(pipe).TEXT_ENCODERS] if train_text_encoder else []
+    text_config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGET_MODULES,
+                             use_rslora=use_rslora)
+    for encoder in encoders:
+        add_text_adapter(encoder, text_config, training_name)
+    trainable = [p for model in (unet, *encoders) for n, p in model.named_parameters() if training_name in n]
+    if encoders:  # each step encodes its captions: their token ids, and the empty caption's for dropout
+        tokens, empty_tokens = family_of(pipe).tokenize(pipe, data.captions), family_of(pipe).tokenize(pipe, [""])
     for p in trainable:
         p.requires_grad_(True)
         p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
@@ -186,10 +197,14 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                         device, sample.dtype)
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
                 noisy = scheduler.add_noise(sample, noise, t)
-                text, keywords = context[idx], select_rows(extra, idx)
-                if caption_dropout:
-                    text, keywords = drop_captions(text, keywords, data.empty, idx, caption_dropout, generator)
                 with torch.autocast("cuda", dtype=precision, enabled=precision is not None):
+                    if encoders:
+                        text, keywords = text_for_step(pipe, tokens, empty_tokens, data, idx, caption_dropout,
+                                                       generator)
+                    else:
+                        text, keywords = context[idx], select_rows(extra, idx)
+                        if caption_dropout:
+                            text, keywords = drop_captions(text, keywords, data.empty, idx, caption_dropout, generator)
                     prediction = unet(noisy, t, text.to(device), **keywords).sample.float()
                 target = training_target(scheduler, sample.float(), noise.float(), t)
                 loss = noise_loss(prediction, target, scheduler, t, snr_gamma) / gradient_accumulation
@@ -208,8 +223,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                 callback(step, loss.item())
     except BaseException:
         unload_adapter(pipe, training_name)  # an interrupted run leaves the pipeline as it found it
-        if disabled and getattr(unet, "peft_config", None):
-            unet.disable_adapters()
+        switch_off_again(unet, encoders, disabled)
         raise
     finally:
         if gradient_checkpointing and not checkpointing:
@@ -221,12 +235,11 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     path = out / f"{adapter_name}.safetensors"
     metadata = {"rank": rank, "alpha": alpha, "use_rslora": use_rslora, "steps": steps, "lr": lr, "seed": seed,
                 "batch_size": batch_size, "dataset_hash": data_hash, "base_fingerprint": base_fingerprint, **options}
-    save_lora(pipe, training_name, config, path, metadata)
+    save_lora(pipe, training_name, config, path, metadata, text_config if encoders else None)
     if format == "kohya":  # the same update in kohya's names, the training record kept in its header
         convert_lora(path, path, format="kohya", pipe=pipe)
     unload_adapter(pipe, training_name)
-    if disabled and getattr(unet, "peft_config", None):
-        unet.disable_adapters()
+    switch_off_again(unet, encoders, disabled)
     checkpoint.remove()
     with open(out / f"{adapter_name}.losses.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss"), *enumerate(losses)])
@@ -235,6 +248,32 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             pipe.load_lora_weights(str(path), adapter_name=adapter_name)
         adapter_sources(pipe)[adapter_name] = file_sha256(path)
     return path
+
+
+def add_text_adapter(encoder, config, name: str) -> None:
+    """A LoRA adapter on a text encoder, active, switched on and alone in training (peft's own calls: transformers'
+    `add_adapter` asks for a newer peft than diffusers does)."""
+    from peft import inject_adapter_in_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    encoder._hf_peft_config_loaded = True  # what transformers' add_adapter marks, so diffusers sees the adapter
+    with peft_notes_quiet():
+        inject_adapter_in_model(config, encoder, adapter_name=name)
+    for layer in encoder.modules():
+        if isinstance(layer, BaseTunerLayer):
+            layer.set_adapter(name)
+            layer.enable_adapters(True)  # a sweep's disable_lora() would keep the new adapter out of the forward
+    encoder.requires_grad_(False)
+
+
+def switch_off_again(unet, encoders: list, disabled: bool) -> None:
+    """After training: the adapters a sweep had switched off (disable_lora) are off again."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    if not disabled:
+        return
+    if getattr(unet, "peft_config", None):
+        unet.disable_adapters()
+    for layer in (layer for encoder in encoders for layer in encoder.modules() if isinstance(layer, BaseTunerLayer)):
+        layer.enable_adapters(False)
 
 
 def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None = None, steps: int = DEFAULT_STEPS,
