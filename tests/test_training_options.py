@@ -91,6 +91,8 @@ def test_a_text_encoder_lora_trains_beside_the_unets_and_loads_back(pipe, tmp_pa
         ups = [t for k, t in tensors.items() if k.startswith(component + ".") and (".up." in k or "lora_B" in k)]
         assert ups and any(t.abs().sum() > 0 for t in ups), component  # B starts at zero: it learned
     assert read_lora_metadata(path)["train_text_encoder"] is True
+    from workbench.lora import inspect_lora_file  # diffusers names a text encoder's layers lora_linear_layer.down/up
+    assert inspect_lora_file(path)["layers"] == sum(k.endswith((".down.weight", "lora_A.weight")) for k in tensors)
     assert not any(getattr(getattr(pipe, c), "peft_config", None) for c in ("unet", *encoders))
     load_lora(pipe, path, "with-text")
     try:
