@@ -36,7 +36,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -m "not slow and not gpu and not integration" $(PYTEST_ARGS)
 
-# The notebooks end to end, a benchmark's every path and JupyterLab by clicks: CI runs them after `make test`.
+# The notebooks end to end, a benchmark's every path, JupyterLab by clicks and the multi-process fault tests: CI runs
+# them after `make test`.
 test-integration: setup
 	$(BIN)/python -m pytest -m "integration and not slow and not gpu" $(PYTEST_ARGS)
 

@@ -24,6 +24,7 @@ from tolerance import assert_images_close
 N_TRIALS = len(expand(spec_from_dict(SPEC)))
 
 
+@pytest.mark.integration  # a sweep in another process, killed or run beside another (20-30 s each)
 @pytest.mark.parametrize("point", ["after_image", "after_row"])
 def test_killed_between_image_and_row_or_mid_batch(tmp_path, point):
     """after_image: the PNG is on disk but its row is not; after_row: one row of a batch is logged."""
@@ -77,6 +78,7 @@ def test_corrupt_middle_line_is_reported_and_other_rows_kept(tiny_pipe, tmp_path
         assert len(load_results(tmp_path)) == N_TRIALS
 
 
+@pytest.mark.integration  # a sweep in another process, killed or run beside another (20-30 s each)
 def test_second_sweep_into_a_busy_run_dir_is_refused(tiny_pipe, tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_from_dict(SPEC).save(spec_path)
@@ -94,6 +96,7 @@ def test_second_sweep_into_a_busy_run_dir_is_refused(tiny_pipe, tmp_path):
     check_run(run_dir, N_TRIALS)
 
 
+@pytest.mark.integration  # a sweep in another process, killed or run beside another (20-30 s each)
 def test_two_processes_under_accelerate_match_one_process(tiny_pipe, tmp_path):
     spec = spec_from_dict({**SPEC, "steps": 2})
     spec.save(tmp_path / "spec.yaml")
@@ -114,6 +117,7 @@ def test_two_processes_under_accelerate_match_one_process(tiny_pipe, tmp_path):
         assert_images_close(one.image_path[trial], two.image_path[trial], trial)
 
 
+@pytest.mark.integration  # a sweep in another process, killed or run beside another (20-30 s each)
 def test_kill_one_of_two_workers_then_resume_with_one(tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_from_dict(SPEC).save(spec_path)

@@ -46,6 +46,7 @@ def test_growing_with_other_adapters_is_refused(tiny_pipe, tmp_path):
     assert not getattr(tiny_pipe.unet, "peft_config", None)  # nor loaded: refused before the adapters load
 
 
+@pytest.mark.integration  # a growing sweep in another process, killed and resumed (25 s)
 def test_killed_during_growth_then_resumed_loses_and_duplicates_nothing(tmp_path):
     small, big = grid([0.0, 1.0], [0, 1], steps=4), grid([0.0, 0.5, 1.0], [0, 1, 2], steps=4)
     small.save(tmp_path / "small.yaml")
