@@ -158,3 +158,40 @@ def test_random_flip_trains_on_each_image_mirrored_too(pipe_name, request, huggi
     path = train_lora(pipe, data, rank=1, steps=2, batch_size=2, out_dir=tmp_path, load=False, random_flip=True,
                       caption_dropout=0.5)
     assert read_lora_metadata(path)["random_flip"] is True
+
+
+def test_buckets_are_kohyas_and_each_image_takes_the_nearest(tmp_path):
+    from workbench.lora.folder import bucket_sizes, nearest_bucket
+    assert bucket_sizes(96, 32) == [(64, 128), (96, 96), (128, 64)]  # ratio at most 2, at most 96^2 pixels
+    assert (512, 512) in bucket_sizes(512) and (640, 384) in bucket_sizes(512) and (384, 640) in bucket_sizes(512)
+    assert all(w * h <= 512 * 512 and max(w, h) <= 2 * min(w, h) for w, h in bucket_sizes(512))
+    assert nearest_bucket(300, 100, bucket_sizes(96, 32)) == (128, 64) and nearest_bucket(50, 49, [(64, 128), (96, 96)]) == (96, 96)
+
+
+@pytest.mark.parametrize("pipe_name", ["tiny_pipe", "tiny_sdxl_pipe"])
+def test_a_folder_of_mixed_shapes_trains_in_aspect_ratio_buckets(pipe_name, request, tmp_path):
+    """Wide, tall and square photos at 96 px in 32 px steps: each trains at its bucket's shape, a batch holds one."""
+    from workbench.lora import read_lora_metadata
+    from workbench.lora.prepare import training_data
+    pipe = request.getfixturevalue(pipe_name)
+    folder = tmp_path / "mixed"
+    for i, (size, seed) in enumerate((((120, 60), 0), ((50, 100), 3), ((80, 80), 4))):  # wide, tall, square
+        photos(folder / str(i), 1, size=size, seed=seed)
+        (folder / str(i) / "photo0.png").rename(folder / f"photo{i}.png")
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"photo{i}.png", "text": "a red circle"})
+                                                     for i in range(3)))
+    data = image_folder(folder, 96, buckets=True, bucket_step=32)
+    assert [data[i]["pixels"].shape[1:] for i in range(3)] == [(64, 128), (128, 64), (96, 96)]
+    assert data.fingerprint() != image_folder(folder, 96).fingerprint()
+    encoded = training_data(pipe, data, False, tmp_path / "x", flip=True)
+    assert len(encoded.latents) == 6  # each image, then each mirrored; buckets numbered by latent shape
+    assert encoded.bucket_of.tolist() == [0, 2, 1, 0, 2, 1]  # (4, 8, 16) wide, (4, 12, 12) square, (4, 16, 8) tall
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):  # every batch one bucket: its latents stack
+        rows = encoded.draw_rows(4, generator)
+        assert len(set(encoded.bucket_of[rows].tolist())) == 1 and encoded.batch_latents(rows).dim() == 4
+    if pipe_name == "tiny_sdxl_pipe":  # SDXL's size ids: each row's own target size
+        ids = encoded.extra["added_cond_kwargs"]["time_ids"]
+        assert [tuple(ids[i][4:].tolist()) for i in range(3)] == [(64, 128), (128, 64), (96, 96)]
+    path = train_lora(pipe, data, rank=1, steps=3, batch_size=2, out_dir=tmp_path, load=False, random_flip=True)
+    assert read_lora_metadata(path)["dataset_hash"] == data.fingerprint()

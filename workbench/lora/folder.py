@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -51,15 +52,38 @@ def read_training_image(path: Path) -> Image.Image:
         raise ValueError(f"training image {short(str(path))} cannot be read ({short(str(err))})") from None
 
 
+def cover_crop(image: Image.Image, size: tuple[int, int], where: tuple[float, float] = (0.5, 0.5)
+               ) -> tuple[Image.Image, tuple[int, int]]:
+    """Resize so the image covers `size` (width, height), crop it there; return it and the crop's (top, left). `where`
+    places the crop in the room left over, as (down, across) fractions: (0.5, 0.5) is the centre."""
+    target_width, target_height = size
+    scale = max(target_width / image.width, target_height / image.height)
+    width, height = max(target_width, round(image.width * scale)), max(target_height, round(image.height * scale))
+    resized = image.resize((width, height), Image.LANCZOS)
+    top, left = round((height - target_height) * where[0]), round((width - target_width) * where[1])
+    return resized.crop((left, top, left + target_width, top + target_height)), (top, left)
+
+
 def square_crop(image: Image.Image, resolution: int, where: tuple[float, float] = (0.5, 0.5)
                 ) -> tuple[Image.Image, tuple[int, int]]:
-    """Resize so the short side is `resolution`, crop a square; return it and the crop's (top, left). `where` places
-    the square along the long side, as (down, across) fractions of the room there: (0.5, 0.5) is the centre."""
-    scale = resolution / min(image.size)
-    width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
-    resized = image.resize((width, height), Image.LANCZOS)
-    top, left = round((height - resolution) * where[0]), round((width - resolution) * where[1])
-    return resized.crop((left, top, left + resolution, top + resolution)), (top, left)
+    """Resize so the short side is `resolution` and crop a square there (`cover_crop`)."""
+    return cover_crop(image, (resolution, resolution), where)
+
+
+def bucket_sizes(resolution: int, step: int = 64, max_ratio: float = 2.0) -> list[tuple[int, int]]:
+    """Aspect-ratio buckets as kohya's sd-scripts makes them: (width, height) in multiples of `step`, each side from
+    resolution/2 to 2 x resolution, at most resolution^2 pixels, no side more than `max_ratio` times the other."""
+    area, sizes = resolution * resolution, set()
+    for width in range(max(step, resolution // 2 // step * step), 2 * resolution + 1, step):
+        height = min(2 * resolution, area // width // step * step)
+        if height >= step and max(width, height) <= max_ratio * min(width, height):
+            sizes |= {(width, height), (height, width)}
+    return sorted(sizes)
+
+
+def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is nearest the image's (compared as log ratios, so 2:1 and 1:2 are as far)."""
+    return min(buckets, key=lambda size: abs(math.log(size[0] / size[1]) - math.log(width / height)))
 
 
 def huggingface_entries(folder: Path) -> list[Entry]:
@@ -103,10 +127,14 @@ class ImageFolder(torch.utils.data.Dataset):
     Item i is a dict: `pixels` (3, R, R) uint8, `caption`, `original_size` (height, width) and
     `crop_top_left` (top, left), and `file`. `crop="random"` places each image's square at random along its long
     side (drawn once per image from `seed`: training encodes each image once), where diffusers' scripts offer
-    `--random_crop`; SDXL's size ids record where it fell.
+    `--random_crop`; SDXL's size ids record where it fell. `buckets=True` gives each image the aspect-ratio bucket
+    nearest its own (`bucket_sizes`, sides in multiples of `bucket_step`) instead of a square, as kohya buckets a
+    folder of mixed shapes; items then carry their `target_size` (height, width), and a training batch holds one
+    bucket.
     """
 
-    def __init__(self, folder: str | Path, resolution: int, crop: str = "center", seed: int = 0):
+    def __init__(self, folder: str | Path, resolution: int, crop: str = "center", seed: int = 0,
+                 buckets: bool = False, bucket_step: int = 64):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {short(str(folder))} does not exist")
@@ -115,6 +143,9 @@ class ImageFolder(torch.utils.data.Dataset):
         if crop not in ("center", "random"):
             raise ValueError(f"`crop` is 'center' or 'random', got {short(crop)}")
         self.resolution, self.crop, self.seed = resolution, crop, seed
+        self.buckets = bucket_sizes(resolution, bucket_step) if buckets else None
+        if buckets and not self.buckets:
+            raise ValueError(f"no bucket of {bucket_step} px steps fits {resolution} px: give a smaller `bucket_step`")
         self.layout = "huggingface" if (self.folder / "metadata.jsonl").is_file() else "kohya"
         self.entries = huggingface_entries(self.folder) if self.layout == "huggingface" else kohya_entries(self.folder)
         if not self.entries:
@@ -131,10 +162,11 @@ class ImageFolder(torch.utils.data.Dataset):
         if self.crop == "random":  # one place per image and seed, whichever of its repeats is read
             draw = random.Random(f"{self.seed}:{self.order[index]}")
             where = (draw.random(), draw.random())
-        square, (top, left) = square_crop(image, self.resolution, where)
-        pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1)
+        size = nearest_bucket(image.width, image.height, self.buckets) if self.buckets else (self.resolution,) * 2
+        cropped, (top, left) = cover_crop(image, size, where)
+        pixels = torch.from_numpy(np.asarray(cropped).copy()).permute(2, 0, 1)
         return {"pixels": pixels, "caption": entry.caption, "original_size": (image.height, image.width),
-                "crop_top_left": (top, left), "file": str(entry.path)}
+                "crop_top_left": (top, left), "target_size": (size[1], size[0]), "file": str(entry.path)}
 
     @property
     def captions(self) -> list[str]:
@@ -143,13 +175,16 @@ class ImageFolder(torch.utils.data.Dataset):
     def fingerprint(self) -> str:
         """A hash of the data as trained on: every file's bytes, its caption and repeats, and the resolution."""
         digest = hashlib.sha256(f"{self.resolution}".encode() + (b"" if self.crop == "center" else
-                                                                  f"|random crop {self.seed}".encode()))
+                                                                  f"|random crop {self.seed}".encode())
+                                + (b"" if self.buckets is None else f"|buckets {self.buckets}".encode()))
         for entry in self.entries:
             digest.update(f"{file_sha256(entry.path)}|{entry.repeats}|{entry.caption}\n".encode())
         return digest.hexdigest()[:16]
 
 
-def image_folder(folder: str | Path, resolution: int, crop: str = "center", seed: int = 0) -> ImageFolder:
+def image_folder(folder: str | Path, resolution: int, crop: str = "center", seed: int = 0, buckets: bool = False,
+                 bucket_step: int = 64) -> ImageFolder:
     """A folder of captioned images (Hugging Face `imagefolder` or kohya-ss layout) as a LoRA training dataset; `crop`
-    "center" or "random" (each image's square placed at random along its long side, drawn once from `seed`)."""
-    return ImageFolder(folder, resolution, crop, seed)
+    "center" or "random" (each image's crop placed at random, drawn once from `seed`); `buckets` trains each image
+    at the aspect-ratio bucket nearest its shape (kohya's buckets, sides in multiples of `bucket_step`)."""
+    return ImageFolder(folder, resolution, crop, seed, buckets, bucket_step)

@@ -103,6 +103,21 @@ class TrainingData:
     flipped: int = 0                # with random flip: the row where the mirrored images' copies start (else 0)
     captions: list = field(default_factory=list)  # per row: what a text encoder being trained reads each step
     sizes: list | None = None       # per row, SDXL's size ids (original, crop, target); None: the trained size
+    bucket_of: torch.Tensor | None = None  # per row, its aspect-ratio bucket (then `latents` is a list of shapes)
+
+    def batch_latents(self, idx: torch.Tensor) -> torch.Tensor:
+        """The latents of rows `idx` as one tensor (with buckets, rows of one bucket share a shape)."""
+        return self.latents[idx] if torch.is_tensor(self.latents) else torch.stack([self.latents[i] for i in idx.tolist()])
+
+    def draw_rows(self, batch_size: int, generator) -> torch.Tensor:
+        """A batch's rows: samples drawn uniformly (repeats counted); with buckets, the first sample's bucket gives the
+        rest, so each bucket is drawn as often as it holds samples, as kohya's bucketed batches are."""
+        idx = self.rows[torch.randint(0, len(self.rows), (1 if self.bucket_of is not None else batch_size,),
+                                      generator=generator)]
+        if self.bucket_of is None:
+            return idx
+        members = self.rows[self.bucket_of[self.rows] == self.bucket_of[idx[0]]]
+        return members[torch.randint(0, len(members), (batch_size,), generator=generator)]
 
     def close(self) -> None:
         """Remove the latents' file on disk, if there is one."""
@@ -116,6 +131,7 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = Fal
     With `flip`, each image is encoded mirrored too (rows N..2N-1, `flipped` = N), as kohya caches both for its
     flip augmentation: latents are encoded once, so a flip drawn per step reads the mirrored copy. SDXL's size ids
     of a mirrored row put the crop's left edge where it falls in the mirrored image."""
+    bucket_of = None
     with torch.no_grad():
         if isinstance(dataset, ImageFolder):
             first = {}  # each image once: the first sample that reads it
@@ -128,13 +144,19 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = Fal
                     for i in range(len(dataset.entries)):
                         item = dataset[first[i]]
                         top, left = item["crop_top_left"]
-                        left = mirrored_left(item["original_size"], left, dataset.resolution) if mirrored else left
+                        left = mirrored_left(item["original_size"], left, item["target_size"]) if mirrored else left
                         captions.append(item["caption"])
-                        sizes.append((*item["original_size"], top, left, dataset.resolution, dataset.resolution))
+                        sizes.append((*item["original_size"], top, left, *item["target_size"]))
                         yield item["pixels"].flip(-1) if mirrored else item["pixels"]
 
             count = len(dataset.entries) * (2 if flip else 1)
-            latents, files = encode_latents(pipe, pixels(), count, dataset.resolution, spill)
+            if dataset.buckets:  # shapes differ: one latent tensor per image, and each row's bucket
+                latents, files = [encode_latents(pipe, iter([image]), 1, image.shape[1:], spill)[0][0]
+                                  for image in pixels()], []
+                shapes = sorted({tuple(latent.shape) for latent in latents})
+                bucket_of = torch.tensor([shapes.index(tuple(latent.shape)) for latent in latents])
+            else:
+                latents, files = encode_latents(pipe, pixels(), count, dataset.resolution, spill)
             rows, data_hash = torch.tensor(dataset.order), dataset.fingerprint()
         else:
             images, captions = training_pairs(dataset)
@@ -152,22 +174,23 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = Fal
         context, extra = text_conditioning(pipe, captions, image_sizes=sizes)
         empty = text_conditioning(pipe, [""] * len(captions), image_sizes=sizes) if with_empty else None
     return TrainingData(latents, rows, context, extra, data_hash, empty, files, len(latents) // 2 if flip else 0,
-                        captions, sizes)
+                        captions, sizes, bucket_of)
 
 
-def mirrored_left(original_size: tuple[int, int], left: int, resolution: int) -> int:
-    """Where a square crop's left edge falls once the resized image is mirrored (`folder.square_crop`'s sizes)."""
-    height, width = original_size
-    resized_width = max(resolution, round(width * resolution / min(height, width)))
-    return resized_width - resolution - left
+def mirrored_left(original_size: tuple[int, int], left: int, target_size: tuple[int, int]) -> int:
+    """Where a crop's left edge falls once the resized image is mirrored (`folder.cover_crop`'s sizes)."""
+    (height, width), (target_height, target_width) = original_size, target_size
+    resized_width = max(target_width, round(width * max(target_width / width, target_height / height)))
+    return resized_width - target_width - left
 
 
-def encode_latents(pipe, pixels, count: int, resolution: int, spill: Path) -> tuple[torch.Tensor, list]:
-    """VAE latents of `count` uint8 images, in chunks; fp16 when large, in a file on disk when larger."""
+def encode_latents(pipe, pixels, count: int, resolution, spill: Path) -> tuple[torch.Tensor, list]:
+    """VAE latents of `count` uint8 images, in chunks; fp16 when large, in a file on disk when larger. `resolution`
+    is a square's side, or (height, width)."""
     vae = pipe.vae
-    chunk = max(1, CHUNK_PIXELS // (resolution * resolution))
-    side = resolution // pipe.vae_scale_factor
-    shape = (count, vae.config.latent_channels, side, side)
+    height, width = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    chunk = max(1, CHUNK_PIXELS // (height * width))
+    shape = (count, vae.config.latent_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     half = 4 * np.prod(shape) > HALF_BYTES
     on_disk = 2 * np.prod(shape) > DISK_BYTES
     if on_disk:

@@ -139,7 +139,7 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     data = training_data(pipe, dataset, caption_dropout > 0, out / f"{adapter_name}.latents", flip=random_flip)
-    latents, rows, context, extra = data.latents, data.rows, data.context, data.extra
+    context, extra = data.context, data.extra
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGET_MODULES,
                         use_rslora=use_rslora)
     training_name = f"{adapter_name}-training"
@@ -187,10 +187,10 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(gradient_accumulation):
-                idx = rows[torch.randint(0, len(rows), (batch_size,), generator=generator)]
+                idx = data.draw_rows(batch_size, generator)
                 if data.flipped:  # half the samples, drawn afresh each step, read the mirrored image's row
                     idx = idx + data.flipped * (torch.rand(batch_size, generator=generator) < 0.5).long()
-                sample = latents[idx].to(device, unet.dtype)
+                sample = data.batch_latents(idx).to(device, unet.dtype)
                 noise = torch.randn(sample.shape, generator=generator).to(device, sample.dtype)
                 if noise_offset:  # a per-channel constant: lets the model shift an image's overall brightness
                     noise = noise + noise_offset * torch.randn(sample.shape[:2] + (1, 1), generator=generator).to(
