@@ -94,19 +94,17 @@ sys.addaudithook(lambda event, args: events.append((event, str(args[0])[-40:]))
                  if listening[0] and event in ("open", "os.listdir", "os.scandir") else None)
 listening[0] = True
 folder = sys.argv[1]
+def error_of(call) -> str:
+    try:
+        call()
+        return ""
+    except ValueError as err:
+        return str(err)
 built = spec_from_dict({"model": folder, "prompt": "a cat", "resolution": 8192, "seed": [0, 1]})
 n = count_trials(built)
-try:
-    expand(built)
-    refused = ""
-except ValueError as err:
-    refused = str(err)
+refused = error_of(lambda: expand(built))
 pure = list(events)
-try:
-    resolve_spec(built)
-    too_big = ""
-except ValueError as err:
-    too_big = str(err)
+too_big = error_of(lambda: resolve_spec(built))
 resolved = resolve_spec(spec_from_dict({"model": folder, "prompt": "a cat", "resolution": 512}))
 listening[0] = False
 print(json.dumps({"pure": pure, "n": n, "refused": refused, "too_big": too_big, "resolved": resolved.resolved,
