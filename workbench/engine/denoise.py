@@ -167,7 +167,8 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
             (`pipe.scheduler.set_timesteps(steps)` must give as many timesteps as `factors` has).
     Returns (images as (trials, H, W, 3) floats in [0, 1], the branching's bookkeeping).
     """
-    scheduler, device, dtype = pipe.scheduler, pipe.device, denoiser(pipe).dtype
+    unet = denoiser(pipe)
+    scheduler, device, dtype = pipe.scheduler, pipe.device, unet.dtype
     scheduler.set_timesteps(steps, device=device)
     if len(scheduler.timesteps) != factors.shape[2]:
         raise ValueError(f"factors cover {factors.shape[2]} steps; the scheduler runs {len(scheduler.timesteps)}")
@@ -178,7 +179,7 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
     family = family_of(pipe)
     firsts = [plan[0].index(r) for r in range(max(plan[0]) + 1)]  # the first trial on each row
     generators = [torch.Generator("cpu").manual_seed(seeds[b]) for b in firsts]
-    shape = (1, denoiser(pipe).config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    shape = (1, unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     latents = torch.cat([torch.randn(shape, generator=g, dtype=dtype).to(device) for g in generators])
     latents = latents * scheduler.init_noise_sigma
     rows = len(generators)
@@ -210,8 +211,8 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
         if guess and down is not None:  # as the pipeline does: zero residuals for the unconditional half
             down = [torch.cat([torch.zeros_like(r), r]) for r in down]
             mid = torch.cat([torch.zeros_like(mid), mid])
-        noise = denoiser(pipe)(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                          return_dict=False, **condition)[0]
+        noise = unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                     return_dict=False, **condition)[0]
         uncond, cond = noise.chunk(2)
         step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
         latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, **step_kwargs, return_dict=False)[0]

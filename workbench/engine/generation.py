@@ -114,15 +114,15 @@ def generate(pipe, prompt: str, control: Image.Image, seeds, *, scale: float = 1
     warn_unknown_words(pipe, prompt)
     # A sweep's batch of one prompt: each image its own seed (its own CPU generator, so a batch equals one call per
     # seed) and the unit's scale and schedule; the start and end of a ControlNet's action as diffusers' keywords.
-    params = {"steps": steps, "guidance": guidance,
-              run.LEGACY_UNIT.key("start"): pipe_kwargs.pop("control_guidance_start", 0.0),
-              run.LEGACY_UNIT.key("end"): pipe_kwargs.pop("control_guidance_end", 1.0)}
-    trials = [Trial("", i, {"seed": seed, run.LEGACY_UNIT.key("scale"): scale, run.LEGACY_UNIT.key("schedule"): schedule})
+    unit = run.LEGACY_UNIT
+    params = {"steps": steps, "guidance": guidance, unit.key("start"): pipe_kwargs.pop("control_guidance_start", 0.0),
+              unit.key("end"): pipe_kwargs.pop("control_guidance_end", 1.0)}
+    trials = [Trial("", i, {"seed": seed, unit.key("scale"): scale, unit.key("schedule"): schedule})
               for i, seed in enumerate(seeds)]
     # The family's prompt embeddings, as a sweep's: an empty negative prompt is None on every path (SDXL then uses
     # zeros for it, as diffusers intends with `force_zeros_for_empty_prompt`).
     embeddings = family_of(pipe).encode(pipe, prompt, negative_prompt, clip_skip)
     size = {"width": width or control.width, "height": height or control.height}
-    images, _ = run.generate_batch(pipe, params, trials, [control], embeddings, [run.LEGACY_UNIT],
+    images, _ = run.generate_batch(pipe, params, trials, [control], embeddings, [unit],
                                    share_prefix=False, pipe_kwargs={**size, **pipe_kwargs})
     return np.stack(images) if output_type == "np" else pipe.image_processor.numpy_to_pil(np.stack(images))

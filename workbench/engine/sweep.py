@@ -192,9 +192,10 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         if pipe.device.type == "cuda":
             log(f"batch size {max_batch}, from free GPU memory")
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
-    groups = my_groups(batch_groups(trials, batched_keys(units, share_prefix)), finished, rank, world_size, share_prefix)
+    ordered = batch_groups(trials, batched_keys(units, share_prefix))
+    groups = my_groups(ordered, finished, rank, world_size, share_prefix)
     if world_size > 1 and not groups:
-        log(f"process {rank} of {world_size} has no share: the spec makes {len(groups)} group(s) of trials that one "
+        log(f"process {rank} of {world_size} has no share: the spec makes {len(ordered)} group(s) of trials that one "
             "pipeline call draws together (they differ only in seed and ControlNet scale or schedule), "
             "fewer than the processes; it writes no rows")
     on_cpu, controls, buckets = pipe.device.type == "cpu", {}, trained_buckets(pipe)
@@ -206,7 +207,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     for prompt in set(spec.prompt):
         warn_long_prompt(pipe, prompt)
         warn_unknown_words(pipe, prompt)
-    context = {"device": str(pipe.device), "dtype": str(denoiser(pipe).dtype).replace("torch.", ""), "image_scheme": IMAGE_SCHEME,
+    context = {"device": str(pipe.device), "dtype": str(denoiser(pipe).dtype).replace("torch.", ""),
+               "image_scheme": IMAGE_SCHEME,
                "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
                "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
                **getattr(pipe, "workbench_file", {}),  # a single file's name and A1111 hash

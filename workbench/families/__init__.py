@@ -181,34 +181,44 @@ def family_for(model: str) -> ModuleType:
         return sd15
 
 
+def family_profile(family, model: str) -> dict:
+    """`family`'s GPU profile of `model`: the preset's own, else the family's default (`workbench.profiles`)."""
+    return dict(family.PROFILES.get(model, family.PROFILES[family.DEFAULT_PROFILE]))
+
+
 def base_profile(model: str) -> tuple:
-    """(family module, its GPU profile of `model`): the preset's own, else the family's default (`workbench.profiles`)."""
+    """(family module, its GPU profile of `model`): the family read from the model's files where its name does not
+    say."""
     family = family_for(model)
-    return family, dict(family.PROFILES.get(model, family.PROFILES[family.DEFAULT_PROFILE]))
+    return family, family_profile(family, model)
 
 
 SPEC_KEYS = ("steps", "guidance", "scheduler")  # what a spec that leaves them out takes from its model's profile
 
 
+def spec_model(model) -> str:
+    """The model name whose defaults a spec takes: the default model for one that is no name (the spec's check
+    refuses such a model later, naming it; these defaults never run)."""
+    return model if isinstance(model, str) and model.strip() else DEFAULT_MODEL
+
+
 def named_spec_defaults(model) -> dict | None:
     """`spec_defaults` of a model its name alone places (a preset, a hub id a family lists, the default model), read
     from no file; None for a folder, a single file or another hub id, which `spec_defaults` must look at."""
-    if not isinstance(model, str) or not model.strip():
-        model = DEFAULT_MODEL  # the spec's check refuses such a model; these defaults never run
+    model = spec_model(model)
     family = known_family(model)
-    if family is None:
-        return None
-    values = family.PROFILES.get(model, family.PROFILES[family.DEFAULT_PROFILE])
-    return {name: [values[name]] for name in SPEC_KEYS}
+    return None if family is None else spec_values(family_profile(family, model))
 
 
 def spec_defaults(model) -> dict:
     """The steps, guidance and scheduler of a spec for `model` that leaves them out: its GPU profile's, whatever the
     machine, so one spec gives the same trial ids everywhere (the toy's: 20, 5.0, ddim, as always)."""
-    if not isinstance(model, str) or not model.strip():
-        model = DEFAULT_MODEL  # the spec's check refuses such a model later, naming it; these defaults never run
-    _, values = base_profile(model)
-    return {name: [values[name]] for name in SPEC_KEYS}
+    return spec_values(base_profile(spec_model(model))[1])
+
+
+def spec_values(profile: dict) -> dict:
+    """A profile's steps, guidance and scheduler as a spec's axes (one value each)."""
+    return {name: [profile[name]] for name in SPEC_KEYS}
 
 
 def repeat(embeddings: dict, n: int) -> dict:

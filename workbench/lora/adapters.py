@@ -35,7 +35,9 @@ from .lycoris import load_lycoris
 
 def loaded_adapters(pipe) -> list[str]:
     """The names of every adapter loaded on any component of the pipeline."""
-    return sorted(set(sum(pipe.get_list_adapters().values(), []))) if getattr(denoiser(pipe), "peft_config", None) else []
+    if not getattr(denoiser(pipe), "peft_config", None):
+        return []
+    return sorted(set(sum(pipe.get_list_adapters().values(), [])))
 
 
 @contextmanager

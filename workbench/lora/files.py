@@ -43,7 +43,8 @@ KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")  # UNet, t
 # (down, up) key suffixes: kohya's, diffusers' UNet and text-encoder layers (`convert_state_dict_to_diffusers` names a
 # text encoder's `lora_linear_layer`, as diffusers' training scripts save them), and peft's
 PAIR_SUFFIXES = ((".lora_down.weight", ".lora_up.weight"), (".lora.down.weight", ".lora.up.weight"),
-                 (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"), (".lora_A.weight", ".lora_B.weight"))
+                 (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"),
+                 (".lora_A.weight", ".lora_B.weight"))
 
 
 @dataclass(frozen=True)

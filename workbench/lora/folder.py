@@ -57,11 +57,17 @@ def cover_crop(image: Image.Image, size: tuple[int, int], where: tuple[float, fl
     """Resize so the image covers `size` (width, height), crop it there; return it and the crop's (top, left). `where`
     places the crop in the room left over, as (down, across) fractions: (0.5, 0.5) is the centre."""
     target_width, target_height = size
-    scale = max(target_width / image.width, target_height / image.height)
-    width, height = max(target_width, round(image.width * scale)), max(target_height, round(image.height * scale))
+    width, height = covering_size((image.width, image.height), size)
     resized = image.resize((width, height), Image.LANCZOS)
     top, left = round((height - target_height) * where[0]), round((width - target_width) * where[1])
     return resized.crop((left, top, left + target_width, top + target_height)), (top, left)
+
+
+def covering_size(image_size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) an image of `image_size` is resized to so that it just covers `target`, keeping its shape."""
+    (width, height), (target_width, target_height) = image_size, target
+    scale = max(target_width / width, target_height / height)
+    return max(target_width, round(width * scale)), max(target_height, round(height * scale))
 
 
 def square_crop(image: Image.Image, resolution: int, where: tuple[float, float] = (0.5, 0.5)

@@ -21,13 +21,12 @@ from pathlib import Path
 
 from peft.tuners.lora import LoraLayer
 
-from ..families import denoiser
+from ..families import denoiser, family_of
 from ..models.fingerprint import file_sha256
 from .adapters import loaded_adapters, loading_quietly
 from .files import inspect_lora_file
 
 SLOT = "hotswap"  # the one adapter name a compiled sweep loads; its files take turns in it
-TEXT_PREFIXES = ("lora_te", "text_encoder", "te_", "te1_", "te2_")
 
 
 @dataclass
@@ -38,17 +37,20 @@ class Slot:
     layer_scales: list = field(default_factory=list)  # [(scale tensor, its value at weight 1)] of every LoRA layer
 
 
-def has_text_layers(path: Path) -> bool:
-    """Whether a LoRA file holds text-encoder layers (kohya's lora_te*, diffusers' text_encoder*)."""
+def has_text_layers(pipe, path: Path) -> bool:
+    """Whether a LoRA file holds layers of the pipeline's text encoders (by `inspect.component_of`'s key names)."""
     from safetensors import safe_open
+
+    from ..models.inspect import component_of
     with safe_open(str(path), framework="pt") as f:
-        return any(key.startswith(TEXT_PREFIXES) for key in f.keys())
+        return any(component_of(key) in family_of(pipe).TEXT_ENCODERS for key in f.keys())
 
 
 @dataclass(frozen=True)
 class SlotFile:
-    """One adapter's file, as the slot takes it: its rank (the largest, if layers differ), alpha, and layer count."""
+    """One adapter's file, as the slot takes it: its hash, rank (the largest, if layers differ), alpha, layer count."""
     path: Path
+    sha: str
     rank: int
     alpha: float
     layers: int
@@ -67,10 +69,11 @@ def hotswap_plan(pipe, adapters: dict, blocks: bool) -> tuple[dict | None, str]:
         info = inspect_lora_file(path)
         if info["format"].startswith("LyCORIS"):
             return None, f"{name} is a {info['format']} file"
-        if has_text_layers(Path(path)):
+        if has_text_layers(pipe, Path(path)):
             return None, f"{name} has text-encoder layers (diffusers swaps only the denoiser's)"
         rank = max(info["ranks"])
-        files[name] = SlotFile(Path(path), rank, info["alphas"][0] if info["alphas"] else float(rank), info["layers"])
+        files[name] = SlotFile(Path(path), file_sha256(Path(path)), rank,
+                               info["alphas"][0] if info["alphas"] else float(rank), info["layers"])
     others = [name for name in loaded_adapters(pipe) if name != SLOT]
     slot = getattr(pipe, "_workbench_slot", None)
     if others:
@@ -91,12 +94,12 @@ def open_slot(pipe, files: dict) -> Slot:
     more), padded to the largest rank of `files`: made before a sweep's first image, so no image runs without it."""
     slot = getattr(pipe, "_workbench_slot", None)
     if slot is None:
-        first = max(files.values(), key=lambda file: file.layers).path
-        slot = Slot(rank=max(file.rank for file in files.values()), holds=file_sha256(first))
+        first = max(files.values(), key=lambda file: file.layers)
+        slot = Slot(rank=max(file.rank for file in files.values()), holds=first.sha)
         # Module.compile traces at the first call: preparing after `.compile()` costs at most one compile, no error
         pipe.enable_lora_hotswap(target_rank=slot.rank, check_compiled="ignore")
         with loading_quietly():
-            pipe.load_lora_weights(str(first.parent), weight_name=first.name, adapter_name=SLOT)
+            pipe.load_lora_weights(str(first.path.parent), weight_name=first.path.name, adapter_name=SLOT)
         slot.layer_scales = scale_tensors(pipe)
         object.__setattr__(pipe, "_workbench_slot", slot)
     return slot
@@ -106,12 +109,10 @@ def swap_in(pipe, files: dict, adapter: str | None, weight: float) -> None:
     """Make `adapter` at `weight` act through the slot (None: weight 0, the base model): its file swapped in if
     another is there, then every layer's scale tensor set in place to weight x alpha / r."""
     slot = open_slot(pipe, files)
-    if adapter is not None:
-        sha = file_sha256(files[adapter].path)
-        if slot.holds != sha:
-            path = files[adapter].path
-            with loading_quietly():
-                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=SLOT, hotswap=True)
-            slot.holds, slot.layer_scales = sha, scale_tensors(pipe)
+    if adapter is not None and slot.holds != files[adapter].sha:
+        path = files[adapter].path
+        with loading_quietly():
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=SLOT, hotswap=True)
+        slot.holds, slot.layer_scales = files[adapter].sha, scale_tensors(pipe)
     for tensor, at_one in slot.layer_scales:
         tensor.fill_(at_one * (weight if adapter is not None else 0.0))

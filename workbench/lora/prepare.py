@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..families import family_of
 from .files import dataset_hash
-from .folder import ImageFolder
+from .folder import ImageFolder, covering_size
 
 HALF_BYTES = 256 * 2**20   # latents larger than this (as fp32) are kept in fp16
 DISK_BYTES = 2 * 2**30     # and larger than this (as fp16), in a file on disk
@@ -180,7 +180,7 @@ def training_data(pipe, dataset, with_empty: bool, spill: Path, flip: bool = Fal
 def mirrored_left(original_size: tuple[int, int], left: int, target_size: tuple[int, int]) -> int:
     """Where a crop's left edge falls once the resized image is mirrored (`folder.cover_crop`'s sizes)."""
     (height, width), (target_height, target_width) = original_size, target_size
-    resized_width = max(target_width, round(width * max(target_width / width, target_height / height)))
+    resized_width, _ = covering_size((width, height), (target_width, target_height))
     return resized_width - target_width - left
 
 

@@ -291,7 +291,8 @@ def train_lora_ranks(pipe, dataset, ranks=(1, 2, 4, 8, 16), alpha: float | None 
     files = {}
     for rank in ranks:
         name = f"rank{rank}"
-        key = cache_key(denoiser(pipe), data, rank, float(rank if alpha is None else alpha), False, steps, lr, seed, options)
+        rank_alpha = float(rank if alpha is None else alpha)
+        key = cache_key(denoiser(pipe), data, rank, rank_alpha, False, steps, lr, seed, options)
         path = Path(cache_dir) / key / f"{name}.safetensors"
         folder = path.parent
         if not path.exists():

@@ -92,8 +92,8 @@ class Profile:
                  + (": SHORTENED for a CPU, so a lesson runs in minutes; use a GPU for real results" if self.shortened
                     else "")]
         lines += [f"  {name} = {getattr(self, name)!r}" for name in (
-            "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr", "max_grad_norm",
-            "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
+            "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
+            "max_grad_norm", "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
             "ranks", "train_seeds", "scenes", "dtype", "offload", "vae_slicing", "vae_tiling", "max_batch")]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 

@@ -90,10 +90,11 @@ def denoising_step(pipe, size: int, images: int):
     Returns (step, latents): call `step()` to run it. Its cost depends on the shapes, not the
     values, so the memory probe and the benchmarks' FLOP count share it.
     """
-    device, dtype, rows = pipe.device, denoiser(pipe).dtype, 2 * images
+    unet = denoiser(pipe)
+    device, dtype, rows = pipe.device, unet.dtype, 2 * images
     latent = size // pipe.vae_scale_factor
-    sample = torch.randn(rows, denoiser(pipe).config.in_channels, latent, latent, device=device, dtype=dtype)
-    context = torch.zeros(rows, pipe.tokenizer.model_max_length, denoiser(pipe).config.cross_attention_dim,
+    sample = torch.randn(rows, unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    context = torch.zeros(rows, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim,
                           device=device, dtype=dtype)
     control = torch.zeros(rows, 3, size, size, device=device, dtype=dtype)
     t = torch.full((rows,), 500, device=device)
@@ -107,7 +108,7 @@ def denoising_step(pipe, size: int, images: int):
     @torch.no_grad()
     def step():
         down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, return_dict=False, **controls, **extra)
-        denoiser(pipe)(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
+        unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
 
     return step, sample
 

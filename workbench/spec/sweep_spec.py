@@ -304,8 +304,9 @@ def check_spec(spec: SweepSpec) -> None:
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         raise ValueError(f"mode 'zip' needs every axis to have the same length, got "
                          f"{ {k: len(v) for k, v in spec.axes.items()} }")
-    if spec.resolution is not None and named_size_range(spec.model):  # a folder's: `resolve_spec` reads its configs
-        named_size_range(spec.model).check(spec.resolution, "resolution", repr(spec.model))
+    sizes = named_size_range(spec.model)  # None for a folder or file: `resolve_spec` reads its configs
+    if spec.resolution is not None and sizes is not None:
+        sizes.check(spec.resolution, "resolution", repr(spec.model))
     if isinstance(spec.max_trials, bool) or not isinstance(spec.max_trials, int) or spec.max_trials < 1:
         raise ValueError(f"`max_trials` must be a positive integer, got {short(spec.max_trials)}")
     count = count_trials(spec)

@@ -90,11 +90,16 @@ def record_spec(run_dir: Path, spec: SweepSpec) -> int:
 def spec_of(run_dir: Path, spec) -> SweepSpec:
     """A spec given as a SweepSpec, a dict, a file, or the number n of `specs/<n>.yaml`, resolved (`resolve_spec`)."""
     from ..spec.resolve import resolve_spec
+    return resolve_spec(given_spec(run_dir, spec))
+
+
+def given_spec(run_dir: Path, spec) -> SweepSpec:
+    """`spec_of`'s spec as given, read where it is a dict, a file or a number."""
     from ..spec.sweep_spec import spec_from_dict
     if isinstance(spec, SweepSpec):
-        return resolve_spec(spec)
+        return spec
     if isinstance(spec, dict):
-        return resolve_spec(spec_from_dict(spec))
+        return spec_from_dict(spec)
     if isinstance(spec, int) and not isinstance(spec, bool):
         path = Path(run_dir) / SPECS / f"{spec}.yaml"
         if spec == 1 and not path.exists():
@@ -102,8 +107,8 @@ def spec_of(run_dir: Path, spec) -> SweepSpec:
         if not path.exists():
             raise ValueError(f"run folder {short(str(run_dir))} has no spec {spec}; it has "
                              f"{len(spec_files(run_dir)) or 1}")
-        return resolve_spec(load_spec(path))
-    return resolve_spec(load_spec(spec))
+        return load_spec(path)
+    return load_spec(spec)
 
 
 def load_results(run_dir: str | Path, lora_effect: bool = True, spec=None):

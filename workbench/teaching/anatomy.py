@@ -35,7 +35,8 @@ def fresh_controlnet(pipe, unit: int = 0):
     fresh = controlnet_from_denoiser(pipe, conditioning_embedding_out_channels=tuple(
         loaded.config.conditioning_embedding_out_channels))
     fresh = fresh.to(pipe.device)
-    return (fresh if fresh.dtype == denoiser(pipe).dtype else fresh.to(dtype=denoiser(pipe).dtype)).eval()
+    dtype = denoiser(pipe).dtype
+    return (fresh if fresh.dtype == dtype else fresh.to(dtype=dtype)).eval()
 
 
 def controlnet_parts(controlnet, unet) -> pd.DataFrame:

@@ -52,8 +52,9 @@ def train_mask_controlnet(cfg: TrainConfig) -> Path:
     empty = pipe.tokenizer([""], padding="max_length", return_tensors="pt").input_ids[0].to(device)
     print(f"data ready in {time.time() - started:.0f} s")
     torch.manual_seed(cfg.seed)
-    controlnet = build_controlnet(TOY_MODEL, denoiser(pipe)).to(device)
-    train_controlnet(cfg, controlnet, denoiser(pipe), pipe.text_encoder, pipe.scheduler, latents, data.masks, ids, empty,
+    unet = denoiser(pipe)
+    controlnet = build_controlnet(TOY_MODEL, unet).to(device)
+    train_controlnet(cfg, controlnet, unet, pipe.text_encoder, pipe.scheduler, latents, data.masks, ids, empty,
                      name="mask_controlnet")
     folder = out / "controlnet-mask"
     controlnet.to("cpu").save_pretrained(folder, safe_serialization=True)
