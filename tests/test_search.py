@@ -63,6 +63,29 @@ def test_search_writes_rows_a_study_and_an_answer(tiny_pipe, tmp_path):
     assert plot_search(table, "conditioning_scale", "edge_recall", target=0.0).axes
 
 
+def test_each_candidate_is_a_plan_for_the_engine(tiny_pipe, tmp_path, monkeypatch):
+    """The search hands the engine one plan per candidate (`run_plan`), its rows tagged with the candidate's number;
+    it never calls `run_sweep`, and only search.yaml (not a cell's spec) is recorded in the folder."""
+    import workbench.engine.sweep as engine
+    plans, run_plan = [], engine.run_plan
+
+    def recording(pipe, plan, run_dir, **kwargs):
+        plans.append(plan)
+        return run_plan(pipe, plan, run_dir, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the search called run_sweep")
+
+    monkeypatch.setattr(engine, "run_plan", recording)
+    monkeypatch.setattr(engine, "run_sweep", refused)
+    search(tiny_pipe, search_spec(), tmp_path, target="edge_recall>=0.0", minimize="conditioning_scale", budget=8,
+           log=lambda *_: None)
+    assert [(p.records_spec, p.tags, p.spec.conditioning_scale) for p in plans] == \
+        [(False, {"search_trial": 0}, [1.5]), (False, {"search_trial": 1}, [0.0])]  # the far end, then the near end
+    assert (tmp_path / "search.yaml").exists() and not (tmp_path / "spec.yaml").exists()
+    assert sorted(load_results(tmp_path).search_trial.unique()) == [0, 1]
+
+
 def test_an_unreachable_target_says_so(tiny_pipe, tmp_path):
     lines = []
     result = search(tiny_pipe, search_spec(), tmp_path, target="edge_f1>=2", minimize="conditioning_scale",

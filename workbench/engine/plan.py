@@ -1,4 +1,9 @@
-"""A sweep's plan stage: trials -> batches, each one pipeline call (pure functions: no model, no files).
+"""A sweep's plan stage: what to draw (a `Plan`), and its trials -> batches, each one pipeline call (pure: no model,
+no files).
+
+A plan is what the engine (`sweep.run_plan`) draws into a run folder: a spec's trials, and the values each of their
+rows carries. A sweep is one plan: its spec, recorded in the folder. A search is many: one candidate a plan, its rows
+tagged with the candidate's number, the search spec recorded by the search itself.
 
 Trials that differ only in what a batch can vary per image (the seed, each control unit's scale and
 schedule; with shared prefixes their start and end too) form a batch group. Groups are ordered so
@@ -8,8 +13,24 @@ into batches of at most `max_batch` images.
 
 from __future__ import annotations
 
-from ..spec.sweep_spec import Trial
+from dataclasses import dataclass, field
+
+from ..spec.sweep_spec import SweepSpec, Trial
 from ..spec.units import Unit
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the engine draws into one run folder: every trial of `spec` not finished there.
+
+    records_spec: the plan's spec is the folder's (a sweep): spec.yaml is written, and a new spec grows the sweep
+        (`store/growth.py`). False when a caller records its own (a search: search.yaml); the folder's
+        spec.yaml, if any, still fixes its model.
+    tags: values every new row carries besides its trial's (a search's candidate number: {"search_trial": 3}).
+    """
+    spec: SweepSpec
+    records_spec: bool = True
+    tags: dict = field(default_factory=dict)
 
 
 def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Run a sweep: every trial of a spec becomes one image and one row, and a crash loses almost nothing.
 
-`run_sweep` works in numbered stages:
+A sweep is one plan (`plan.Plan`: a spec's trials, recorded in the folder); `run_plan`, the engine, draws any plan
+(a search's candidates too) in numbered stages:
   1. check the spec and the run folder; write spec.yaml before any image
   2. load each LoRA adapter once; fingerprint the model; expand the trials; drop finished ones
   3. plan: group trials into batch groups (everything but the seed and each control unit's scale), order the
@@ -46,7 +47,7 @@ from ..store.results import (FAILED, IMAGE_SCHEME, ResultsLog, drawn_before_fixe
 from ..store.run_folder import RunFolderBusy, open_run_dir, prepare_run_dir  # noqa: F401 (RunFolderBusy: re-exported)
 from .generation import warn_long_prompt, warn_unknown_words
 from .scoring import check_metrics, score_after_sweep
-from .plan import batch_groups, batch_key, batched_keys, cut_batches, my_groups  # noqa: F401 (re-exported)
+from .plan import Plan, batch_groups, batch_key, batched_keys, cut_batches, my_groups  # noqa: F401 (re-exported)
 from .run import (LEGACY_UNIT, BatchLimit, check_controlnets, embeddings_for, generate_batch,  # noqa: F401 (re-exported)
                   call_pipeline, generate_with_backoff, pipeline_in_use)
 from .write import finish_writing, image_flag, record_trial, versions, write_batch  # noqa: F401 (re-exported)
@@ -98,28 +99,36 @@ def model_fingerprint(pipe, adapters: dict) -> str:
 def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
               callback: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
               rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print,
-              max_batch: int | str = "auto", columns: dict | None = None, keep_spec: bool = True,
-              share_prefix: bool = True):
+              max_batch: int | str = "auto", share_prefix: bool = True):
     """Run every unfinished trial of `spec` into `run_dir`; return its rows (this model's trials).
 
     Args:
         pipe: a loaded pipeline (see `load_pipeline`).
         spec: a SweepSpec, a dict, or a YAML/JSON file.
-        run_dir: the run folder; running the same spec into it again resumes.
+        run_dir: the run folder; running the same spec into it again resumes, a new spec grows it.
         callback: called with a `Progress` after each batch is written (tqdm, widgets).
         should_stop: polled between batches; return True to stop cleanly (Ctrl-C, a Stop button).
         rank, world_size: this process's share of the unfinished trials, for multi-process runs.
         max_batch: the most images in one pipeline call (a batch group's seeds and scales are batched);
             "auto" measures what fits in free GPU memory (16 on the CPU).
-        columns: extra values written into each new row (the search writes its trial number).
-        keep_spec: False leaves spec.yaml and specs/ alone (the search's rounds; search.yaml
-            holds its spec); a folder's spec.yaml still fixes its model.
         share_prefix: trials that follow one path for their first steps (the same seed and ControlNet
             strengths so far, differing later in `end` or a schedule) compute those steps once
             (`denoise.py`); each row's `shared_steps` says how many of its steps it shared.
     """
     spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec) if isinstance(spec, dict) else load_spec(spec)
-    spec = resolve_spec(spec)  # its model's defaults and size, read from its files where needed (spec.yaml keeps them)
+    return run_plan(pipe, Plan(spec), run_dir, callback=callback, should_stop=should_stop, rank=rank,
+                    world_size=world_size, log=log, max_batch=max_batch, share_prefix=share_prefix)
+
+
+def run_plan(pipe, plan: Plan, run_dir: str | Path, callback: Callable[[Progress], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, rank: int = 0, world_size: int = 1,
+             log: Callable[[str], None] = print, max_batch: int | str = "auto", share_prefix: bool = True):
+    """The engine: draw a plan's unfinished trials into `run_dir` (stages 1-5); return the rows of its trials.
+
+    A sweep is one plan (`run_sweep`); a search draws one plan per candidate (`studies/search.py`). The
+    arguments are `run_sweep`'s.
+    """
+    spec = resolve_spec(plan.spec)  # its model's defaults and size, read from its files where needed (spec.yaml keeps them)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
     if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
@@ -136,10 +145,10 @@ def run_sweep(pipe, spec: SweepSpec | dict | str | Path, run_dir: str | Path,
         SizeRange(trained_size(pipe), "read from the loaded model").check(spec.resolution, "resolution", spec.model)
     run_dir, lock = open_run_dir(run_dir, rank)  # the lock before anything in the folder is written or cleaned
     try:
-        scheme = prepare_run_dir(run_dir, spec, keep_spec)["trial_id_scheme"]
+        scheme = prepare_run_dir(run_dir, spec, plan.records_spec)["trial_id_scheme"]
         with pipeline_in_use(pipe, log):
-            return _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch,
-                               columns or {}, keep_spec, scheme, share_prefix)
+            return _run_locked(pipe, Plan(spec, plan.records_spec, plan.tags), run_dir, callback, should_stop, rank,
+                               world_size, log, max_batch, scheme, share_prefix)
     finally:
         lock.close()
 
@@ -163,12 +172,13 @@ def control_content(spec: SweepSpec) -> dict:
             for unit, resolved in zip(spec.units, spec.resolved_units()) if not unit.image.startswith(BUILT_IN_SOURCES)}
 
 
-def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, log, max_batch, columns, keep_spec,
-                scheme, share_prefix):
-    """Stages 2-5 of `run_sweep`, with the run folder locked."""
+def _run_locked(pipe, plan: Plan, run_dir, callback, should_stop, rank, world_size, log, max_batch, scheme,
+                share_prefix):
+    """Stages 2-5 of `run_plan`, with the run folder locked (the plan's spec resolved)."""
+    spec = plan.spec
     adapters = spec.resolved_adapters()
     fingerprint = model_fingerprint(pipe, adapters)  # adapter files are hashed, not loaded, for this # 2
-    if keep_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
+    if plan.records_spec and not is_known(run_dir, spec):  # growing: only on the folder's own model and adapters
         rows, _ = read_rows(run_dir)
         check_same_fingerprint(run_dir, {r["model_fingerprint"] for r in rows if r.get("model_fingerprint")},
                                fingerprint)
@@ -187,8 +197,8 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
     size = spec.resolution or trained_size(pipe)
     if max_batch == "auto":
         max_batch = auto_batch_size(pipe, size)
-        plan = getattr(pipe, "workbench_plan", None)  # a GPU's memory plan (`memory_plan.py`) caps it
-        max_batch = min(max_batch, plan.max_batch) if plan is not None else max_batch
+        memory = getattr(pipe, "workbench_plan", None)  # a GPU's memory plan (`memory_plan.py`) caps it
+        max_batch = min(max_batch, memory.max_batch) if memory is not None else max_batch
         if pipe.device.type == "cuda":
             log(f"batch size {max_batch}, from free GPU memory")
     units = spec.resolved_units()  # one unnamed unit for a spec without `controls`
@@ -209,7 +219,7 @@ def _run_locked(pipe, spec, run_dir, callback, should_stop, rank, world_size, lo
         warn_unknown_words(pipe, prompt)
     context = {"device": str(pipe.device), "dtype": str(denoiser(pipe).dtype).replace("torch.", ""),
                "image_scheme": IMAGE_SCHEME,
-               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **columns,
+               "model": spec.model, "model_fingerprint": fingerprint, **versions(), **plan.tags,
                "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
                **getattr(pipe, "workbench_file", {}),  # a single file's name and A1111 hash
                **{f"{unit.key('image')}_sha256": content[unit.image] for unit in spec.units

@@ -121,9 +121,10 @@ def folder_record(run_dir: Path, create: bool = False) -> dict:
     raise ValueError(f"{path} could not be read or written")
 
 
-def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> dict:
+def prepare_run_dir(run_dir: Path, spec: SweepSpec, records_spec: bool = True) -> dict:
     """With the folder locked: check it is writable and holds this model's sweeps, clean a killed writer's
-    temporary PNGs, and write spec.yaml (with `keep_spec`). Returns the folder's record (`folder_record`)."""
+    temporary PNGs, and write spec.yaml (when `records_spec`: a sweep's plan, not a search's candidate). Returns the
+    folder's record (`folder_record`)."""
     try:
         (run_dir / "images").mkdir(exist_ok=True)
         RunStore(run_dir).write(f".write-test-{os.getpid()}", data="ok").unlink()
@@ -136,8 +137,8 @@ def prepare_run_dir(run_dir: Path, spec: SweepSpec, keep_spec: bool = True) -> d
     record = folder_record(run_dir, create=True)  # before spec.yaml: a new folder is not mistaken for an old one
     spec_path = run_dir / "spec.yaml"
     if spec_path.exists():
-        if not keep_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
+        if not records_spec or not is_known(run_dir, spec):  # a new spec grows the sweep (growth.py), same model only
             check_same_model(run_dir, spec)
-    elif keep_spec:
+    elif records_spec:
         RunStore(run_dir).write("spec.yaml", data=spec.to_text())
     return record

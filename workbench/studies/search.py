@@ -160,10 +160,11 @@ class Searcher:
         self.pipe, self.data, self.ranges, self.run_dir, self.stat, self.log = pipe, data, ranges, run_dir, stat, log
 
     def evaluate(self, number: int, values: dict, columns: list[str]) -> dict:
-        """Draw one cell (all seeds) and return {column: objective}."""
-        from ..engine.sweep import run_sweep
-        rows = run_sweep(self.pipe, cell_spec(self.data, values), self.run_dir, columns={"search_trial": number},
-                         keep_spec=False, log=lambda m: None)
+        """Draw one cell (all seeds) and return {column: objective}: one plan for the engine, its rows tagged with the
+        candidate's number (search.yaml, not the cell, is the folder's spec)."""
+        from ..engine.sweep import Plan, run_plan  # the engine loads torch: not at import (`--help` stays fast)
+        plan = Plan(cell_spec(self.data, values), records_spec=False, tags={"search_trial": number})
+        rows = run_plan(self.pipe, plan, self.run_dir, log=lambda m: None)
         return {column: cell_objective(rows, column, self.stat) for column in columns}
 
 
