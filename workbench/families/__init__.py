@@ -7,19 +7,20 @@ A family module (`sd15.py`, `sdxl.py`) holds two kinds of thing, and keeps them 
   code   functions that build or call a model; each imports torch and diffusers when called.
 The `Family` protocol below lists both. The sweep, generation, metrics, LoRA training and
 the widgets ask `family_of(pipe)` and never which family a pipeline is. Adding a family is
-one module, and one line in FAMILIES.
+one module, and its name on one line (`FAMILY_MODULES`).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from types import ModuleType
 from typing import Protocol
 
-from . import sd15, sdxl
 from .parts import trained_side, unit_controlnets  # noqa: F401 (the parts every family's pipeline has)
 
-# The more specific family first: an SDXL pipeline also has what SD1.5's `owns` looks for.
-FAMILIES: tuple[ModuleType, ...] = (sdxl, sd15)
+# The family modules in this folder, the more specific first: an SDXL pipeline also has what SD1.5's `owns` looks for.
+FAMILY_MODULES = ("sdxl", "sd15")
+FAMILIES: tuple[ModuleType, ...] = tuple(import_module(f".{name}", __name__) for name in FAMILY_MODULES)
 # `metric_models: {depth: tiny}`: a condition's network with random weights from a small config, as the tiny models
 # are built (the tests' and the tiny models' depth, seg and pose estimators)
 TINY_WEIGHTS = "tiny"
