@@ -101,3 +101,25 @@ def test_registering_refuses_a_name_that_exists_and_an_axis_without_its_function
         register_axis(Axis("new_scale", "float"))
     with pytest.raises(ValueError, match="Unknown spec key: 'new_scale'"):
         spec_from_dict({"model": "toy", "new_scale": [1.0]})
+    with pytest.raises(ValueError, match="once per pipeline call"):
+        register_axis(Axis("new_scale", "float", batched="always", apply="m:f"))
+
+
+def test_batching_and_the_order_of_switches_come_from_the_records():
+    """The plan reads `Axis.batched` and `Axis.switch`: the keys and order it always had, for one unit and for two."""
+    from workbench.engine.plan import batch_groups, batched_keys
+    from workbench.spec.axes import SWITCHES
+    one = spec_from_dict({"model": "toy", "prompt": CAPTION})
+    assert set(batched_keys(one.units)) == {"seed", "conditioning_scale", "control_schedule"}
+    assert set(batched_keys(one.units, share_prefix=True)) == {"seed", "conditioning_scale", "control_schedule",
+                                                               "control_guidance_start", "control_guidance_end"}
+    two = spec_from_dict({"model": "tiny", "prompt": CAPTION, "controls": {
+        "a": {"image": f"toy:{CAPTION}"}, "b": {"image": f"toy:{CAPTION}", "preprocess": "none"}}})
+    assert set(batched_keys(two.units)) == {"seed", "a.scale", "b.scale", "a.schedule", "b.schedule"}
+    assert SWITCHES == ("adapter", "lora_weight", "lora_blocks", "scheduler")
+    # groups: the sampler (a switch) changes least often, guidance (none) in spec order; seeds stay inside a group
+    spec = spec_from_dict({"model": "toy", "prompt": CAPTION, "seed": [0, 1], "scheduler": ["euler", "ddim"],
+                           "guidance": [7.0, 5.0]})
+    order = [(g[0].params["scheduler"], g[0].params["guidance"], len(g))
+             for g in batch_groups(expand(spec, "fp"), batched_keys(spec.units))]
+    assert order == [("ddim", 7.0, 2), ("ddim", 5.0, 2), ("euler", 7.0, 2), ("euler", 5.0, 2)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..spec.axes import BUILTIN, SWITCHES
 from ..spec.sweep_spec import SweepSpec, Trial
 from ..spec.units import Unit
 
@@ -34,10 +35,12 @@ class Plan:
 
 
 def batched_keys(units: list[Unit], share_prefix: bool = False) -> tuple[str, ...]:
-    """Trials differing only in these share one batch: the seed, every unit's scale and schedule, and with
-    `share_prefix` its start and end too (the engine's own loop, `denoise.py`, gives each trial its own)."""
-    keys = ("seed", *(unit.key("scale") for unit in units), *(unit.key("schedule") for unit in units))
-    return keys + tuple(unit.key(k) for unit in units for k in ("start", "end")) if share_prefix else keys
+    """Trials differing only in these share one batch: the axes whose record says `batched="always"` (the seed, every
+    unit's scale and schedule), and with `share_prefix` the `"shared"` ones too (every unit's start and end: the
+    engine's own loop, `denoise.py`, gives each trial its own)."""
+    kinds = ("always", "shared") if share_prefix else ("always",)
+    axes = [axis for axis in BUILTIN if axis.batched in kinds]  # registered axes are applied per call, never batched
+    return tuple(key for axis in axes for key in ([unit.key(axis.name) for unit in units] if axis.unit else [axis.key]))
 
 
 def batch_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
@@ -45,16 +48,18 @@ def batch_key(trial: Trial, batched: tuple[str, ...]) -> tuple:
     return tuple((k, v) for k, v in trial.params.items() if k not in batched)
 
 
+def switch_cost(group: list[Trial]) -> tuple:
+    """A batch group's place in the order: its values of the switch axes (`axes.SWITCHES`: adapter, LoRA weight,
+    blocks, sampler, costliest first), then its first trial's index in the spec."""
+    params = group[0].params
+    return (*("" if params.get(key) is None else params[key] for key in SWITCHES), group[0].index)
+
+
 def batch_groups(trials: list[Trial], batched: tuple[str, ...] = ("seed", "conditioning_scale")) -> list[list[Trial]]:
-    """Group trials that differ only in seed and scales; order groups by adapter, weight, scheduler, index."""
+    """Group trials that differ only in the `batched` axes; order the groups so that switches happen least often."""
     groups: dict[tuple, list[Trial]] = {}
     for trial in trials:
         groups.setdefault(batch_key(trial, batched), []).append(trial)
-
-    def switch_cost(group):
-        p = group[0].params
-        return (p["adapter"] or "", p["lora_weight"], p.get("lora_blocks") or "", p["scheduler"], group[0].index)
-
     return sorted(groups.values(), key=switch_cost)
 
 

@@ -45,6 +45,7 @@ class Axis:
     infotext: str | None = None     # its A1111 label (a unit's: inside its "ControlNet <i>" entry)
     searchable: bool = False        # search may range over it
     panel: str | None = None        # the panel's control: "slider", "text", "choice" (None: none)
+    switch: int | None = None       # a costly change between calls: groups are ordered by these, lowest first
 
     @property
     def key(self) -> str:
@@ -68,12 +69,13 @@ BUILTIN = (
          batched="shared", infotext="Guidance Start", searchable=True, panel="slider"),
     Axis("end", "float", low=0, high=1, default=1.0, unit=True, legacy_key="control_guidance_end", batched="shared",
          infotext="Guidance End", searchable=True, panel="slider"),
-    Axis("adapter", "name", default=None, panel="choice"),
-    Axis("lora_weight", "float", low=-INF, high=INF, default=0.0, searchable=True, panel="slider"),
-    Axis("lora_blocks", "blocks", default=None, optional=True, panel="choice"),
+    # The switches, costliest first: loading another adapter, rescaling one, reweighting its blocks, another sampler
+    Axis("adapter", "name", default=None, panel="choice", switch=0),
+    Axis("lora_weight", "float", low=-INF, high=INF, default=0.0, searchable=True, panel="slider", switch=1),
+    Axis("lora_blocks", "blocks", default=None, optional=True, panel="choice", switch=2),
     Axis("guidance", "float", low=0, high=INF, default=PROFILE, infotext="CFG scale", searchable=True, panel="slider"),
     Axis("steps", "int", low=1, default=PROFILE, infotext="Steps", searchable=True, panel="slider"),
-    Axis("scheduler", "sampler", default=PROFILE, infotext="Sampler", panel="choice"),
+    Axis("scheduler", "sampler", default=PROFILE, infotext="Sampler", panel="choice", switch=3),
     # A1111's numbering: 1 reads the text encoder's last layer (no skip), 2 the one before; diffusers counts one less
     Axis("clip_skip", "int", low=1, default=None, optional=True, infotext="Clip skip", panel="slider"),
     Axis("low", "int", low=0, default=100, unit=True, legacy_key="canny_low", infotext="Threshold A", searchable=True),
@@ -92,6 +94,8 @@ def register_axis(axis: Axis) -> Axis:
         raise ValueError(f"axis {axis.name!r} exists already, or is a unit parameter (those are built in)")
     if axis.kind not in ("float", "int", "text", "name"):
         raise ValueError(f"a registered axis is float, int, text or name, got {axis.kind!r}")
+    if axis.batched != "never":  # the engine applies a registered axis once per pipeline call
+        raise ValueError(f"a registered axis is applied once per pipeline call (batched='never'), got {axis.batched!r}")
     if axis.apply is None or ":" not in axis.apply:
         raise ValueError(f"axis {axis.name!r} needs apply='module:function', called as function(pipe, value)")
     REGISTERED[axis.name] = axis
@@ -126,3 +130,4 @@ INTEGER_AXES = {axis.key: axis.low for axis in BUILTIN if axis.kind == "int"}
 UNIT_AXES = {axis.name: axis.default for axis in BUILTIN if axis.unit}
 OPTIONAL_UNIT_AXES = tuple(axis.name for axis in BUILTIN if axis.unit and axis.optional)
 UNIT_KEYS = {axis.name: axis.key for axis in BUILTIN if axis.unit}  # a unit parameter's top-level key
+SWITCHES = tuple(axis.key for axis in sorted((a for a in BUILTIN if a.switch is not None), key=lambda a: a.switch))
