@@ -58,7 +58,7 @@ def set_stand_in_scale(pipe, value):
 
 
 STAND_IN = Axis("stand_in_scale", "float", low=0.0, high=2.0, default=1.0, apply=f"{__name__}:set_stand_in_scale",
-                infotext="Stand-in scale", searchable=True)
+                infotext="Stand-in scale", searchable=True, panel="slider")
 
 
 @pytest.fixture
@@ -92,6 +92,19 @@ def test_a_stand_in_axis_is_one_record_and_one_function_and_sweeps_end_to_end(ti
     assert [(r.name, r.low, r.high) for r in ranges] == [("stand_in_scale", 0.5, 1.5)]
     with pytest.raises(ValueError, match=r"`stand_in_scale` must be >= 0.0, got -1"):
         spec_from_dict({**spec, "stand_in_scale": [-1.0]})
+
+
+def test_the_panel_offers_a_registered_axis(tiny_pipe, stand_in, tmp_path):
+    """Its record's `panel` gives it a box of values and a place in the grid's pickers; an empty box leaves it out."""
+    from workbench.teaching.panel import SweepPanel
+    panel = SweepPanel(tiny_pipe, run_root=tmp_path, model="tiny", prompt=CAPTION)
+    assert "stand_in_scale" in panel.row_picker.options and "stand_in_scale" in panel.col_picker.options
+    assert panel.spec().extra_axes == {}
+    panel.axis_boxes["stand_in_scale"].value = "0.5, 1"
+    assert panel.spec().extra_axes == {"stand_in_scale": [0.5, 1.0]}
+    panel.axis_boxes["stand_in_scale"].value = "half"
+    with pytest.raises(ValueError, match="stand_in_scale: 'half' is not a comma-separated list of numbers"):
+        panel.spec()
 
 
 def test_registering_refuses_a_name_that_exists_and_an_axis_without_its_function():

@@ -24,7 +24,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from ..families import FAMILIES, family_for
-from ..spec.axes import REGISTERED
+from ..spec.axes import BUILTIN, REGISTERED
 from ..spec.lora_blocks import block_label, from_lbw, to_lbw
 from ..spec.samplers import SCHEDULERS, sampler_from_infotext, schedule_type
 from .controlnet_entries import format_units, parse_units
@@ -34,6 +34,17 @@ MAX_INFOTEXT = 64 * 1024  # characters: A1111 writes a few KB; a longer `paramet
 # <lora:name>, <lora:name:weight>, <lora:name:weight:lbw=...> (the LBW extension's key) or other named arguments.
 # Bounded, so a text of many unclosed tags is read in linear time.
 LORA_TAG = re.compile(r"[ \t]{0,64}<lora:([^<>]{1,4500})>")
+
+
+LABEL = {axis.key: axis.infotext for axis in BUILTIN if axis.infotext}  # "steps" -> "Steps", from the axis records
+
+
+def number_fields() -> dict:
+    """{label: (axis, cast)} of the axes written as a plain number ("Steps: 20"): from the records, built in and
+    registered, outside control units (a unit's parameters sit in its ControlNet entry)."""
+    casts = {"float": float, "int": int}
+    return {axis.infotext: (axis.key, casts[axis.kind]) for axis in (*BUILTIN, *REGISTERED.values())
+            if axis.infotext and not axis.unit and axis.kind in casts}
 
 
 def lora_tag(params: dict, model: str) -> str:
@@ -52,10 +63,10 @@ def format_infotext(params: dict, width: int, height: int, model: str, trial_id:
     adapter names to A1111's short hashes of their files (`Lora hashes`), so that A1111 can find both.
     """
     prompt = params["prompt"] + (f" {lora_tag(params, model)}" if params.get("adapter") else "")
-    pairs = {"Steps": params["steps"], "Sampler": SCHEDULERS[params["scheduler"]].a1111_name,
-             "Schedule type": schedule_type(params["scheduler"]) or "", "CFG scale": params["guidance"],
-             "Seed": params["seed"], "Size": f"{width}x{height}", "Model hash": model_hash or "",
-             "Model": model_label(model), "Clip skip": params.get("clip_skip") or ""}
+    pairs = {LABEL["steps"]: params["steps"], LABEL["scheduler"]: SCHEDULERS[params["scheduler"]].a1111_name,
+             "Schedule type": schedule_type(params["scheduler"]) or "", LABEL["guidance"]: params["guidance"],
+             LABEL["seed"]: params["seed"], "Size": f"{width}x{height}", "Model hash": model_hash or "",
+             "Model": model_label(model), LABEL["clip_skip"]: params.get("clip_skip") or ""}  # A1111's order
     pairs.update(format_units(params, model))
     if params.get("adapter") and params.get("lora_blocks") and "lbw=" not in prompt:  # no LBW list can say them
         pairs["Workbench only"] = "; ".join(filter(None, [pairs["Workbench only"], "LoRA block weights per layer"]))
@@ -110,10 +121,9 @@ def parse_infotext(text: str) -> dict:
         params["adapter"], params["lora_weight"] = tag["name"], tag["weight"]
         if "Lora blocks" in pairs or tag["lbw"]:
             params["lora_blocks"] = pairs.get("Lora blocks") or from_lbw(tag["lbw"], [f.LBW_BLOCKS for f in FAMILIES])
-    readers = {"Steps": ("steps", int), "CFG scale": ("guidance", float), "Seed": ("seed", int),
-               "Clip skip": ("clip_skip", int), "Resolution": ("resolution", int),
-               **{axis.infotext: (name, {"float": float, "int": int}.get(axis.kind, str))  # registered axes'
-                  for name, axis in REGISTERED.items() if axis.infotext and not axis.unit}}
+    readers = {**number_fields(), "Resolution": ("resolution", int),
+               **{axis.infotext: (name, str)  # a registered text axis
+                  for name, axis in REGISTERED.items() if axis.infotext and axis.kind in ("text", "name")}}
     for key, (name, cast) in readers.items():
         if key in pairs and name not in params:
             params[name] = pairs[key] if cast is str else read_number(pairs, key, cast)

@@ -24,6 +24,7 @@ from PIL import Image
 from ..analysis.plots import new_figure, plot_grid, row_image
 from ..models.profiles import profile
 from ..store.growth import load_results
+from ..spec.axes import REGISTERED
 from ..spec.sweep_spec import AXES, spec_from_dict
 from ..engine.sweep import run_sweep
 
@@ -58,6 +59,14 @@ def parse_numbers(text: str, name: str) -> list[float]:
     if not values:
         raise ValueError(f"{name}: give at least one number")
     return values
+
+
+def axis_values(text: str, name: str, kind: str) -> list:
+    """A registered axis's box, "0.5, 1" -> [0.5, 1.0] (whole numbers for an int axis, words for a text one)."""
+    if kind in ("float", "int"):
+        numbers = parse_numbers(text, name)
+        return [int(v) for v in numbers] if kind == "int" else numbers
+    return [v.strip() for v in str(text).split(",") if v.strip()]
 
 
 class SweepPanel:
@@ -97,6 +106,11 @@ class SweepPanel:
         # ControlNet strength per step (schedules.py); "constant" alone leaves the spec as it always was
         self.schedules = w.SelectMultiple(options=SCHEDULE_CHOICES, value=("constant",), description="schedules",
                                           rows=len(SCHEDULE_CHOICES))
+        # An axis added with `register_axis(..., panel=...)` gets a box of comma-separated values; left empty, the
+        # spec leaves the axis out (its default applies, and trial ids stay those of a spec without it)
+        self.axis_boxes = {name: w.Text("", placeholder=f"{axis.default} (default)", description=name,
+                                        style={"description_width": "initial"})
+                           for name, axis in REGISTERED.items() if axis.panel}
         # Search mode: the smallest scale in [scale from, to] whose seeds meet the target (adaptive.py)
         self.mode = w.ToggleButtons(options=["Grid", "Search"], value="Grid", description="mode")
         self.target = w.Text("edge_f1>=0.9", description="target")
@@ -106,8 +120,9 @@ class SweepPanel:
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="0 / 0")
         self.message = w.HTML()
-        self.row_picker = w.Dropdown(options=list(AXES), value="seed", description="rows")
-        self.col_picker = w.Dropdown(options=list(AXES), value="conditioning_scale", description="columns")
+        self.row_picker = w.Dropdown(options=[*AXES, *self.axis_boxes], value="seed", description="rows")
+        self.col_picker = w.Dropdown(options=[*AXES, *self.axis_boxes], value="conditioning_scale",
+                                     description="columns")
         # An Image and an HTML widget, not Output: Output does not capture from a background thread.
         self.grid_image = w.Image(format="png", layout=w.Layout(max_width="720px"))
         self.table_html = w.HTML()
@@ -119,7 +134,7 @@ class SweepPanel:
         controls = [self.prompt, w.HBox([self.scale_start, self.scale_stop, self.scale_count]), self.lora_weights]
         if self.adapters:
             controls.append(self.adapter_select)
-        controls += [w.HBox([self.seeds, self.steps, self.guidance]), self.schedules,
+        controls += [w.HBox([self.seeds, self.steps, self.guidance]), *self.axis_boxes.values(), self.schedules,
                      w.HBox([self.mode, self.target, self.budget]),
                      w.HBox([self.run_button, self.stop_button,
                      self.progress]), self.message, w.HBox([self.row_picker, self.col_picker])]
@@ -141,7 +156,9 @@ class SweepPanel:
             "lora_weight": weights, "adapter": adapters or [None], "adapters": self.adapters,
             "seed": parse_seeds(self.seeds.value), "steps": [self.steps.value], "guidance": [self.guidance.value],
             "control_image": self.control_image or f"toy:{self.prompt.value}",
-            **({} if schedules == ["constant"] else {"control_schedule": schedules})})
+            **({} if schedules == ["constant"] else {"control_schedule": schedules}),
+            **{name: axis_values(box.value, name, REGISTERED[name].kind)
+               for name, box in self.axis_boxes.items() if box.value.strip()}})
 
     def run(self, _button=None) -> None:
         """Start the sweep (or, in Search mode, the search) the controls describe, in a background thread."""
