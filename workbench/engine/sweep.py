@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -128,7 +128,8 @@ def run_plan(pipe, plan: Plan, run_dir: str | Path, callback: Callable[[Progress
     A sweep is one plan (`run_sweep`); a search draws one plan per candidate (`studies/search.py`). The
     arguments are `run_sweep`'s.
     """
-    spec = resolve_spec(plan.spec)  # its model's defaults and size, read from its files where needed (spec.yaml keeps them)
+    plan = replace(plan, spec=resolve_spec(plan.spec))  # the model's defaults and size, from its files where needed
+    spec = plan.spec  # (spec.yaml keeps the resolved values)
     if max_batch != "auto" and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be 'auto' or a whole number >= 1, got {max_batch!r}")
     if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
@@ -147,8 +148,8 @@ def run_plan(pipe, plan: Plan, run_dir: str | Path, callback: Callable[[Progress
     try:
         scheme = prepare_run_dir(run_dir, spec, plan.records_spec)["trial_id_scheme"]
         with pipeline_in_use(pipe, log):
-            return _run_locked(pipe, Plan(spec, plan.records_spec, plan.tags), run_dir, callback, should_stop, rank,
-                               world_size, log, max_batch, scheme, share_prefix)
+            return _run_locked(pipe, plan, run_dir, callback, should_stop, rank, world_size, log, max_batch, scheme,
+                               share_prefix)
     finally:
         lock.close()
 
