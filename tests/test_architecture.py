@@ -126,11 +126,14 @@ def test_the_leak_check_sees_through_fstrings_and_not_docstrings():
 
 PART_ATTRIBUTES = {"unet"}  # a pipeline's denoiser, named by its family (DENOISER), asked as families.denoiser(pipe)
 PART_CLASSES = {"UNet2DConditionModel", "ControlNetModel"}  # a family's denoiser_class() and controlnet_class()
+# how a UNet takes its ControlNets' residuals: a family's control_residuals() and predict_noise()
+PART_KEYWORDS = {"down_block_additional_residuals", "mid_block_additional_residual"}
 
 
 def family_parts_named(source: str) -> set[str]:
-    """The family-specific parts a module's code names: `.unet`, and the UNet and ControlNet classes (as a name, an
-    attribute or an import); strings and docstrings don't count, nor a local variable called `unet`."""
+    """The family-specific parts a module's code names: `.unet`, the UNet and ControlNet classes (as a name, an
+    attribute or an import) and the UNet's residual keywords; strings and docstrings don't count, nor a local
+    variable called `unet`."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in PART_ATTRIBUTES | PART_CLASSES:
@@ -139,11 +142,14 @@ def family_parts_named(source: str) -> set[str]:
             found.add(node.id)
         elif isinstance(node, ast.alias) and node.name.rpartition(".")[2] in PART_CLASSES:
             found.add(node.name.rpartition(".")[2])
+        elif isinstance(node, ast.keyword) and node.arg in PART_KEYWORDS:
+            found.add(node.arg)
     return found
 
 
 def test_only_the_family_modules_name_the_denoiser_and_the_controlnet_class():
-    """A family whose denoiser is a transformer (SD3, Flux) is one module: nothing else says `.unet`."""
+    """A family whose denoiser is a transformer (SD3, Flux) is one module: nothing else says `.unet` or hands a UNet
+    its ControlNets' down and middle residuals."""
     named = {str(path.relative_to(ROOT)): sorted(found) for path in PACKAGE.rglob("*.py")
              if path.parent.name != "families" and (found := family_parts_named(path.read_text()))}
     assert named == {}
@@ -151,8 +157,10 @@ def test_only_the_family_modules_name_the_denoiser_and_the_controlnet_class():
 
 def test_the_parts_check_sees_attributes_names_and_imports_but_not_words():
     source = ('"""the unet and ControlNetModel"""\nfrom diffusers import ControlNetModel\nunet = pipe.unet\n'
-              'x = diffusers.UNet2DConditionModel\ny = "UNet2DConditionModel"\n')
-    assert family_parts_named(source) == {"unet", "ControlNetModel", "UNet2DConditionModel"}
+              'x = diffusers.UNet2DConditionModel\ny = "UNet2DConditionModel"\n'
+              'z = net(x, mid_block_additional_residual=m)\n')
+    assert family_parts_named(source) == {"unet", "ControlNetModel", "UNet2DConditionModel",
+                                          "mid_block_additional_residual"}
     assert family_parts_named("unet = denoiser(pipe)\n") == set()
 
 

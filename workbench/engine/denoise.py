@@ -197,22 +197,18 @@ def denoise(pipe, embeddings: dict, controls: list, seeds: list[int], factors: n
         on_row = [plan[i].index(r) for r in range(rows)]
         x = scheduler.scale_model_input(torch.cat([latents, latents]), t)
         net_x, net_condition, halves = (x[rows:], conditional_half(condition), 1) if guess else (x, condition, 2)
-        down, mid = None, None
+        residuals = None  # summed over the units, in the family's layout (a UNet's: down blocks', then the middle's)
         for u, (net, image) in enumerate(zip(nets, images)):
             weights = torch.tensor([factors[b, u, i] for b in on_row], dtype=dtype, device=device)
             if not weights.any():
                 continue  # a unit switched off on every row adds nothing
-            unit_down, unit_mid = net(net_x, t, controlnet_cond=image.repeat(halves * rows, 1, 1, 1),
-                                      conditioning_scale=1.0, guess_mode=guess, return_dict=False, **net_condition)
+            unit = family.control_residuals(net, net_x, t, image.repeat(halves * rows, 1, 1, 1), net_condition, guess)
             weights = weights.repeat(halves).view(-1, 1, 1, 1)
-            unit_down, unit_mid = [r * weights for r in unit_down], unit_mid * weights
-            down = unit_down if down is None else [a + b for a, b in zip(down, unit_down)]
-            mid = unit_mid if mid is None else mid + unit_mid
-        if guess and down is not None:  # as the pipeline does: zero residuals for the unconditional half
-            down = [torch.cat([torch.zeros_like(r), r]) for r in down]
-            mid = torch.cat([torch.zeros_like(mid), mid])
-        noise = unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                     return_dict=False, **condition)[0]
+            unit = [r * weights for r in unit]
+            residuals = unit if residuals is None else [a + b for a, b in zip(residuals, unit)]
+        if guess and residuals is not None:  # as the pipeline does: zero residuals for the unconditional half
+            residuals = [torch.cat([torch.zeros_like(r), r]) for r in residuals]
+        noise = family.predict_noise(unet, x, t, residuals, condition)
         uncond, cond = noise.chunk(2)
         step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
         latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, **step_kwargs, return_dict=False)[0]

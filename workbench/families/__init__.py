@@ -65,6 +65,8 @@ class Family(Protocol):
     def owns(self, pipe) -> bool: ...                             # is this loaded pipeline ours?
     def encode(self, pipe, prompt: str, negative: str, clip_skip=None) -> dict: ...  # pipeline-call keywords
     def unet_conditioning(self, pipe, context, rows: int) -> dict: ...       # a bare UNet call's extras
+    def control_residuals(self, net, x, t, image, condition: dict, guess=False, scale=1.0) -> list: ...  # flat
+    def predict_noise(self, denoiser, x, t, residuals, condition: dict): ...  # the denoiser, residuals added
     def loop_conditioning(self, pipe, embeddings: dict, rows: int, height: int, width: int) -> dict: ...  # `denoise`
     def tokenize(self, pipe, captions: list[str]) -> list: ...              # token ids for training
     def text_context(self, pipe, tokens: list, image_sizes=None) -> tuple: ...  # (embeddings, extras)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .parts import control_residuals, predict_noise  # noqa: F401 (a UNet's ControlNet residuals: the Family protocol)
+
 # ---- facts ----------------------------------------------------------------------------------------
 
 NAME = "sd15"

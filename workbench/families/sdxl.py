@@ -9,7 +9,7 @@ the code that builds or calls a model, importing torch when called.
 
 from __future__ import annotations
 
-from .parts import trained_side
+from .parts import control_residuals, predict_noise, trained_side  # noqa: F401 (the first two: the Family protocol)
 
 # ---- facts ----------------------------------------------------------------------------------------
 

@@ -150,14 +150,15 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
     if disabled:  # a sweep's disable_lora() (an adapter-free row) would keep the new adapter out of the forward
         unet.enable_adapters()
     unet.requires_grad_(False)
-    encoders = [getattr(pipe, name) for name in family_of(pipe).TEXT_ENCODERS] if train_text_encoder else []
+    family = family_of(pipe)
+    encoders = [getattr(pipe, name) for name in family.TEXT_ENCODERS] if train_text_encoder else []
     text_config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGET_MODULES,
                              use_rslora=use_rslora)
     for encoder in encoders:
         add_text_adapter(encoder, text_config, training_name)
     trainable = [p for model in (unet, *encoders) for n, p in model.named_parameters() if training_name in n]
     if encoders:  # each step encodes its captions: their token ids, and the empty caption's for dropout
-        tokens, empty_tokens = family_of(pipe).tokenize(pipe, data.captions), family_of(pipe).tokenize(pipe, [""])
+        tokens, empty_tokens = family.tokenize(pipe, data.captions), family.tokenize(pipe, [""])
     for p in trainable:
         p.requires_grad_(True)
         p.data = p.data.float()  # LoRA weights train in fp32 even on a half-precision UNet
@@ -205,7 +206,8 @@ def train_lora(pipe, dataset, rank: int, alpha: float | None = None, steps: int 
                         text, keywords = context[idx], select_rows(extra, idx)
                         if caption_dropout:
                             text, keywords = drop_captions(text, keywords, data.empty, idx, caption_dropout, generator)
-                    prediction = unet(noisy, t, text.to(device), **keywords).sample.float()
+                    condition = {"encoder_hidden_states": text.to(device), **keywords}
+                    prediction = family.predict_noise(unet, noisy, t, None, condition).float()
                 target = training_target(scheduler, sample.float(), noise.float(), t)
                 loss = noise_loss(prediction, target, scheduler, t, snr_gamma) / gradient_accumulation
                 scaler.scale(loss).backward()

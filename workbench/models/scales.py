@@ -57,15 +57,28 @@ class ImageScales:
 
 @torch.compiler.disable  # runs eagerly, outside a compiled ControlNet's graph: its record changes every call
 def scale_residuals(module, inputs, output):
-    """The forward hook: each image's down and mid residuals times its factor. With classifier-free guidance the
-    batch is [unconditional..., conditional...], so the factors repeat once per half: a (2B, 1, 1, 1) tensor."""
+    """The forward hook: each image's residuals times its factor (every tensor the ControlNet returns: a UNet
+    ControlNet's down-block list and middle-block tensor). With classifier-free guidance the batch is
+    [unconditional..., conditional...], so the factors repeat once per half: a (2B, 1, 1, 1) tensor."""
     scales = getattr(module, SCALES, None)
     if scales is None:
         return output
-    down, mid = output
+    first = first_tensor(output)
     factors = scales.at_this_step()
-    per_image = factors.to(mid.device, mid.dtype).repeat(mid.shape[0] // len(factors)).view(-1, 1, 1, 1)
-    return [residual * per_image for residual in down], mid * per_image
+    per_image = factors.to(first.device, first.dtype).repeat(first.shape[0] // len(factors)).view(-1, 1, 1, 1)
+    return times(output, per_image)
+
+
+def first_tensor(output):
+    """The first tensor in a ControlNet's output (tensors in nested tuples and lists)."""
+    return output if isinstance(output, torch.Tensor) else first_tensor(output[0])
+
+
+def times(output, per_image):
+    """Every tensor in a ControlNet's output times `per_image`, in the output's own nesting."""
+    if isinstance(output, torch.Tensor):
+        return output * per_image
+    return type(output)(times(part, per_image) for part in output)
 
 
 def keep_scale_hooks(controlnet) -> None:

@@ -99,16 +99,15 @@ def denoising_step(pipe, size: int, images: int):
     control = torch.zeros(rows, 3, size, size, device=device, dtype=dtype)
     t = torch.full((rows,), 500, device=device)
 
-    extra = family_of(pipe).unet_conditioning(pipe, context, rows)  # SDXL: pooled text and size ids
-
-    units = len(unit_controlnets(pipe.controlnet))  # several ControlNets take a list of controls
-    controls = dict(controlnet_cond=control) if units == 1 else dict(controlnet_cond=[control] * units,
-                                                                     conditioning_scale=[1.0] * units)
+    family = family_of(pipe)
+    condition = {"encoder_hidden_states": context, **family.unet_conditioning(pipe, context, rows)}  # SDXL: its extras
+    units = len(unit_controlnets(pipe.controlnet))  # several ControlNets take a list of controls and scales
+    image, scale = (control, 1.0) if units == 1 else ([control] * units, [1.0] * units)
 
     @torch.no_grad()
     def step():
-        down, mid = pipe.controlnet(sample, t, encoder_hidden_states=context, return_dict=False, **controls, **extra)
-        unet(sample, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid, **extra)
+        residuals = family.control_residuals(pipe.controlnet, sample, t, image, condition, scale=scale)
+        family.predict_noise(unet, sample, t, residuals, condition)
 
     return step, sample
 

@@ -216,12 +216,11 @@ def training_step_seconds(pipe, trainable: str, controlnet=None, rank: int = 16,
     t = torch.tensor([500], device=device)
     control = torch.rand(1, 3, size, size, device=device, dtype=dtype)
 
+    condition = {"encoder_hidden_states": context, **extra}
+
     def step():
-        residuals = {}
-        if net is not None:
-            down, mid = net(x, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False, **extra)
-            residuals = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
-        unet(x, t, context, **residuals, **extra).sample.float().pow(2).mean().backward()
+        residuals = None if net is None else family.control_residuals(net, x, t, control, condition)
+        family.predict_noise(unet, x, t, residuals, condition).float().pow(2).mean().backward()
 
     times = []
     for _ in range(repeats + 1):
@@ -274,9 +273,12 @@ def controlnet_training_curve(pipe, steps: int = 300, every: int = 50, batch_siz
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
 
+    family = family_of(pipe)
+
     def predict(x, t, context, control):
-        down, mid = controlnet(x, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
-        return unet(x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        condition = {"encoder_hidden_states": context}  # the toy is SD1.5-shaped: the text is all it reads
+        return family.predict_noise(unet, x, t, family.control_residuals(controlnet, x, t, control, condition),
+                                    condition)
 
     learner = with_controlnet(pipe, controlnet)  # the pipeline that draws with the ControlNet being trained
     learner.set_progress_bar_config(disable=True)

@@ -30,12 +30,12 @@ def controlnet_residuals(pipe, prompt: str = "", unit: int = 0, controlnet=None,
                else torch.zeros(1, 3, size, size)).to(device, dtype)
     if controlnet is None:
         controlnet = unit_controlnets(pipe.controlnet)[unit]  # with several units, the unit-th
-    down, mid = controlnet(sample, torch.tensor([500], device=device), encoder_hidden_states=context.to(dtype),
-                                controlnet_cond=control, return_dict=False, **extra)
+    residuals = family.control_residuals(controlnet, sample, torch.tensor([500], device=device), control,
+                                         {"encoder_hidden_states": context.to(dtype), **extra})
     convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
     rows = []
-    for i, (residual, conv) in enumerate(zip([*down, mid], convs)):
-        is_mid = i == len(down)
+    for i, (residual, conv) in enumerate(zip(residuals, convs)):
+        is_mid = i == len(residuals) - 1
         rows.append({"zero_conv": "controlnet_mid_block" if is_mid else f"controlnet_down_blocks.{i}",
                      "adds_to": "UNet middle block" if is_mid else f"UNet skip connection {i}",
                      "residual_shape (C, H, W)": tuple(residual.shape[1:]),

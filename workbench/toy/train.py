@@ -35,7 +35,7 @@ from ..models.checkpoints import load_checkpoint, save_checkpoint
 from ..models.devices import pick_device
 from ..families.builders import (ModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_tokenizer,
                                  build_unet, build_vae)
-from ..families.sd15 import assemble_pipeline, controlnet_class, pipeline_class
+from ..families.sd15 import assemble_pipeline, control_residuals, controlnet_class, pipeline_class, predict_noise
 from ..lora.prepare import noise_loss
 from .data import make_dataset, to_model_range
 from .world import PALETTE, SHAPES, STYLES, caption_words, sample_scenes
@@ -235,8 +235,8 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.controlnet_lr)
 
     def predict(x, t, context, control):
-        down, mid = controlnet(x, t, encoder_hidden_states=context, controlnet_cond=control, return_dict=False)
-        return unet(x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        condition = {"encoder_hidden_states": context}
+        return predict_noise(unet, x, t, control_residuals(controlnet, x, t, control, condition), condition)
 
     def step(generator):
         idx = sample_batch(len(latents), cfg.batch_size, generator)
