@@ -40,9 +40,8 @@ class Family(Protocol):
     DEFAULT_SIZE: int                          # the trained side of a model of this family not listed above
     BUCKETS: tuple                             # (width, height) sizes it was trained at besides the square, or ()
     CONDITION_CONTROLNETS: dict[str, tuple]    # condition kind -> the hub ids of ControlNets that read it
-    PROFILES: dict[str, dict]                  # preset name -> what a lesson uses on a GPU (`workbench.profiles`)
+    PROFILES: dict[str, dict]                  # preset name -> what a spec and training use on a GPU (`profiles`)
     DEFAULT_PROFILE: str                       # the profile of any other hub id or folder of this family
-    CPU_PROFILE: dict                          # what a real model's lesson changes on a CPU, to run in minutes
     COMPONENTS: tuple[str, ...]                # the weights a model fingerprint hashes
     DENOISER: str                              # the pipeline attribute of the noise predictor ("unet")
     TEXT_ENCODERS: tuple[str, ...]             # the pipeline attributes of its text encoders

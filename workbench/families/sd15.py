@@ -80,8 +80,9 @@ OPEN_CLIP_PARTS: dict[str, str] = {}  # text encoders a single file holds in Ope
 # The published text encoders' token ids (0, 2, 1: a known quirk; CLIP then pools at the argmax id)
 TEXT_ENCODER_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)
 
-# What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU; keys are preset names, and
-# DEFAULT_PROFILE serves any other hub id or folder of this family.
+# What a spec or a training run uses on each model on a GPU (`workbench.profiles` adds a lesson's settings); keys are
+# preset names, and DEFAULT_PROFILE serves any other hub id or folder of this family. The toy and the test model are
+# lessons' own models: their profiles hold their lesson settings too.
 PROFILES = {
     # The toy: exactly the spec defaults it always had, so its trial ids never change; LoRA as notebook 02 trains it.
     "toy": dict(resolution=64, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1, 2], lora_steps=1200,
@@ -96,20 +97,13 @@ PROFILES = {
                  train_seeds=[0, 1], scenes=1, second_condition="depth", condition_models={"depth": "tiny"}),
     # SD1.5: 512 px and guidance 7.5 from its model card; DPM-Solver++ 2M converges in 20-30 steps (Lu et al. 2022);
     # LoRA as diffusers' train_text_to_image_lora.py and train_dreambooth_lora.py run it: lr 1e-4, batch 1 with 4
-    # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered; 500 steps as the DreamBooth
-    # LoRA example. Lesson 04's second ControlNet reads ADE20K segmentation, drawn from a photo. Rank studies span 2-32 around
-# the scripts' default rank 4; content is CLIP prompt adherence, the style's reach DINO distance from weight 0.
-    "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", seeds=[0, 1, 2, 3], lora_steps=500,
-                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
-                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
-                 controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"], ranks=[2, 4, 8, 16, 32],
-                 train_seeds=[0, 1, 2], scenes=8, second_condition="seg"),
+    # accumulation steps (4 here), fp16 mixed precision, gradient checkpointing offered, gradients clipped at 1; 500
+    # steps as the DreamBooth LoRA example. Its ControlNets: Canny, and ADE20K segmentation (drawn from a photo).
+    "sd15": dict(resolution=512, steps=30, guidance=7.5, scheduler="dpm++2m", lora_steps=500, lora_batch=4,
+                 lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
+                 controlnets=[SD15_CANNY_ID, "lllyasviel/sd-controlnet-seg"], second_condition="seg"),
 }
 DEFAULT_PROFILE = "sd15"
-# On a CPU a real model's lesson is shortened so it runs in minutes: the smallest sensible size (SD1.5's 512 / 4),
-# two denoising steps, one seed, a few LoRA steps; a rank study of two ranks, two training seeds, two scenes.
-CPU_PROFILE = dict(resolution=128, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
-                   train_seeds=[0, 1], scenes=2)
 
 
 def owns_index(model_index: dict) -> bool:

@@ -45,17 +45,15 @@ COMPONENTS = ("unet", "controlnet", "vae", "text_encoder", "text_encoder_2")
 # What from_pretrained downloads, in GB (fp32 safetensors, from the model cards' file lists): SDXL base's UNet 10.3,
 # text encoders 0.49 and 2.78, VAE 0.33; an SDXL ControlNet 5.0.
 DOWNLOAD_GB = {SDXL_ID: 13.9, SDXL_CANNY_ID: 5.0, "diffusers/controlnet-depth-sdxl-1.0": 5.0}
-# What a lesson or a spec uses on each model (`workbench.profiles`), on a GPU. SDXL base 1.0: 1024 px from its model
-# card, guidance 5.0 and the Euler scheduler of its pipeline's and scheduler's configs; LoRA as diffusers'
-# train_dreambooth_lora_sdxl.py runs it (lr 1e-4, fp16 mixed precision, gradient checkpointing, 500 steps,
-# batch 1 with 4 accumulation steps). Lesson 04's second ControlNet reads depth maps. Rank studies as SD1.5's.
+# What a spec or a training run uses on each model on a GPU (`workbench.profiles` adds a lesson's settings). SDXL
+# base 1.0: 1024 px from its model card, guidance 5.0 and the Euler scheduler of its pipeline's and scheduler's
+# configs; LoRA as diffusers' train_dreambooth_lora_sdxl.py runs it (lr 1e-4, fp16 mixed precision, gradient
+# checkpointing, gradients clipped at 1, 500 steps, batch 1 with 4 accumulation steps). Its ControlNets: Canny, depth.
 PROFILES = {
-    "sdxl": dict(resolution=1024, steps=30, guidance=5.0, scheduler="euler", seeds=[0, 1, 2, 3], lora_steps=500,
-                 lora_batch=4, lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
-                 metrics=["edge", "clip_score", "dino"], report_metric="dino_distance", content_metric="clip_score",
-                 controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"], ranks=[2, 4, 8, 16, 32],
-                 train_seeds=[0, 1, 2], scenes=8, second_condition="depth"),
-    # The random test model: the toy's sampling defaults, a few LoRA steps.
+    "sdxl": dict(resolution=1024, steps=30, guidance=5.0, scheduler="euler", lora_steps=500, lora_batch=4,
+                 lora_lr=1e-4, mixed_precision="fp16", gradient_checkpointing=True, max_grad_norm=1.0,
+                 controlnets=[SDXL_CANNY_ID, "diffusers/controlnet-depth-sdxl-1.0"], second_condition="depth"),
+    # The random test model, a lesson's own: the toy's sampling defaults, a few LoRA steps, its lesson settings.
     "tiny-sdxl": dict(resolution=32, steps=20, guidance=5.0, scheduler="ddim", seeds=[0, 1], lora_steps=8,
                       lora_batch=4, lora_lr=1e-2, mixed_precision="no", gradient_checkpointing=False,
                       metrics=["edge"], report_metric="lora_effect", content_metric="edge_f1",
@@ -63,9 +61,6 @@ PROFILES = {
                       second_condition="depth", condition_models={"depth": "tiny"}),
 }
 DEFAULT_PROFILE = "sdxl"
-# On a CPU: the smallest size SDXL allows (1024 / 4), two steps, one seed, a few LoRA steps.
-CPU_PROFILE = dict(resolution=256, steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
-                   train_seeds=[0, 1], scenes=2)
 # kohya's LoRA layout (`lora/convert.py`): sd-scripts names SDXL's UNet layers by the original (SGM) model's
 # input/output blocks, and its two text encoders lora_te1_ and lora_te2_.
 KOHYA_SGM_UNET = True

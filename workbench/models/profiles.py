@@ -3,10 +3,13 @@
     P = wb.profile("sd15", "cuda")    # 512 px, 30 steps, guidance 7.5, DPM++ 2M, LoRA at lr 1e-4 in fp16, ...
     P = wb.profile("sdxl", "cpu")     # shortened: 256 px, 2 steps, 1 seed; it says so when printed
 
-Each family module holds its profiles with the source of every value (`families/sd15.py`,
-`families/sdxl.py`); any other hub id or folder gets its family's. On a CPU a real model's
-profile is shortened (`CPU_PROFILE`) so a lesson runs in minutes, not hours; the toy and the
-tiny test models are the same everywhere. A model metric whose weights are not in the hub
+Each family module holds what its models' cards and reference scripts say (size, steps, guidance,
+sampler, the LoRA recipe, its ControlNets), with the source of every value (`families/sd15.py`,
+`families/sdxl.py`); any other hub id or folder gets its family's. A lesson's settings for a real
+model (seeds, metrics, rank studies) are the same for every family, so they are here (`LESSON`),
+and so is a lesson's shortening on a CPU (`CPU_LESSON`: a quarter of the trained side, two steps),
+so that it runs in minutes, not hours. The toy and the tiny test models are lessons' own models:
+their profiles carry their lesson settings and are the same everywhere. A model metric whose weights are not in the hub
 cache is not requested: the profile reports `lora_effect` instead, and says what to download.
 
 A spec that leaves out `steps`, `guidance` or `scheduler` takes them from its model's GPU
@@ -23,12 +26,23 @@ from ..errors import download_command
 from ..families import base_profile
 from ..families.hubcache import cached_snapshot
 from ..spec.metric_registry import REGISTRY
+from ..spec.sizes import MIN_FACTOR
 from .memory_plan import half_dtype, memory_plan
 
 # A lesson reports lora_effect (mean pixel distance from weight 0) when no model metric can run: it needs no weights.
 FALLBACK_METRIC = "lora_effect"
 FALLBACK_CONTENT = "edge_f1"  # and the content as how well the image keeps the control's edges (no weights either)
 _told: set = set()  # the missing-weights notes already shown in this process
+# What a lesson uses on any real model on a GPU: four seeds; edges, CLIP prompt adherence (content) and DINO distance
+# from weight 0 (the style's reach); rank studies of ranks 2-32 around the reference scripts' default 4, three
+# training seeds each, eight held-out scenes.
+LESSON = dict(seeds=[0, 1, 2, 3], metrics=["edge", "clip_score", "dino"], report_metric="dino_distance",
+              content_metric="clip_score", ranks=[2, 4, 8, 16, 32], train_seeds=[0, 1, 2], scenes=8)
+# On a CPU a real model's lesson is shortened so it runs in minutes: the smallest size its model allows (a quarter of
+# its trained side, `sizes.MIN_FACTOR`), two denoising steps, one seed, a few LoRA steps; a rank study of two ranks,
+# two training seeds, two scenes.
+CPU_LESSON = dict(steps=2, seeds=[0], lora_steps=4, lora_batch=1, mixed_precision="no", ranks=[1, 4],
+                  train_seeds=[0, 1], scenes=2)
 
 
 @dataclass(frozen=True)
@@ -160,9 +174,11 @@ def profile(model: str = "toy", device: str = "auto", memory_gb: float | None = 
     family, values = base_profile(model)
     where = device_type(device)
     real = model not in family.PROFILES or model == family.DEFAULT_PROFILE  # not the toy or a tiny test model
+    if real:
+        values = {**LESSON, **values}
     shortened = real and where == "cpu"
     if shortened:
-        values.update(family.CPU_PROFILE)
+        values.update(CPU_LESSON, resolution=values["resolution"] // MIN_FACTOR)
     if where != "cuda" and values["mixed_precision"] != "no":
         values["mixed_precision"] = "no"  # autocast training is for CUDA here
     metrics, report, content, notes = available_metrics(values.pop("metrics"), values.pop("report_metric"),
