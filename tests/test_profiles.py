@@ -49,6 +49,9 @@ def test_a_real_model_on_a_cpu_is_shortened_and_says_so():
         assert not profile(tiny, "cpu").shortened and profile(tiny, "cpu").resolution == 32
     assert profile("toy", "auto").device in ("cpu", "cuda", "mps")
     assert (cpu.ranks, cpu.train_seeds, cpu.scenes) == ([1, 4], [0, 1], 2)  # a rank study in minutes
+    for real in (gpu, profile("sdxl", "cuda")):  # the lesson settings every real model shares (`profiles.LESSON`)
+        assert (real.seeds, real.ranks, real.train_seeds, real.scenes, real.lora_steps) == (
+            [0, 1, 2, 3], [2, 4, 8, 16, 32], [0, 1, 2], 8, 500)
     toy = profile("toy", "cpu")  # notebook 02's study, as its shipped adapters were trained
     assert (toy.ranks, toy.train_seeds, toy.scenes, toy.report_metric, toy.content_metric) == (
         [1, 2, 4, 8, 16], [0, 1, 2], 12, "style_strength", "colour_fidelity")
