@@ -16,6 +16,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import Protocol
 
+from . import sd15  # the family of a model nothing else places (SD1.x); FAMILY_MODULES below imports every family
 from .parts import trained_side, unit_controlnets  # noqa: F401 (the parts every family's pipeline has)
 
 # The family modules in this folder, the more specific first: an SDXL pipeline also has what SD1.5's `owns` looks for.
