@@ -257,7 +257,7 @@ def controlnet_training_curve(pipe, steps: int = 300, every: int = 50, batch_siz
     ControlNet). ControlNet's paper calls the jump from ignoring the edges to following them sudden convergence."""
     from ..metrics.scorers import image_metrics
     from ..toy.data import make_dataset
-    from ..toy.train import TrainConfig, diffusion_loss, latent_means
+    from ..toy.train import TrainConfig, controlnet_predictor, diffusion_loss, latent_means
     from ..engine.generation import generate
     size = trained_size(pipe)
     controlnet = fresh_controlnet(pipe).train().requires_grad_(True)
@@ -273,12 +273,7 @@ def controlnet_training_curve(pipe, steps: int = 300, every: int = 50, batch_siz
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
 
-    family = family_of(pipe)
-
-    def predict(x, t, context, control):
-        condition = {"encoder_hidden_states": context}  # the toy is SD1.5-shaped: the text is all it reads
-        return family.predict_noise(unet, x, t, family.control_residuals(controlnet, x, t, control, condition),
-                                    condition)
+    predict = controlnet_predictor(unet, controlnet)  # as the toy's own ControlNets were trained
 
     learner = with_controlnet(pipe, controlnet)  # the pipeline that draws with the ControlNet being trained
     learner.set_progress_bar_config(disable=True)

@@ -186,6 +186,15 @@ def latent_means(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat(latents) * vae.config.scaling_factor
 
 
+def controlnet_predictor(unet, controlnet):
+    """`predict(x, t, context, control)` for `diffusion_loss`: the toy UNet's noise prediction with `controlnet`'s
+    residuals added (the toy is SD1.5-shaped: the text is all its UNet and ControlNet read)."""
+    def predict(x, t, context, control):
+        condition = {"encoder_hidden_states": context}
+        return predict_noise(unet, x, t, control_residuals(controlnet, x, t, control, condition), condition)
+    return predict
+
+
 def diffusion_loss(cfg: TrainConfig, scheduler, predict, latents, generator, **inputs) -> torch.Tensor:
     """Epsilon-prediction loss at random timesteps, min-SNR weighted."""
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -234,9 +243,7 @@ def train_controlnet(cfg, controlnet, unet, text_encoder, scheduler, latents, co
     text_encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.controlnet_lr)
 
-    def predict(x, t, context, control):
-        condition = {"encoder_hidden_states": context}
-        return predict_noise(unet, x, t, control_residuals(controlnet, x, t, control, condition), condition)
+    predict = controlnet_predictor(unet, controlnet)
 
     def step(generator):
         idx = sample_batch(len(latents), cfg.batch_size, generator)
