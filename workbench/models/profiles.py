@@ -9,8 +9,9 @@ sampler, the LoRA recipe, its ControlNets), with the source of every value (`fam
 model (seeds, metrics, rank studies) are the same for every family, so they are here (`LESSON`),
 and so is a lesson's shortening on a CPU (`CPU_LESSON`: a quarter of the trained side, two steps),
 so that it runs in minutes, not hours. The toy and the tiny test models are lessons' own models:
-their profiles carry their lesson settings and are the same everywhere. A model metric whose weights are not in the hub
-cache is not requested: the profile reports `lora_effect` instead, and says what to download.
+their profiles carry their lesson settings and are the same everywhere. A model metric whose
+weights are not in the hub cache is not requested: the profile reports `lora_effect` instead, and
+says what to download.
 
 A spec that leaves out `steps`, `guidance` or `scheduler` takes them from its model's GPU
 profile (`families.spec_defaults`), never from the machine it runs on, so one spec gives the same
@@ -107,8 +108,9 @@ class Profile:
                     else "")]
         lines += [f"  {name} = {getattr(self, name)!r}" for name in (
             "resolution", "steps", "seeds", "guidance", "scheduler", "lora_steps", "lora_batch", "lora_lr",
-            "max_grad_norm", "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric", "controlnets",
-            "ranks", "train_seeds", "scenes", "dtype", "offload", "vae_slicing", "vae_tiling", "max_batch")]
+            "max_grad_norm", "mixed_precision", "gradient_checkpointing", "metrics", "report_metric", "content_metric",
+            "controlnets", "ranks", "train_seeds", "scenes", "dtype", "offload", "vae_slicing", "vae_tiling",
+            "max_batch")]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
 

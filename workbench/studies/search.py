@@ -162,7 +162,8 @@ class Searcher:
     def evaluate(self, number: int, values: dict, columns: list[str]) -> dict:
         """Draw one cell (all seeds) and return {column: objective}: one plan for the engine, its rows tagged with the
         candidate's number (search.yaml, not the cell, is the folder's spec)."""
-        from ..engine.sweep import Plan, run_plan  # the engine loads torch: not at import (`--help` stays fast)
+        from ..engine.plan import Plan
+        from ..engine.sweep import run_plan  # the engine loads torch: not at import (`--help` stays fast)
         plan = Plan(cell_spec(self.data, values), records_spec=False, tags={"search_trial": number})
         rows = run_plan(self.pipe, plan, self.run_dir, log=lambda m: None)
         return {column: cell_objective(rows, column, self.stat) for column in columns}
